@@ -1,0 +1,1 @@
+"""Experiment code: models, configs and the trainer built on lpjax."""

@@ -1,0 +1,583 @@
+"""Deterministic, resumable, multi-host input pipeline held in host memory.
+
+Every data set is a pair of NumPy arrays (CIFAR fits easily: 50k x 32x32x3 uint8) wrapped
+in a :class:`Dataset`. The training batch at global step ``s`` is a *pure function* of
+``(seed, s)``:
+
+* epoch ``e = s // steps_per_epoch``; its order is
+  ``np.random.default_rng([seed, e]).permutation(N)`` (the remainder is dropped);
+* the global batch is the ``s % steps_per_epoch``-th slice of that order, and process ``p``
+  of ``P`` takes rows ``[p * G / P, (p + 1) * G / P)`` of it;
+* augmentation randomness comes from ``np.random.default_rng([seed, s, 1])``, drawn for the
+  whole global batch and then sliced, so the union of what all processes see does not
+  depend on the number of processes.
+
+A run resumed at step ``s`` therefore sees exactly the batches of an uninterrupted run,
+with no iterator state to checkpoint.
+
+Loaders:
+
+* :func:`load_tfds_image_classification` -- CIFAR-10 / CIFAR-100 from tensorflow-datasets
+  (TensorFlow is imported lazily, only there, and never gets a GPU);
+* :func:`load_digits_longtail` -- scikit-learn's 8x8 digits, long-tailed, with a balanced
+  held-out test split (no download needed; the CPU-sized benchmark);
+* :func:`load_multilabel_digits` -- 1..3 digits side by side on an 8x24 canvas, multi-hot
+  labels with long-tailed class frequencies.
+
+:func:`longtail_class_counts` / :func:`make_longtail` build the exponential long-tailed
+profiles of the LDAM and logit-adjustment papers (CIFAR-10-LT / CIFAR-100-LT).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "DIGITS_DEFAULT_IMBALANCE_RATIO",
+    "DIGITS_DEFAULT_TEST_PER_CLASS",
+    "Dataset",
+    "DatasetNotPreparedError",
+    "eval_batches",
+    "load_digits_longtail",
+    "load_multilabel_digits",
+    "load_tfds_image_classification",
+    "longtail_class_counts",
+    "make_longtail",
+    "steps_per_epoch",
+    "train_batch",
+]
+
+# Standard per-channel statistics of the training images, in [0, 1] units.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+_TFDS_STATS = {
+    "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
+    "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
+}
+
+# Digits defaults. load_digits has 174..183 images per class; holding out 40 per class
+# leaves 134..143, so n_max = 143 and the r = 15 profile (capped by what each class has) is
+#   train per class = [138, 105, 78, 57, 42, 31, 23, 17, 12, 9]   (512 images)
+#   test per class  = 40 each                                      (400 images)
+# i.e. with the usual shot groups (many > 100, medium 20..100, few < 20):
+#   many = {0, 1}, medium = {2, 3, 4, 5, 6}, few = {7, 8, 9}.
+# The counts depend only on these two numbers, not on the seed.
+DIGITS_DEFAULT_IMBALANCE_RATIO = 15.0
+DIGITS_DEFAULT_TEST_PER_CLASS = 40
+
+# Augmentation (CIFAR recipe): reflect-pad by 4, random crop back to HxW, random h-flip.
+_AUGMENT_PAD = 4
+_AUGMENT_MIN_SIZE = 16  # smaller images (8x8 digits) are never cropped or flipped
+
+# Fraction of each digit class's source images reserved for the multi-label test split.
+_MULTILABEL_TEST_SOURCE_FRACTION = 1.0 / 3.0
+_DIGIT_SIZE = 8
+
+# Images per tfds read; batch_size=-1 is avoided on purpose (see the loader).
+_TFDS_READ_CHUNK = 10_000
+
+
+class DatasetNotPreparedError(RuntimeError):
+    """A tensorflow-datasets data set is not on disk and downloading was not allowed."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """An in-memory image data set.
+
+    Attributes:
+      images: ``[N, H, W, C]`` uint8 (0..255) or float32 (0..1).
+      labels: int32 ``[N]`` class ids, or ``[N, num_classes]`` 0/1 multi-hot (stored as given).
+      num_classes: number of classes.
+      mean, std: float32 ``[C]`` per-channel normalisation constants in [0, 1] units.
+      name: a short human-readable name.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    mean: np.ndarray
+    std: np.ndarray
+    name: str
+
+    def __post_init__(self):
+        images = np.asarray(self.images)
+        labels = np.asarray(self.labels)
+        if images.ndim != 4:
+            raise ValueError(f"images must be NHWC, got shape {images.shape}.")
+        if labels.shape[:1] != images.shape[:1] or labels.ndim not in (1, 2):
+            raise ValueError(
+                f"labels must be [N] or [N, C] with N = {images.shape[0]}, got {labels.shape}."
+            )
+        if labels.ndim == 2 and labels.shape[1] != self.num_classes:
+            raise ValueError(
+                f"multi-hot labels have {labels.shape[1]} columns, expected {self.num_classes}."
+            )
+        channels = images.shape[-1]
+        mean = np.asarray(self.mean, np.float32).reshape(-1)
+        std = np.asarray(self.std, np.float32).reshape(-1)
+        if mean.shape != (channels,) or std.shape != (channels,):
+            raise ValueError(f"mean and std must have shape [{channels}].")
+        if np.any(std <= 0):
+            raise ValueError("std must be positive.")
+        object.__setattr__(self, "images", images)
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "num_classes", int(self.num_classes))
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def is_multilabel(self) -> bool:
+        return self.labels.ndim == 2
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        """int64 ``[num_classes]``: images per class (positives per class if multi-label)."""
+        if self.is_multilabel:
+            return (self.labels != 0).sum(axis=0).astype(np.int64)
+        return np.bincount(self.labels, minlength=self.num_classes).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------
+# Long-tailed profiles.
+
+
+def longtail_class_counts(n_max: int, num_classes: int, imbalance_ratio: float) -> np.ndarray:
+    """Exponential long-tailed profile ``n_c = floor(n_max * r ** (-c / (C - 1)))``.
+
+    Computed exactly as the LDAM reference code does
+    (``int(img_max * imb_factor ** (cls_idx / (cls_num - 1.0)))`` with ``imb_factor = 1/r``),
+    which reproduces the published sizes: CIFAR-10-LT has 12,406 (r=100) / 20,431 (r=10)
+    training images and CIFAR-100-LT 10,847 (r=100) / 19,573 (r=10).
+
+    Returns:
+      int64 ``[num_classes]``, non-increasing, ``n_0 = n_max``.
+    """
+    if isinstance(n_max, bool) or int(n_max) != n_max or n_max < 1:
+        raise ValueError(f"n_max must be an integer >= 1, got {n_max!r}.")
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}.")
+    imbalance_ratio = float(imbalance_ratio)
+    if not math.isfinite(imbalance_ratio) or imbalance_ratio < 1.0:
+        raise ValueError(
+            f"imbalance_ratio must be a finite number >= 1 (n_max / n_min), "
+            f"got {imbalance_ratio!r}."
+        )
+    n_max, num_classes = int(n_max), int(num_classes)
+    imb_factor = 1.0 / imbalance_ratio
+    counts = [
+        int(n_max * (imb_factor ** (c / (num_classes - 1.0)))) for c in range(num_classes)
+    ]
+    return np.asarray(counts, dtype=np.int64)
+
+
+def make_longtail(dataset: Dataset, imbalance_ratio: float, *, seed: int) -> Dataset:
+    """Subsamples a single-label data set to the exponential long-tailed profile.
+
+    ``n_max`` is the largest class count; class ``c`` keeps the first
+    ``min(n_c, available_c)`` of its images in the order of
+    ``np.random.default_rng(seed).permutation(N)`` (on a balanced set such as CIFAR that is
+    exactly ``n_c``). The kept images stay in their original relative order. Ratio 1 returns
+    ``dataset`` unchanged.
+    """
+    if dataset.is_multilabel:
+        raise ValueError("make_longtail needs single-label data; use a multi-label sampler.")
+    if float(imbalance_ratio) < 1.0:
+        raise ValueError(f"imbalance_ratio must be >= 1, got {imbalance_ratio!r}.")
+    if float(imbalance_ratio) == 1.0:
+        return dataset
+    available = dataset.class_counts
+    targets = longtail_class_counts(int(available.max()), dataset.num_classes, imbalance_ratio)
+    targets = np.minimum(targets, available)
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    ordered_labels = dataset.labels[order]
+    keep = np.concatenate(
+        [order[ordered_labels == c][: targets[c]] for c in range(dataset.num_classes)]
+    )
+    keep.sort()
+    return dataclasses.replace(
+        dataset,
+        images=dataset.images[keep],
+        labels=dataset.labels[keep],
+        name=f"{dataset.name}_lt{float(imbalance_ratio):g}",
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Loaders.
+
+
+def _channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = images.astype(np.float64)
+    if images.dtype == np.uint8:
+        x = x / 255.0
+    mean = x.mean(axis=(0, 1, 2))
+    std = np.maximum(x.std(axis=(0, 1, 2)), 1e-6)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """All 1797 scikit-learn digits as float32 ``[N, 8, 8, 1]`` in [0, 1] and int32 labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images.astype(np.float32) / 16.0)[..., None]
+    return images, digits.target.astype(np.int32)
+
+
+def _per_class_split(
+    labels: np.ndarray, num_classes: int, test_count, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded per-class split; ``test_count(n_c)`` images of each class go to the test side.
+
+    Returns sorted (train_indices, test_indices).
+    """
+    train, test = [], []
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(idx.size)]
+        k = test_count(idx.size)
+        if not 0 < k < idx.size:
+            raise ValueError(
+                f"cannot hold out {k} of the {idx.size} images of class {c}; "
+                "both sides of the split need at least one image."
+            )
+        test.append(idx[:k])
+        train.append(idx[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def load_digits_longtail(
+    *,
+    imbalance_ratio: float = DIGITS_DEFAULT_IMBALANCE_RATIO,
+    test_per_class: int = DIGITS_DEFAULT_TEST_PER_CLASS,
+    seed: int = 0,
+) -> tuple[Dataset, Dataset]:
+    """Long-tailed scikit-learn digits with a balanced held-out test split.
+
+    Images are float32 ``[N, 8, 8, 1]`` in [0, 1] (the raw 0..16 values / 16). First a seeded
+    ``test_per_class`` images of every class are held out (balanced test set); the rest is
+    made long-tailed with :func:`make_longtail` (same seed). mean/std come from the training
+    split. With the defaults (ratio 15, 40 test images per class) the training split has
+    ``[138, 105, 78, 57, 42, 31, 23, 17, 12, 9]`` images per class (512), so the shot groups
+    many (> 100) = {0, 1}, medium (20..100) = {2..6} and few (< 20) = {7, 8, 9} are all
+    non-empty; the test split has 400 images.
+    """
+    if int(test_per_class) != test_per_class or test_per_class < 1:
+        raise ValueError(f"test_per_class must be an integer >= 1, got {test_per_class!r}.")
+    images, labels = _load_sklearn_digits()
+    num_classes = 10
+    rng = np.random.default_rng([seed, 0])
+    train_idx, test_idx = _per_class_split(
+        labels, num_classes, lambda n: int(test_per_class), rng
+    )
+    full_train = Dataset(
+        images=images[train_idx],
+        labels=labels[train_idx],
+        num_classes=num_classes,
+        mean=np.zeros(1),
+        std=np.ones(1),
+        name="digits",
+    )
+    train = make_longtail(full_train, imbalance_ratio, seed=seed)
+    mean, std = _channel_stats(train.images)
+    train = dataclasses.replace(train, mean=mean, std=std)
+    test = Dataset(
+        images=images[test_idx],
+        labels=labels[test_idx],
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        name="digits_test",
+    )
+    return train, test
+
+
+def load_tfds_image_classification(
+    name: str, *, split: str, data_dir: str | None = None, download: bool = False
+) -> Dataset:
+    """Loads a tensorflow-datasets image classification split ("cifar10", "cifar100").
+
+    The whole split is read into memory (uint8 NHWC images, int32 labels). With
+    ``download=False`` (the default) the network is never touched: if the data set is not
+    prepared in ``data_dir`` a :class:`DatasetNotPreparedError` saying how to prepare it is
+    raised at once. ``download=True`` calls ``builder.download_and_prepare()`` first.
+
+    Works under ``tfds.testing.mock_data`` (which ignores ``data_dir``, makes
+    ``download_and_prepare`` a no-op and fakes the data in ``as_dataset``): the prepared
+    check is done by tfds's own ``as_dataset`` (which the mock patches), and
+    ``builder.is_prepared()`` only decides whether a failure there means "not prepared".
+    """
+    if name not in _TFDS_STATS:
+        raise ValueError(f"unsupported data set {name!r}; expected one of {sorted(_TFDS_STATS)}.")
+    import tensorflow as tf
+
+    try:  # TensorFlow only feeds NumPy here; the accelerators belong to JAX.
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # devices already initialised; nothing to do
+        pass
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if download:
+        builder.download_and_prepare()
+    prepared = builder.is_prepared()
+    try:
+        # Not batch_size=-1: tfds then batches by info.splits.total_num_examples, which is 0
+        # under mock_data, i.e. by sys.maxsize, and TensorFlow aborts the process.
+        ds = builder.as_dataset(
+            split=split, batch_size=_TFDS_READ_CHUNK, as_supervised=True, shuffle_files=False
+        )
+    except Exception as err:  # an unprepared set: any failure here means "not prepared"
+        if prepared:
+            raise
+        raise DatasetNotPreparedError(
+            f"The tensorflow-datasets data set {name!r} is not prepared in "
+            f"{builder.data_dir_root} and download=False, so nothing was downloaded. Prepare "
+            f"it once on a machine with internet access:\n"
+            f"  python -c \"import tensorflow_datasets as tfds; "
+            f"tfds.builder('{name}', data_dir={data_dir!r}).download_and_prepare()\"\n"
+            f"(copy the folder to this machine if needed), or pass --config.download=True "
+            f"to let the trainer download it."
+        ) from err
+    chunks = list(tfds.as_numpy(ds))
+    images = np.concatenate([c[0] for c in chunks]).astype(np.uint8, copy=False)
+    labels = np.concatenate([c[1] for c in chunks]).astype(np.int32)
+    mean, std = _TFDS_STATS[name]
+    return Dataset(
+        images=images,
+        labels=labels,
+        num_classes=builder.info.features["label"].num_classes,
+        mean=np.asarray(mean, np.float32),
+        std=np.asarray(std, np.float32),
+        name=name if split == "train" else f"{name}_{split}",
+    )
+
+
+def load_multilabel_digits(
+    *,
+    num_train: int,
+    num_test: int,
+    digits_per_image: tuple[int, int] = (1, 3),
+    imbalance_ratio: float,
+    seed: int,
+) -> tuple[Dataset, Dataset]:
+    """Multi-label digits: 1..3 real digits side by side, multi-hot labels, long-tailed.
+
+    Each image is an ``8 x (8 * hi)`` canvas (``8 x 24`` for the default ``(1, 3)``) of
+    ``hi`` slots; ``k ~ U{lo..hi}`` *distinct* digit classes are drawn per image and put in
+    ``k`` random slots (empty slots are zero), each as a random real scikit-learn digit of
+    that class. Labels are int32 ``[N, 10]`` multi-hot (exactly ``k`` positives).
+
+    * Train: classes drawn with probabilities proportional to ``r ** (-c / 9)`` (successive
+      sampling without replacement, via Gumbel top-k), so positive counts are long-tailed
+      with class 0 the head and class 9 the tail.
+    * Test: uniform class probabilities (a balanced-ish set, the usual choice for per-class
+      AP evaluation of multi-label long-tailed models).
+    * The source digit images are split per class (seeded, one third to test) *before*
+      composing, so no train and test image share a source digit.
+
+    Images are float32 ``[N, 8, 8 * hi, 1]`` in [0, 1]; mean/std from the training split.
+    """
+    lo, hi = (int(v) for v in digits_per_image)
+    num_classes = 10
+    if not 1 <= lo <= hi <= num_classes:
+        raise ValueError(f"digits_per_image must satisfy 1 <= lo <= hi <= 10, got {(lo, hi)}.")
+    if num_train < 1 or num_test < 1:
+        raise ValueError("num_train and num_test must be >= 1.")
+    imbalance_ratio = float(imbalance_ratio)
+    if not math.isfinite(imbalance_ratio) or imbalance_ratio < 1.0:
+        raise ValueError(f"imbalance_ratio must be >= 1, got {imbalance_ratio!r}.")
+
+    images, labels = _load_sklearn_digits()
+    rng = np.random.default_rng([seed, 0])
+    train_src, test_src = _per_class_split(
+        labels,
+        num_classes,
+        lambda n: int(round(n * _MULTILABEL_TEST_SOURCE_FRACTION)),
+        rng,
+    )
+    classes = np.arange(num_classes)
+    train_probs = imbalance_ratio ** (-classes / (num_classes - 1.0))
+    test_probs = np.ones(num_classes)
+
+    def compose(src, num, probs, rng):
+        src_labels = labels[src]
+        # Source indices of each class, concatenated; class c occupies [start_c, start_c + m_c).
+        by_class = src[np.argsort(src_labels, kind="stable")]
+        sizes = np.bincount(src_labels, minlength=num_classes)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+
+        k = rng.integers(lo, hi + 1, size=num)
+        gumbel = rng.gumbel(size=(num, num_classes))
+        drawn = np.argsort(-(np.log(probs / probs.sum()) + gumbel), axis=1)[:, :hi]
+        active = np.arange(hi)[None, :] < k[:, None]  # [num, hi]
+        slots = np.argsort(rng.random((num, hi)), axis=1)  # slot of the j-th drawn digit
+        pick = rng.random((num, hi))
+        source = by_class[starts[drawn] + (pick * sizes[drawn]).astype(np.int64)]
+
+        canvas = np.zeros((num, hi, _DIGIT_SIZE, _DIGIT_SIZE), np.float32)
+        rows = np.broadcast_to(np.arange(num)[:, None], (num, hi))
+        canvas[rows[active], slots[active]] = images[source[active], ..., 0]
+        canvas = canvas.transpose(0, 2, 1, 3).reshape(num, _DIGIT_SIZE, hi * _DIGIT_SIZE, 1)
+
+        multi_hot = np.zeros((num, num_classes), np.int32)
+        multi_hot[rows[active], drawn[active]] = 1
+        return canvas, multi_hot
+
+    train_x, train_y = compose(train_src, int(num_train), train_probs, rng)
+    test_x, test_y = compose(test_src, int(num_test), test_probs, rng)
+    mean, std = _channel_stats(train_x)
+    train = Dataset(train_x, train_y, num_classes, mean, std, "multilabel_digits")
+    test = Dataset(test_x, test_y, num_classes, mean, std, "multilabel_digits_test")
+    return train, test
+
+
+# --------------------------------------------------------------------------------------
+# Batches.
+
+
+def steps_per_epoch(dataset: Dataset, global_batch_size: int) -> int:
+    """Full global batches per epoch (the remainder of each epoch's order is dropped)."""
+    if global_batch_size < 1:
+        raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}.")
+    if len(dataset) < global_batch_size:
+        raise ValueError(
+            f"the data set has {len(dataset)} examples, fewer than one global batch "
+            f"of {global_batch_size}."
+        )
+    return len(dataset) // global_batch_size
+
+
+def _local_rows(global_batch_size: int, process_index: int, process_count: int) -> slice:
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(
+            f"need 0 <= process_index < process_count, got {process_index} / {process_count}."
+        )
+    if global_batch_size % process_count:
+        raise ValueError(
+            f"global_batch_size {global_batch_size} is not divisible by the "
+            f"process count {process_count}."
+        )
+    local = global_batch_size // process_count
+    return slice(process_index * local, (process_index + 1) * local)
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    order.flags.writeable = False
+    return order
+
+
+def _augment_params(
+    seed: int, step: int, global_batch_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crop offsets (y, x) in ``[0, 2 * pad]`` and flip flags for the whole global batch."""
+    rng = np.random.default_rng([seed, step, 1])
+    offsets = rng.integers(0, 2 * _AUGMENT_PAD + 1, size=(2, global_batch_size))
+    flips = rng.random(global_batch_size) < 0.5
+    return offsets[0], offsets[1], flips
+
+
+def _crop_flip(
+    images: np.ndarray, offset_y: np.ndarray, offset_x: np.ndarray, flip: np.ndarray
+) -> np.ndarray:
+    """Reflect-pads by ``_AUGMENT_PAD``, crops HxW at the offsets, then flips horizontally."""
+    _, h, w, _ = images.shape
+    p = _AUGMENT_PAD
+    padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
+    rows = offset_y[:, None] + np.arange(h)[None, :]  # [B, H]
+    cols = offset_x[:, None] + np.arange(w)[None, :]  # [B, W]
+    cols = np.where(flip[:, None], cols[:, ::-1], cols)
+    batch = np.arange(images.shape[0])[:, None, None]
+    return padded[batch, rows[:, :, None], cols[:, None, :]]
+
+
+def _normalise(dataset: Dataset, images: np.ndarray) -> np.ndarray:
+    scale = 1.0 / dataset.std
+    if images.dtype == np.uint8:
+        scale = scale / 255.0
+    return images.astype(np.float32) * scale.astype(np.float32) - (
+        dataset.mean / dataset.std
+    ).astype(np.float32)
+
+
+def train_batch(
+    dataset: Dataset,
+    step: int,
+    *,
+    global_batch_size: int,
+    seed: int,
+    augment: bool,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> dict[str, np.ndarray]:
+    """This process's rows of the global training batch at ``step`` (pure in seed, step).
+
+    Augmentation (``augment=True``, only for images of at least 16x16 -- the 8x8 digits are
+    never cropped or flipped): reflect-pad 4, random HxW crop, random horizontal flip. Images
+    are then normalised, ``(x / 255 - mean) / std`` for uint8 (``(x - mean) / std`` for
+    float32).
+
+    Returns:
+      ``{"image": float32 [local, H, W, C], "label": labels[local rows]}`` where
+      ``local = global_batch_size // process_count``.
+    """
+    if int(step) != step or step < 0:
+        raise ValueError(f"step must be an integer >= 0, got {step!r}.")
+    step = int(step)
+    rows = _local_rows(global_batch_size, process_index, process_count)
+    spe = steps_per_epoch(dataset, global_batch_size)
+    epoch, within = divmod(step, spe)
+    order = _epoch_order(int(seed), epoch, len(dataset))
+    idx = order[within * global_batch_size : (within + 1) * global_batch_size][rows]
+    images = dataset.images[idx]
+    _, h, w, _ = images.shape
+    if augment and min(h, w) >= _AUGMENT_MIN_SIZE:
+        oy, ox, flip = _augment_params(int(seed), step, global_batch_size)
+        images = _crop_flip(images, oy[rows], ox[rows], flip[rows])
+    return {"image": _normalise(dataset, images), "label": dataset.labels[idx]}
+
+
+def eval_batches(
+    dataset: Dataset,
+    *,
+    global_batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
+    """The data set in order, in global batches; the last one padded to full size.
+
+    Yields this process's rows of each global batch: ``image`` (normalised float32),
+    ``label`` and ``mask`` (bool, False on padding rows, whose image and label are zeros).
+    Every process yields the same number of batches.
+    """
+    if global_batch_size < 1:
+        raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}.")
+    rows = _local_rows(global_batch_size, process_index, process_count)
+    n = len(dataset)
+    local = rows.stop - rows.start
+    for start in range(0, n, global_batch_size):
+        idx = np.arange(start + rows.start, start + rows.stop)
+        mask = idx < n
+        real = idx[mask]
+        image = np.zeros((local, *dataset.images.shape[1:]), np.float32)
+        image[mask] = _normalise(dataset, dataset.images[real])
+        label = np.zeros((local, *dataset.labels.shape[1:]), dataset.labels.dtype)
+        label[mask] = dataset.labels[real]
+        yield {"image": image, "label": label, "mask": mask}

@@ -1,0 +1,273 @@
+"""Flax (linen) image classifiers for CIFAR-style NHWC inputs.
+
+Every model follows the same conventions, which the trainer and ISDA rely on:
+
+* fields ``num_classes``, ``dtype`` (computation dtype; params stay float32) and
+  ``bn_axis_name`` (passed to every ``nn.BatchNorm`` so that, under ``jax.shard_map``
+  over a mesh axis of that name, batch statistics cover the global batch);
+* ``__call__(x, *, train, return_features=False)`` returns float32 logits
+  ``[B, num_classes]``, or ``(logits, features)`` with ``features`` the float32
+  ``[B, D]`` pooled penultimate vector;
+* the last layer is ``nn.Dense(num_classes, name="classifier")`` (kernel ``[D, C]``),
+  computed in float32 on the float32 features;
+* BatchNorm momentum 0.9 (PyTorch's 0.1), epsilon 1e-5; convolutions have no bias and
+  kaiming-normal (fan_out) init; dropout uses the ``"dropout"`` rng, only when training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+__all__ = [
+    "MODELS",
+    "ResNetCifar",
+    "SEResNetCifar",
+    "SmallCNN",
+    "WideResNet",
+    "create_model",
+    "resnet32",
+    "resnet110",
+    "se_resnet110",
+    "small_cnn",
+    "wrn16_8",
+    "wrn28_10",
+]
+
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str | None = None):
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding="SAME" if kernel > 1 else "VALID",
+        use_bias=False,
+        kernel_init=_conv_init,
+        dtype=dtype,
+        name=name,
+    )
+
+
+def _bn(train: bool, dtype: Any, axis_name: str | None, name: str | None = None):
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=0.9,
+        epsilon=1e-5,
+        axis_name=axis_name,
+        dtype=dtype,
+        name=name,
+    )
+
+
+def _head(features: jnp.ndarray, num_classes: int, return_features: bool):
+    """Float32 classifier on the pooled features (shared by all models)."""
+    features = features.astype(jnp.float32)
+    logits = nn.Dense(num_classes, name="classifier")(features)
+    return (logits, features) if return_features else logits
+
+
+class _SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation gate (Hu et al., CVPR 2018): pool, FC-ReLU-FC-sigmoid."""
+
+    reduction: int = 16
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        s = jnp.mean(x, axis=(1, 2))
+        s = nn.relu(nn.Dense(max(c // self.reduction, 1), dtype=self.dtype, name="fc1")(s))
+        s = nn.sigmoid(nn.Dense(c, dtype=self.dtype, name="fc2")(s))
+        return x * s[:, None, None, :]
+
+
+class _BasicBlock(nn.Module):
+    """Post-activation basic block with option-A (zero-padded identity) shortcut."""
+
+    features: int
+    stride: int
+    dtype: Any
+    bn_axis_name: str | None
+    se_reduction: int | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        bn = partial(_bn, train, self.dtype, self.bn_axis_name)
+        y = nn.relu(bn()(_conv(self.features, 3, self.stride, self.dtype)(x)))
+        y = bn()(_conv(self.features, 3, 1, self.dtype)(y))
+        if self.se_reduction is not None:
+            y = _SqueezeExcite(self.se_reduction, self.dtype)(y)
+        shortcut = x
+        if self.stride != 1 or x.shape[-1] != self.features:
+            # Option A: stride-2 subsampling, then zero-pad the new channels on both sides.
+            shortcut = x[:, :: self.stride, :: self.stride, :]
+            pad = self.features - x.shape[-1]
+            shortcut = jnp.pad(shortcut, ((0, 0), (0, 0), (0, 0), (pad // 2, pad - pad // 2)))
+        return nn.relu(y + shortcut)
+
+
+class ResNetCifar(nn.Module):
+    """CIFAR ResNet, 6n+2 layers, widths 16/32/64, option-A shortcuts.
+
+    He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (Sec. 4.2).
+    ResNet-32 has 0.46M parameters and ResNet-110 1.7M (10 classes). Features: D = 64.
+    """
+
+    depth: int
+    num_classes: int
+    dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    se_reduction: int | None = None
+
+    @nn.compact
+    def __call__(self, x, *, train: bool, return_features: bool = False):
+        if (self.depth - 2) % 6 != 0:
+            raise ValueError(f"ResNetCifar depth must be 6n+2, got {self.depth}")
+        n = (self.depth - 2) // 6
+        x = x.astype(self.dtype)
+        x = _conv(16, 3, 1, self.dtype)(x)
+        x = nn.relu(_bn(train, self.dtype, self.bn_axis_name)(x))
+        for stage, width in enumerate((16, 32, 64)):
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                x = _BasicBlock(width, stride, self.dtype, self.bn_axis_name, self.se_reduction)(
+                    x, train
+                )
+        return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features)
+
+
+class SEResNetCifar(ResNetCifar):
+    """CIFAR ResNet with a squeeze-and-excitation gate (reduction 16) on every residual branch.
+
+    Hu et al., "Squeeze-and-Excitation Networks", CVPR 2018, on He et al.'s CIFAR ResNet.
+    """
+
+    se_reduction: int | None = 16
+
+
+class _WideBlock(nn.Module):
+    """Pre-activation wide basic block (BN-ReLU-conv, dropout between the two convs)."""
+
+    features: int
+    stride: int
+    dropout_rate: float
+    dtype: Any
+    bn_axis_name: str | None
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        bn = partial(_bn, train, self.dtype, self.bn_axis_name)
+        equal_in_out = self.stride == 1 and x.shape[-1] == self.features
+        o = nn.relu(bn()(x))
+        y = _conv(self.features, 3, self.stride, self.dtype)(o)
+        y = nn.relu(bn()(y))
+        if self.dropout_rate > 0:
+            y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+        y = _conv(self.features, 3, 1, self.dtype)(y)
+        # As in the reference code: the 1x1 projection acts on the pre-activated input.
+        shortcut = x if equal_in_out else _conv(self.features, 1, self.stride, self.dtype)(o)
+        return y + shortcut
+
+
+class WideResNet(nn.Module):
+    """Wide residual network WRN-depth-k, widths 16k/32k/64k, 1x1 projection shortcuts.
+
+    Zagoruyko & Komodakis, "Wide Residual Networks", BMVC 2016. WRN-16-8 has 11.0M and
+    WRN-28-10 36.5M parameters (10 classes). Features: D = 64 * widen_factor.
+    """
+
+    depth: int
+    widen_factor: int
+    num_classes: int
+    dropout_rate: float = 0.3
+    dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, *, train: bool, return_features: bool = False):
+        if (self.depth - 4) % 6 != 0:
+            raise ValueError(f"WideResNet depth must be 6n+4, got {self.depth}")
+        n = (self.depth - 4) // 6
+        k = self.widen_factor
+        x = _conv(16, 3, 1, self.dtype)(x.astype(self.dtype))
+        for stage, width in enumerate((16 * k, 32 * k, 64 * k)):
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                x = _WideBlock(width, stride, self.dropout_rate, self.dtype, self.bn_axis_name)(
+                    x, train
+                )
+        x = nn.relu(_bn(train, self.dtype, self.bn_axis_name)(x))
+        return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features)
+
+
+class SmallCNN(nn.Module):
+    """Tiny CNN for 8x8x1 scikit-learn digits: two conv-BN-ReLU layers, global pool, dense.
+
+    A test-scale stand-in (about 20k parameters), not from a paper. Features: D = 64.
+    """
+
+    num_classes: int
+    dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, *, train: bool, return_features: bool = False):
+        x = x.astype(self.dtype)
+        for width in (32, 64):
+            x = _conv(width, 3, 1, self.dtype)(x)
+            x = nn.relu(_bn(train, self.dtype, self.bn_axis_name)(x))
+        return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features)
+
+
+def resnet32(num_classes: int, **kwargs) -> ResNetCifar:
+    return ResNetCifar(depth=32, num_classes=num_classes, **kwargs)
+
+
+def resnet110(num_classes: int, **kwargs) -> ResNetCifar:
+    return ResNetCifar(depth=110, num_classes=num_classes, **kwargs)
+
+
+def se_resnet110(num_classes: int, **kwargs) -> SEResNetCifar:
+    return SEResNetCifar(depth=110, num_classes=num_classes, **kwargs)
+
+
+def wrn16_8(num_classes: int, **kwargs) -> WideResNet:
+    return WideResNet(depth=16, widen_factor=8, num_classes=num_classes, **kwargs)
+
+
+def wrn28_10(num_classes: int, **kwargs) -> WideResNet:
+    return WideResNet(depth=28, widen_factor=10, num_classes=num_classes, **kwargs)
+
+
+def small_cnn(num_classes: int, **kwargs) -> SmallCNN:
+    return SmallCNN(num_classes=num_classes, **kwargs)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "resnet32": resnet32,
+    "resnet110": resnet110,
+    "se_resnet110": se_resnet110,
+    "wrn16_8": wrn16_8,
+    "wrn28_10": wrn28_10,
+    "small_cnn": small_cnn,
+}
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    dtype: Any = jnp.float32,
+    bn_axis_name: str | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a registered model by name (see ``MODELS``)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {sorted(MODELS)}")
+    return MODELS[name](num_classes=num_classes, dtype=dtype, bn_axis_name=bn_axis_name, **kwargs)

@@ -1,0 +1,53 @@
+"""lpjax: class-level logit perturbation in JAX.
+
+Pure functions and optax-style transforms for learning with perturbed logits:
+LPL (Li et al., "Class-Level Logit Perturbation", TNNLS 2023) and the losses
+it unifies (logit adjustment, Balanced Softmax, LDAM). Every function that
+reduces over the batch takes ``axis_name`` for data parallelism under
+``jax.shard_map`` or ``jax.pmap``.
+"""
+
+from lpjax._checks import validate_labels
+from lpjax._diagnostics import relative_loss_variation
+from lpjax._priors import class_balanced_weights, ldam_margins, logit_adjustment
+from lpjax._solver import lpl_perturbation
+from lpjax._splits import balanced_signs_and_bounds, longtail_signs_and_bounds
+from lpjax._transforms import (
+    EmptyState,
+    LogitTransform,
+    TransformState,
+    balanced_softmax_transform,
+    chain,
+    identity,
+    ldam_transform,
+    logit_adjustment_transform,
+    lpl_balanced_transform,
+    lpl_longtail_transform,
+    perturbed_softmax_cross_entropy,
+    posthoc_logit_adjustment_transform,
+)
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "EmptyState",
+    "LogitTransform",
+    "TransformState",
+    "balanced_signs_and_bounds",
+    "balanced_softmax_transform",
+    "chain",
+    "class_balanced_weights",
+    "identity",
+    "ldam_margins",
+    "ldam_transform",
+    "logit_adjustment",
+    "logit_adjustment_transform",
+    "longtail_signs_and_bounds",
+    "lpl_balanced_transform",
+    "lpl_longtail_transform",
+    "lpl_perturbation",
+    "perturbed_softmax_cross_entropy",
+    "posthoc_logit_adjustment_transform",
+    "relative_loss_variation",
+    "validate_labels",
+)

@@ -1,0 +1,143 @@
+"""Argument checks shared by the public functions.
+
+Shapes and dtypes are checked at trace time. Value checks (signs of bounds,
+class counts) run only on concrete arrays: inside ``jax.jit`` the values are
+unknown, so they cannot raise there (see :func:`lpjax.validate_labels` for the
+checked path of label values).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
+
+
+def is_concrete(x) -> bool:
+    """Whether ``x`` holds known values (not a tracer inside a transformation)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+    """The dtype batch statistics are computed in: at least float32."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def check_logits(logits, name: str = "logits") -> tuple[int, int]:
+    """Checks ``logits`` is a floating ``[batch, num_classes]`` array; returns its shape."""
+    if jnp.ndim(logits) != 2:
+        raise ValueError(
+            f"{name} must have shape [batch, num_classes]; got shape {jnp.shape(logits)}."
+        )
+    if not jnp.issubdtype(jnp.result_type(logits), jnp.floating):
+        raise TypeError(f"{name} must be a floating array; got dtype {jnp.result_type(logits)}.")
+    batch_size, num_classes = jnp.shape(logits)
+    if batch_size < 1 or num_classes < 1:
+        raise ValueError(
+            f"{name} must have at least one sample and one class; got shape {jnp.shape(logits)}."
+        )
+    return batch_size, num_classes
+
+
+def check_integer_labels(labels, batch_size: int) -> None:
+    """Checks ``labels`` is an integer ``[batch]`` array."""
+    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+        raise TypeError(
+            "labels must be integer class indices of shape [batch]; got dtype "
+            f"{jnp.result_type(labels)} (for one-hot labels use jnp.argmax(labels, -1))."
+        )
+    if jnp.shape(labels) != (batch_size,):
+        raise ValueError(
+            f"labels must have shape [batch] = ({batch_size},) to match the logits; "
+            f"got shape {jnp.shape(labels)}."
+        )
+
+
+def check_where(where, batch_size: int) -> None:
+    """Checks an optional ``where`` mask is a boolean ``[batch]`` array."""
+    if where is None:
+        return
+    if jnp.shape(where) != (batch_size,):
+        raise ValueError(
+            f"where must have shape [batch] = ({batch_size},); got shape {jnp.shape(where)}."
+        )
+    if jnp.result_type(where) != jnp.bool_:
+        raise TypeError(f"where must be a boolean array; got dtype {jnp.result_type(where)}.")
+
+
+def check_class_vector(name: str, x, num_classes: int) -> None:
+    """Checks ``x`` has shape ``[num_classes]``."""
+    if jnp.shape(x) != (num_classes,):
+        raise ValueError(
+            f"{name} must have shape [num_classes] = ({num_classes},); got shape {jnp.shape(x)}."
+        )
+
+
+def check_nonnegative(name: str, x) -> None:
+    """Checks concrete values of ``x`` are finite and >= 0."""
+    if is_concrete(x):
+        values = np.asarray(x, dtype=np.float64)
+        if not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise ValueError(f"{name} must be finite and >= 0; got {values}.")
+
+
+def check_positive_scalar(name: str, x) -> None:
+    """Checks ``x`` is a scalar and, when concrete, finite and > 0."""
+    if jnp.ndim(x) != 0:
+        raise ValueError(f"{name} must be a scalar; got shape {jnp.shape(x)}.")
+    if is_concrete(x):
+        value = float(x)
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a finite number > 0; got {value}.")
+
+
+def check_class_counts(class_counts) -> int:
+    """Checks ``class_counts`` is a ``[num_classes]`` vector of positive counts."""
+    if jnp.ndim(class_counts) != 1 or jnp.shape(class_counts)[0] < 1:
+        raise ValueError(
+            "class_counts must be a non-empty vector [num_classes] of training-set counts; "
+            f"got shape {jnp.shape(class_counts)}."
+        )
+    if is_concrete(class_counts):
+        values = np.asarray(class_counts, dtype=np.float64)
+        if not np.all(np.isfinite(values)) or np.any(values <= 0):
+            bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
+            raise ValueError(
+                "class_counts must be > 0 for every class (a class with no training "
+                f"sample has no prior); got {values[bad].tolist()} at classes {bad.tolist()}."
+            )
+    return int(jnp.shape(class_counts)[0])
+
+
+def validate_labels(labels, num_classes: int) -> None:
+    """Checks that every label lies in ``[0, num_classes)``.
+
+    Inside jitted code an out-of-range label cannot raise: lpjax's functions
+    then treat that sample as masked (zero perturbation, excluded from every
+    statistic). Call this on the host before training to fail loudly instead.
+    On concrete arrays it raises ``ValueError``; on traced arrays it adds a
+    ``checkify`` check, reported when the caller wraps the function in
+    ``jax.experimental.checkify.checkify``::
+
+      checked = checkify.checkify(jax.jit(train_step))
+      err, out = checked(state, batch)
+      err.throw()
+
+    Args:
+      labels: integer array of any shape.
+      num_classes: the number of classes C.
+    """
+    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+        raise TypeError(f"labels must be integers; got dtype {jnp.result_type(labels)}.")
+    if is_concrete(labels):
+        values = np.asarray(labels)
+        bad = values[(values < 0) | (values >= num_classes)]
+        if bad.size:
+            raise ValueError(
+                f"labels must lie in [0, {num_classes}); got out-of-range values "
+                f"{np.unique(bad)[:10].tolist()}."
+            )
+    else:
+        in_range = jnp.all((labels >= 0) & (labels < num_classes))
+        checkify.check(in_range, f"labels must lie in [0, {num_classes}).")

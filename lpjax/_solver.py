@@ -1,0 +1,151 @@
+"""The LPL inner solver: class-level projected-gradient steps on the logits."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from lpjax import _batch, _checks
+
+# Added to eps / alpha before the floor, so that a bound that is a whole
+# number of steps is not rounded down by floating-point error.
+_STEP_COUNT_TOLERANCE = 1e-6
+
+
+def num_inner_steps(bounds: jax.Array, step_size) -> jax.Array:
+    """Per-class step counts ``K_c = floor(eps_c / alpha + 1e-6)`` (int32).
+
+    The ratio is formed in the bounds' float dtype; the tolerance also covers
+    one float32 rounding of the ratio, so ``eps = 10 * alpha`` gives 10 steps.
+    """
+    ratio = bounds / step_size
+    tolerance = jnp.maximum(_STEP_COUNT_TOLERANCE, 4 * jnp.finfo(ratio.dtype).eps * ratio)
+    return jnp.floor(ratio + tolerance).astype(jnp.int32)
+
+
+def lpl_perturbation(
+    logits: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    signs: jax.typing.ArrayLike,
+    bounds: jax.typing.ArrayLike,
+    step_size: float | jax.typing.ArrayLike,
+    where: jax.typing.ArrayLike | None = None,
+    axis_name=None,
+) -> jax.Array:
+    r"""Class-level logit perturbation found by LPL's PGD-like inner solver.
+
+    Every sample of class :math:`c` receives the same vector :math:`\delta_c`,
+    found by :math:`K_c = \lfloor \epsilon_c / \alpha + 10^{-6} \rfloor` steps
+    (none when :math:`s_c = 0`) starting from :math:`u^0 = u`:
+
+    .. math::
+      g_c^k = \frac{1}{N_c} \sum_{i \in S_c} (\mathrm{softmax}(u_i^k) - e_{y_i}), \qquad
+      u_i^{k+1} = u_i^k + s_c \, \alpha \, \frac{g_c^k}{\max(\|g_c^k\|_2, 10^{-12})}
+      \quad (k < K_c),
+
+    so :math:`s_c = +1` ascends class :math:`c`'s mean cross-entropy (positive
+    augmentation), :math:`s_c = -1` descends it, and
+    :math:`\|\delta_c\|_2 \le K_c \alpha \le \epsilon_c`. The result is
+    :math:`\delta_i = u_i^K - u_i`, under ``stop_gradient`` (Danskin: the
+    training gradient treats it as a constant).
+
+    One ``lax.fori_loop`` over :math:`\max_c K_c` steps with per-class masks;
+    memory :math:`O(B C)`: class statistics are kept per distinct label of the
+    (global) batch, never as a ``[C, C]`` matrix. Statistics are computed in
+    float32 (at least) and the result is cast to the logits' dtype. Values of
+    ``signs``, ``bounds`` and ``step_size`` may be traced: changing them does not
+    recompile.
+
+    Args:
+      logits: ``[batch, num_classes]`` floating logits ``u``.
+      labels: ``[batch]`` integer labels. A label outside ``[0, num_classes)``
+        (which jitted code cannot report) makes its sample masked; see
+        :func:`lpjax.validate_labels` for a checked path.
+      signs: ``[num_classes]`` values in {-1, 0, +1}: +1 maximises the class's
+        loss, -1 minimises it, 0 leaves it untouched.
+      bounds: ``[num_classes]`` L2 budgets ``eps_c >= 0``.
+      step_size: the step length ``alpha > 0``.
+      where: optional boolean ``[batch]``; False marks padding samples, which
+        are excluded from every statistic and get a zero perturbation.
+      axis_name: mapped axis (``jax.shard_map`` / ``jax.pmap``) the batch is
+        split over; class statistics are then summed over all devices, so the
+        result equals that of the whole batch on one device.
+
+    Returns:
+      ``[batch, num_classes]`` perturbation ``delta`` in the logits' dtype;
+      train on ``logits + delta``.
+
+    Example::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> logits = jnp.array([[2.0, 0.0], [1.0, 1.0], [0.0, 3.0]])
+      >>> labels = jnp.array([0, 0, 1])
+      >>> delta = lpjax.lpl_perturbation(
+      ...     logits, labels, signs=jnp.array([1, -1]), bounds=jnp.array([0.2, 0.2]),
+      ...     step_size=0.1)
+      >>> delta.shape
+      (3, 2)
+
+    References:
+      M. Li, F. Su, O. Wu, J. Zhang, "Class-Level Logit Perturbation",
+      IEEE TNNLS 2023 (arXiv:2209.05668), Algorithm 1.
+    """
+    batch_size, num_classes = _checks.check_logits(logits)
+    _checks.check_integer_labels(labels, batch_size)
+    _checks.check_where(where, batch_size)
+    _checks.check_class_vector("signs", signs, num_classes)
+    _checks.check_class_vector("bounds", bounds, num_classes)
+    _checks.check_positive_scalar("step_size", step_size)
+    _checks.check_nonnegative("bounds", bounds)
+    if _checks.is_concrete(signs) and not np.all(np.isin(np.asarray(signs), (-1, 0, 1))):
+        raise ValueError(f"signs must take values in {{-1, 0, +1}}; got {np.asarray(signs)}.")
+
+    logits = jnp.asarray(logits)
+    dtype = _checks.compute_dtype(logits.dtype)
+    u = lax.stop_gradient(logits).astype(dtype)
+    labels = jnp.asarray(labels)
+    signs = lax.stop_gradient(jnp.asarray(signs)).astype(dtype)
+    bounds = lax.stop_gradient(jnp.asarray(bounds)).astype(dtype)
+    step_size = lax.stop_gradient(jnp.asarray(step_size, dtype))
+
+    valid = _batch.valid_samples(labels, num_classes, where)
+    weight = valid.astype(dtype)
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype) * weight[:, None]
+
+    # Slots: the distinct labels of the global batch (sorted, padded with the
+    # sentinel num_classes). Class statistics live in [num_slots, C], never [C, C].
+    masked_labels = jnp.where(valid, labels, num_classes)
+    global_labels = (
+        masked_labels if axis_name is None else lax.all_gather(masked_labels, axis_name, tiled=True)
+    )
+    num_slots = global_labels.shape[0]
+    slot_classes = jnp.unique(global_labels, size=num_slots, fill_value=num_classes)
+    slot = jnp.minimum(jnp.searchsorted(slot_classes, masked_labels), num_slots - 1)
+
+    class_steps = jnp.where(signs != 0, num_inner_steps(bounds, step_size), 0)
+    slot_steps = jnp.append(class_steps, 0)[slot_classes]
+    slot_signs = jnp.append(signs, 0)[slot_classes]
+    slot_counts = _batch.sum_over_devices(
+        jax.ops.segment_sum(weight, slot, num_segments=num_slots), axis_name
+    )
+    slot_counts = jnp.maximum(slot_counts, 1)[:, None]
+
+    def step(k, slot_delta):
+        residual = (jax.nn.softmax(u + slot_delta[slot]) - onehot) * weight[:, None]
+        class_grad = _batch.sum_over_devices(
+            jax.ops.segment_sum(residual, slot, num_segments=num_slots), axis_name
+        )
+        class_grad = class_grad / slot_counts
+        norm = jnp.linalg.norm(class_grad, axis=-1, keepdims=True)
+        direction = class_grad / jnp.maximum(norm, 1e-12)
+        moving = jnp.where(k < slot_steps, slot_signs, 0)
+        return slot_delta + (step_size * moving)[:, None] * direction
+
+    slot_delta = lax.fori_loop(
+        0, jnp.max(slot_steps), step, jnp.zeros((num_slots, num_classes), dtype)
+    )
+    delta = slot_delta[slot] * weight[:, None]
+    return lax.stop_gradient(delta.astype(logits.dtype))

@@ -1,0 +1,145 @@
+"""Which classes LPL maximises or minimises (signs), and how far (bounds)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from lpjax import _batch, _checks
+
+
+def balanced_signs_and_bounds(
+    logits: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    epsilon: float | jax.typing.ArrayLike,
+    delta_epsilon: float | jax.typing.ArrayLike = 0.0,
+    where: jax.typing.ArrayLike | None = None,
+    axis_name=None,
+) -> tuple[jax.Array, jax.Array]:
+    r"""LPL's mean-threshold split for balanced data, from the plain logits of a batch.
+
+    .. math::
+      q_c = \frac{1}{N_c} \sum_{i \in S_c} \mathrm{softmax}(u_i)_c, \quad
+      \tau = \mathrm{mean}_{c: N_c > 0}\, q_c, \quad
+      s_c = \mathrm{sign}(\tau - q_c), \quad
+      \epsilon_c = \epsilon + \Delta\epsilon \, |\tau - q_c|
+
+    Hard classes (mean true-class probability below the mean over the classes
+    present) are maximised, easy ones minimised. Classes absent from the batch
+    get sign 0 and bound 0 (they do not enter :math:`\tau`). A class exactly at
+    the threshold (e.g. the only class of a batch) gets sign 0.
+    ``delta_epsilon = 0`` gives fixed bounds, ``> 0`` varied bounds. Computed in
+    float32 (at least) and returned under ``stop_gradient``.
+
+    Args:
+      logits: ``[batch, num_classes]`` plain logits.
+      labels: ``[batch]`` integer labels (out-of-range labels count as masked).
+      epsilon: base bound ``eps >= 0``.
+      delta_epsilon: ``d_eps >= 0``; the bound grows with the distance to the threshold.
+      where: optional boolean ``[batch]`` mask of real samples.
+      axis_name: mapped axis to reduce the class statistics over.
+
+    Returns:
+      ``(signs, bounds)``: int32 ``[num_classes]`` in {-1, 0, +1} and float ``[num_classes]``.
+
+    Example::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> signs, bounds = lpjax.balanced_signs_and_bounds(
+      ...     jnp.array([[3.0, 0.0], [0.0, 0.5]]), jnp.array([0, 1]), epsilon=0.1)
+      >>> signs.tolist()
+      [-1, 1]
+
+    References:
+      Li et al., "Class-Level Logit Perturbation", TNNLS 2023, Sec. IV ("mean" rule).
+    """
+    batch_size, num_classes = _checks.check_logits(logits)
+    _checks.check_integer_labels(labels, batch_size)
+    _checks.check_where(where, batch_size)
+    _checks.check_nonnegative("epsilon", epsilon)
+    _checks.check_nonnegative("delta_epsilon", delta_epsilon)
+
+    logits = jnp.asarray(logits)
+    dtype = _checks.compute_dtype(logits.dtype)
+    probs = jax.nn.softmax(lax.stop_gradient(logits).astype(dtype))
+    labels = jnp.asarray(labels)
+    valid = _batch.valid_samples(labels, num_classes, where)
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype) * valid[:, None].astype(dtype)
+
+    counts = _batch.sum_over_devices(onehot.sum(axis=0), axis_name)
+    prob_sums = _batch.sum_over_devices((onehot * probs).sum(axis=0), axis_name)
+    present = counts > 0
+    mean_true_prob = prob_sums / jnp.maximum(counts, 1)
+    threshold = jnp.sum(jnp.where(present, mean_true_prob, 0)) / jnp.maximum(present.sum(), 1)
+
+    gap = threshold - mean_true_prob
+    signs = jnp.where(present, jnp.sign(gap), 0).astype(jnp.int32)
+    bounds = jnp.where(present, epsilon + delta_epsilon * jnp.abs(gap), 0).astype(dtype)
+    return lax.stop_gradient(signs), lax.stop_gradient(bounds)
+
+
+def longtail_signs_and_bounds(
+    class_counts: jax.typing.ArrayLike,
+    *,
+    num_head_classes: int,
+    epsilon: float | jax.typing.ArrayLike,
+    delta_epsilon: float | jax.typing.ArrayLike = 0.0,
+) -> tuple[jax.Array, jax.Array]:
+    r"""LPL's head/tail split for long-tailed data, from training-set class counts.
+
+    Classes are ranked by count, most frequent first (ties: lower index first);
+    the ``num_head_classes`` first are head, the rest tail:
+
+    .. math::
+      \text{head: } s_c = -1,\ \epsilon_c = \epsilon + \Delta\epsilon\, n_c / n_{\max};
+      \qquad
+      \text{tail: } s_c = +1,\ \epsilon_c = \epsilon + \Delta\epsilon\, n_{\min} / n_c.
+
+    Head classes are minimised (negative augmentation) with the biggest budget
+    for the biggest class; tail classes maximised with the biggest budget for
+    the rarest. ``delta_epsilon = 0`` gives fixed bounds. Class index order is
+    never assumed to be frequency order.
+
+    Args:
+      class_counts: ``[num_classes]`` positive training-set counts ``n_c``.
+      num_head_classes: how many of the most frequent classes are head, in ``[0, C]``.
+      epsilon: base bound ``eps >= 0``.
+      delta_epsilon: ``d_eps >= 0``.
+
+    Returns:
+      ``(signs, bounds)``: int32 ``[num_classes]`` and float32 ``[num_classes]``.
+
+    Example::
+
+      >>> import lpjax
+      >>> signs, bounds = lpjax.longtail_signs_and_bounds(
+      ...     [10, 500, 50], num_head_classes=1, epsilon=0.1, delta_epsilon=0.5)
+      >>> signs.tolist()
+      [1, -1, 1]
+
+    References:
+      Li et al., "Class-Level Logit Perturbation", TNNLS 2023, Sec. IV (long-tailed split).
+    """
+    num_classes = _checks.check_class_counts(class_counts)
+    if isinstance(num_head_classes, bool) or not isinstance(num_head_classes, (int, np.integer)):
+        raise TypeError(f"num_head_classes must be an int; got {num_head_classes!r}.")
+    if not 0 <= num_head_classes <= num_classes:
+        raise ValueError(
+            f"num_head_classes must lie in [0, num_classes] = [0, {num_classes}]; "
+            f"got {num_head_classes}."
+        )
+    _checks.check_nonnegative("epsilon", epsilon)
+    _checks.check_nonnegative("delta_epsilon", delta_epsilon)
+
+    counts = jnp.asarray(class_counts, jnp.float32)
+    order = jnp.argsort(-counts, stable=True)
+    rank = jnp.empty(num_classes, jnp.int32).at[order].set(jnp.arange(num_classes))
+    is_head = rank < num_head_classes
+    signs = jnp.where(is_head, -1, 1).astype(jnp.int32)
+    head_bounds = epsilon + delta_epsilon * counts / counts.max()
+    tail_bounds = epsilon + delta_epsilon * counts.min() / counts
+    bounds = jnp.where(is_head, head_bounds, tail_bounds).astype(jnp.float32)
+    return signs, bounds

@@ -1,0 +1,265 @@
+"""Logit transforms: optax-style ``init`` / ``apply`` pairs that perturb logits.
+
+A :class:`LogitTransform` maps a batch of logits to perturbed logits
+(``u -> u + delta``), possibly carrying state (running statistics) from one
+batch to the next. Transforms compose with :func:`chain`; :func:`perturbed_
+softmax_cross_entropy` turns one into an optax-style per-example loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lpjax import _batch, _checks, _priors, _solver, _splits
+
+TransformState = Any
+
+
+class EmptyState(NamedTuple):
+    """State of a transform that keeps none."""
+
+
+class LogitTransform(NamedTuple):
+    """Pure functions perturbing logits, in the manner of ``optax.GradientTransformation``.
+
+    Attributes:
+      init: ``init() -> state``.
+      apply: ``apply(logits, labels, state, *, where=None, axis_name=None,
+        **extra_args) -> (perturbed_logits, new_state)``. ``logits`` is
+        ``[batch, num_classes]``, ``labels`` ``[batch]`` integers (``None`` is
+        accepted by transforms that do not use labels, e.g. post-hoc
+        adjustment at test time). Unused ``extra_args`` are ignored, so
+        transforms needing more inputs (ISDA's features) chain with the rest.
+    """
+
+    init: Callable[[], TransformState]
+    apply: Callable[..., tuple[jax.Array, TransformState]]
+
+
+def _stateless(perturb: Callable[..., jax.Array]) -> LogitTransform:
+    """A transform without state from ``perturb(logits, labels, where, axis_name)``."""
+
+    def apply(logits, labels, state, *, where=None, axis_name=None, **extra_args):
+        del extra_args
+        return perturb(jnp.asarray(logits), labels, where, axis_name), state
+
+    return LogitTransform(EmptyState, apply)
+
+
+def _require_labels(labels, logits, transform_name: str) -> jax.Array:
+    if labels is None:
+        raise ValueError(f"{transform_name} needs the labels of the batch; got labels=None.")
+    _checks.check_integer_labels(labels, _checks.check_logits(logits)[0])
+    return jnp.asarray(labels)
+
+
+def _add_class_vector(logits: jax.Array, vector: jax.Array) -> jax.Array:
+    _, num_classes = _checks.check_logits(logits)
+    _checks.check_class_vector("the class vector", vector, num_classes)
+    dtype = _checks.compute_dtype(logits.dtype)
+    return (logits.astype(dtype) + vector.astype(dtype)).astype(logits.dtype)
+
+
+def identity() -> LogitTransform:
+    """The transform that returns the logits unchanged (plain cross-entropy)."""
+    return _stateless(lambda logits, labels, where, axis_name: logits)
+
+
+def chain(*transforms: LogitTransform) -> LogitTransform:
+    """Applies ``transforms`` in order, each to the previous one's output.
+
+    ``chain(logit_adjustment_transform(counts), lpl_longtail_transform(...))``
+    is LA + LPL: LPL's inner solver runs on the adjusted logits.
+    Its state is the tuple of the transforms' states.
+    """
+
+    def init():
+        return tuple(t.init() for t in transforms)
+
+    def apply(logits, labels, state, *, where=None, axis_name=None, **extra_args):
+        if len(state) != len(transforms):
+            raise ValueError(
+                f"chain of {len(transforms)} transforms got a state of {len(state)} entries."
+            )
+        new_state = []
+        for transform, transform_state in zip(transforms, state, strict=True):
+            logits, transform_state = transform.apply(
+                logits, labels, transform_state, where=where, axis_name=axis_name, **extra_args
+            )
+            new_state.append(transform_state)
+        return logits, tuple(new_state)
+
+    return LogitTransform(init, apply)
+
+
+def logit_adjustment_transform(class_counts, *, tau: float = 1.0) -> LogitTransform:
+    r"""Logit-adjusted training: :math:`u + \tau \log \pi` (see :func:`lpjax.logit_adjustment`).
+
+    Lowers head-class losses and raises tail-class ones. Predict with the
+    plain logits afterwards. Menon et al., ICLR 2021.
+    """
+    offsets = _priors.logit_adjustment(class_counts, tau=tau)
+    return _stateless(lambda logits, labels, where, axis_name: _add_class_vector(logits, offsets))
+
+
+def posthoc_logit_adjustment_transform(class_counts, *, tau: float = 1.0) -> LogitTransform:
+    r"""Post-hoc logit adjustment for prediction: :math:`u - \tau \log \pi`.
+
+    Applied at test time to a model trained with plain cross-entropy; needs no
+    labels (``apply(logits, None, state)``). Menon et al., ICLR 2021.
+    """
+    offsets = -_priors.logit_adjustment(class_counts, tau=tau)
+    return _stateless(lambda logits, labels, where, axis_name: _add_class_vector(logits, offsets))
+
+
+def balanced_softmax_transform(class_counts) -> LogitTransform:
+    r"""Balanced Softmax: :math:`u + \log n` (logit adjustment with :math:`\tau = 1`).
+
+    J. Ren et al., "Balanced Meta-Softmax for Long-Tailed Visual Recognition", NeurIPS 2020.
+    """
+    _checks.check_class_counts(class_counts)
+    offsets = jnp.log(jnp.asarray(class_counts, jnp.float32))
+    return _stateless(lambda logits, labels, where, axis_name: _add_class_vector(logits, offsets))
+
+
+def ldam_transform(class_counts, *, max_margin: float = 0.5, scale: float = 30.0) -> LogitTransform:
+    r"""LDAM: :math:`s\,(u - m_y e_y)`, margins from :func:`lpjax.ldam_margins`.
+
+    The margin is subtracted from the true-class logit only, then all logits
+    are scaled by ``scale`` (30 in the LDAM code). Predict with plain logits.
+    Cao et al., NeurIPS 2019.
+    """
+    margins = _priors.ldam_margins(class_counts, max_margin=max_margin)
+    _checks.check_positive_scalar("scale", scale)
+
+    def perturb(logits, labels, where, axis_name):
+        labels = _require_labels(labels, logits, "ldam_transform")
+        _, num_classes = _checks.check_logits(logits)
+        _checks.check_class_vector("class_counts", margins, num_classes)
+        dtype = _checks.compute_dtype(logits.dtype)
+        valid = _batch.valid_samples(labels, num_classes, None)
+        margin = jnp.where(valid, margins[jnp.clip(labels, 0, num_classes - 1)], 0)
+        onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype)
+        return (scale * (logits.astype(dtype) - margin[:, None] * onehot)).astype(logits.dtype)
+
+    return _stateless(perturb)
+
+
+def _lpl_transform(signs_and_bounds, step_size) -> LogitTransform:
+    """LPL on the incoming logits, with signs and bounds from ``signs_and_bounds``."""
+    _checks.check_positive_scalar("step_size", step_size)
+
+    def perturb(logits, labels, where, axis_name):
+        labels = _require_labels(labels, logits, "an LPL transform")
+        signs, bounds = signs_and_bounds(logits, labels, where, axis_name)
+        delta = _solver.lpl_perturbation(
+            logits,
+            labels,
+            signs=signs,
+            bounds=bounds,
+            step_size=step_size,
+            where=where,
+            axis_name=axis_name,
+        )
+        return logits + delta
+
+    return _stateless(perturb)
+
+
+def lpl_balanced_transform(
+    *, epsilon: float, step_size: float, delta_epsilon: float = 0.0
+) -> LogitTransform:
+    """LPL for balanced data: the mean-threshold split recomputed on every batch.
+
+    Signs and bounds from :func:`lpjax.balanced_signs_and_bounds` on the
+    incoming logits, then :func:`lpjax.lpl_perturbation`. ``delta_epsilon = 0``
+    is LPL with fixed bounds, ``> 0`` with varied bounds. Li et al., TNNLS 2023.
+    """
+    _checks.check_nonnegative("epsilon", epsilon)
+    _checks.check_nonnegative("delta_epsilon", delta_epsilon)
+
+    def signs_and_bounds(logits, labels, where, axis_name):
+        return _splits.balanced_signs_and_bounds(
+            logits,
+            labels,
+            epsilon=epsilon,
+            delta_epsilon=delta_epsilon,
+            where=where,
+            axis_name=axis_name,
+        )
+
+    return _lpl_transform(signs_and_bounds, step_size)
+
+
+def lpl_longtail_transform(
+    class_counts,
+    *,
+    num_head_classes: int,
+    epsilon: float,
+    step_size: float,
+    delta_epsilon: float = 0.0,
+) -> LogitTransform:
+    """LPL for long-tailed data: head classes minimised, tail classes maximised.
+
+    Signs and bounds from :func:`lpjax.longtail_signs_and_bounds` (fixed for the
+    whole run), then :func:`lpjax.lpl_perturbation` on every batch. Chain after
+    :func:`logit_adjustment_transform` for LA + LPL. Li et al., TNNLS 2023.
+    """
+    signs, bounds = _splits.longtail_signs_and_bounds(
+        class_counts,
+        num_head_classes=num_head_classes,
+        epsilon=epsilon,
+        delta_epsilon=delta_epsilon,
+    )
+    return _lpl_transform(lambda logits, labels, where, axis_name: (signs, bounds), step_size)
+
+
+def perturbed_softmax_cross_entropy(
+    transform: LogitTransform,
+) -> Callable[..., tuple[jax.Array, jax.Array, TransformState]]:
+    r"""An optax-style per-example loss: cross-entropy on the transform's logits.
+
+    .. math:: \ell_i = -\log \mathrm{softmax}(T(u)_i)_{y_i}
+
+    Returns ``loss_fn(logits, labels, state, *, where=None, axis_name=None,
+    **extra_args) -> (loss, perturbed_logits, new_state)`` with ``loss`` the
+    unreduced ``[batch]`` losses (0 where ``where`` is False or the label is
+    out of range): the caller reduces, e.g. ``loss.sum() / where.sum()``.
+    Gradients flow through the transform's deterministic part (LDAM's scale)
+    but not through perturbations solved per batch (LPL's ``delta`` is under
+    ``stop_gradient``).
+
+    Example::
+
+      >>> import jax, jax.numpy as jnp, lpjax
+      >>> transform = lpjax.chain(
+      ...     lpjax.logit_adjustment_transform([500, 50, 5]),
+      ...     lpjax.lpl_longtail_transform([500, 50, 5], num_head_classes=1,
+      ...                                  epsilon=0.1, step_size=0.05))
+      >>> loss_fn = lpjax.perturbed_softmax_cross_entropy(transform)
+      >>> logits, labels = jnp.zeros((4, 3)), jnp.array([0, 0, 1, 2])
+      >>> loss, perturbed, state = loss_fn(logits, labels, transform.init())
+      >>> loss.shape
+      (4,)
+    """
+
+    def loss_fn(logits, labels, state, *, where=None, axis_name=None, **extra_args):
+        batch_size, num_classes = _checks.check_logits(logits)
+        _checks.check_integer_labels(labels, batch_size)
+        _checks.check_where(where, batch_size)
+        labels = jnp.asarray(labels)
+        perturbed, state = transform.apply(
+            logits, labels, state, where=where, axis_name=axis_name, **extra_args
+        )
+        valid = _batch.valid_samples(labels, num_classes, where)
+        loss = optax.softmax_cross_entropy_with_integer_labels(
+            perturbed, jnp.where(valid, labels, 0)
+        )
+        return jnp.where(valid, loss, 0), perturbed, state
+
+    return loss_fn

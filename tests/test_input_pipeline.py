@@ -1,0 +1,313 @@
+"""Tests for experiments/input_pipeline.py (host-memory, step-indexed input pipeline)."""
+
+import time
+
+import numpy as np
+import pytest
+
+from experiments import input_pipeline as ip
+
+
+def _toy_dataset(n=64, size=32, channels=3, num_classes=10, seed=0, dtype=np.uint8):
+    rng = np.random.default_rng(seed)
+    if dtype == np.uint8:
+        images = rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+    else:
+        images = rng.random((n, size, size, channels), dtype=np.float32)
+    labels = (np.arange(n) % num_classes).astype(np.int32)
+    mean, std = ip._channel_stats(images)
+    return ip.Dataset(images, labels, num_classes, mean, std, "toy")
+
+
+def _indexed_dataset(labels, num_classes):
+    """Image i holds the value i, so a row can be traced back to its source index."""
+    n = len(labels)
+    images = np.arange(n, dtype=np.float32).reshape(n, 1, 1, 1)
+    return ip.Dataset(images, np.asarray(labels, np.int32), num_classes, [0.0], [1.0], "idx")
+
+
+# ----------------------------------------------------------------------------- profiles
+
+
+@pytest.mark.parametrize(
+    "n_max, num_classes, ratio, total",
+    [
+        (5000, 10, 100, 12_406),  # CIFAR-10-LT r=100
+        (5000, 10, 10, 20_431),  # CIFAR-10-LT r=10
+        (500, 100, 100, 10_847),  # CIFAR-100-LT r=100
+        (500, 100, 10, 19_573),  # CIFAR-100-LT r=10
+    ],
+)
+def test_longtail_profile_matches_published_sizes(n_max, num_classes, ratio, total):
+    counts = ip.longtail_class_counts(n_max, num_classes, ratio)
+    assert counts.dtype == np.int64 and counts.shape == (num_classes,)
+    assert counts.sum() == total
+    assert counts[0] == n_max and counts[-1] == n_max // ratio
+    assert np.all(np.diff(counts) <= 0)
+
+
+def test_longtail_profile_validates_arguments():
+    np.testing.assert_array_equal(ip.longtail_class_counts(7, 3, 1), [7, 7, 7])
+    with pytest.raises(ValueError, match="imbalance_ratio"):
+        ip.longtail_class_counts(100, 10, 0.5)
+    with pytest.raises(ValueError, match="num_classes"):
+        ip.longtail_class_counts(100, 1, 10)
+    with pytest.raises(ValueError, match="n_max"):
+        ip.longtail_class_counts(0, 10, 10)
+
+
+@pytest.mark.parametrize("per_class, num_classes", [(5000, 10), (500, 100)])
+@pytest.mark.parametrize("ratio", [10, 100])
+def test_make_longtail_exact_counts(per_class, num_classes, ratio):
+    labels = np.tile(np.arange(num_classes), per_class)
+    lt = ip.make_longtail(_indexed_dataset(labels, num_classes), ratio, seed=3)
+    np.testing.assert_array_equal(
+        lt.class_counts, ip.longtail_class_counts(per_class, num_classes, ratio)
+    )
+
+
+def test_make_longtail_seeded_deterministic_and_paired():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 2000)
+    ds = _indexed_dataset(labels, 5)
+    a = ip.make_longtail(ds, 20, seed=1)
+    b = ip.make_longtail(ds, 20, seed=1)
+    c = ip.make_longtail(ds, 20, seed=2)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.images, c.images)
+    np.testing.assert_array_equal(a.class_counts, c.class_counts)
+    src = a.images.reshape(-1).astype(np.int64)
+    np.testing.assert_array_equal(a.labels, labels[src])  # images still paired with labels
+    assert np.all(np.diff(src) > 0)  # no duplicates, original order kept
+    assert ip.make_longtail(ds, 1, seed=0) is ds
+
+
+# ----------------------------------------------------------------------------- digits
+
+
+def test_digits_longtail_defaults():
+    train, test = ip.load_digits_longtail(seed=0)
+    assert train.images.dtype == np.float32 and train.images.shape[1:] == (8, 8, 1)
+    assert 0.0 <= train.images.min() and train.images.max() <= 1.0
+    np.testing.assert_array_equal(
+        test.class_counts, np.full(10, ip.DIGITS_DEFAULT_TEST_PER_CLASS)
+    )
+    counts = train.class_counts
+    np.testing.assert_array_equal(counts, [138, 105, 78, 57, 42, 31, 23, 17, 12, 9])
+    assert (counts > 100).any() and ((counts >= 20) & (counts <= 100)).any()
+    assert (counts < 20).any()
+    # No image is in both splits (load_digits has no duplicate images).
+    train_rows = {row.tobytes() for row in train.images}
+    assert not any(row.tobytes() in train_rows for row in test.images)
+    # Normalisation constants come from the training split.
+    np.testing.assert_allclose(train.mean, [train.images.mean()], rtol=1e-5)
+    np.testing.assert_allclose(train.std, [train.images.std()], rtol=1e-4)
+    np.testing.assert_array_equal(test.mean, train.mean)
+    # Seeded.
+    again, _ = ip.load_digits_longtail(seed=0)
+    other, _ = ip.load_digits_longtail(seed=1)
+    np.testing.assert_array_equal(again.images, train.images)
+    assert not np.array_equal(other.images, train.images)
+
+
+def test_digits_test_per_class_argument():
+    train, test = ip.load_digits_longtail(imbalance_ratio=1, test_per_class=10, seed=0)
+    np.testing.assert_array_equal(test.class_counts, np.full(10, 10))
+    assert len(train) + len(test) == 1797
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def test_train_batch_deterministic_and_epoch_coverage():
+    ds = _indexed_dataset(np.arange(103) % 7, 7)
+    g = 10
+    spe = ip.steps_per_epoch(ds, g)
+    assert spe == 10
+    kw = dict(global_batch_size=g, seed=5, augment=False)
+    b0 = ip.train_batch(ds, 0, **kw)
+    np.testing.assert_array_equal(b0["image"], ip.train_batch(ds, 0, **kw)["image"])
+    assert not np.array_equal(b0["image"], ip.train_batch(ds, 1, **kw)["image"])
+    assert not np.array_equal(
+        b0["image"], ip.train_batch(ds, 0, **{**kw, "seed": 6})["image"]
+    )
+    for epoch in range(2):
+        seen = np.concatenate(
+            [ip.train_batch(ds, epoch * spe + s, **kw)["image"].ravel() for s in range(spe)]
+        ).astype(np.int64)
+        assert len(np.unique(seen)) == spe * g  # every sample at most once
+        expected = np.random.default_rng([5, epoch]).permutation(103)[: spe * g]
+        np.testing.assert_array_equal(seen, expected)
+        labels = np.concatenate(
+            [ip.train_batch(ds, epoch * spe + s, **kw)["label"] for s in range(spe)]
+        )
+        np.testing.assert_array_equal(labels, ds.labels[seen])
+    # Exactly once per epoch when nothing is dropped.
+    ds100 = _indexed_dataset(np.arange(100) % 7, 7)
+    seen = np.concatenate(
+        [ip.train_batch(ds100, s, **kw)["image"].ravel() for s in range(10, 20)]
+    )
+    np.testing.assert_array_equal(np.sort(seen), np.arange(100))
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_train_batch_process_slices_concatenate(augment):
+    ds = _toy_dataset(n=40)
+    kw = dict(global_batch_size=16, seed=3, augment=augment)
+    for step in (0, 1, 7):
+        full = ip.train_batch(ds, step, **kw)
+        parts = [
+            ip.train_batch(ds, step, process_index=p, process_count=4, **kw) for p in range(4)
+        ]
+        assert parts[0]["image"].shape == (4, 32, 32, 3)
+        for key in ("image", "label"):
+            np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), full[key])
+
+
+def test_train_batch_validation():
+    ds = _toy_dataset(n=20)
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        ip.train_batch(ds, 0, global_batch_size=32, seed=0, augment=False)
+    with pytest.raises(ValueError, match="divisible"):
+        ip.train_batch(ds, 0, global_batch_size=10, seed=0, augment=False, process_count=3)
+
+
+def test_augmentation_matches_hand_computation():
+    ds = _toy_dataset(n=64)
+    step, seed, g = 4, 11, 64
+    batch = ip.train_batch(ds, step, global_batch_size=g, seed=seed, augment=True)
+    plain = ip.train_batch(ds, step, global_batch_size=g, seed=seed, augment=False)
+    oy, ox, flips = ip._augment_params(seed, step, g)
+    assert flips.any() and (~flips).any() and len(np.unique(oy)) > 1
+    # Recover the source image of each row from the unaugmented batch.
+    raw = np.rint((plain["image"] * ds.std + ds.mean) * 255).astype(np.uint8)
+    for i in (int(np.argmax(flips)), int(np.argmin(flips))):
+        img = raw[i]
+        padded = np.pad(img, ((4, 4), (4, 4), (0, 0)), mode="reflect")
+        expected = padded[oy[i] : oy[i] + 32, ox[i] : ox[i] + 32]
+        if flips[i]:
+            expected = expected[:, ::-1]
+        got = np.rint((batch["image"][i] * ds.std + ds.mean) * 255).astype(np.uint8)
+        np.testing.assert_array_equal(got, expected)
+    # Normalised: roughly zero mean, unit variance per channel.
+    big = _toy_dataset(n=512, seed=1)
+    x = ip.train_batch(big, 0, global_batch_size=512, seed=0, augment=True)["image"]
+    assert x.dtype == np.float32
+    np.testing.assert_allclose(x.mean(axis=(0, 1, 2)), 0.0, atol=0.05)
+    np.testing.assert_allclose(x.std(axis=(0, 1, 2)), 1.0, atol=0.05)
+
+
+def test_small_images_are_not_augmented():
+    ds = _toy_dataset(n=32, size=8, channels=1, dtype=np.float32)
+    a = ip.train_batch(ds, 2, global_batch_size=16, seed=0, augment=True)
+    b = ip.train_batch(ds, 2, global_batch_size=16, seed=0, augment=False)
+    np.testing.assert_array_equal(a["image"], b["image"])
+    # float32 images are normalised as (x - mean) / std, without the / 255.
+    idx = np.random.default_rng([0, 1]).permutation(32)[:16]  # step 2 = epoch 1, batch 0
+    np.testing.assert_allclose(b["image"], (ds.images[idx] - ds.mean) / ds.std, rtol=1e-5)
+
+
+def test_augmented_batch_is_fast():
+    ds = _toy_dataset(n=1024)
+    ip.train_batch(ds, 0, global_batch_size=128, seed=0, augment=True)
+    start = time.perf_counter()
+    for step in range(20):
+        ip.train_batch(ds, step, global_batch_size=128, seed=0, augment=True)
+    assert (time.perf_counter() - start) / 20 < 0.1  # a few ms in practice
+
+
+def test_eval_batches_padding_and_mask():
+    ds = _indexed_dataset(np.arange(23) % 4, 4)
+    batches = list(ip.eval_batches(ds, global_batch_size=8))
+    assert len(batches) == 3
+    assert all(b["image"].shape == (8, 1, 1, 1) for b in batches)
+    mask = np.concatenate([b["mask"] for b in batches])
+    assert mask.dtype == bool and mask.sum() == 23 and not mask[23:].any()
+    images = np.concatenate([b["image"] for b in batches]).ravel()
+    np.testing.assert_array_equal(images[mask], np.arange(23))
+    np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[mask], ds.labels)
+    # Per-process rows: each process gets its slice of every global batch.
+    per_proc = [list(ip.eval_batches(ds, global_batch_size=8, process_index=p, process_count=2))
+                for p in range(2)]
+    assert len(per_proc[0]) == len(per_proc[1]) == 3
+    for j in range(3):
+        for key in ("image", "label", "mask"):
+            np.testing.assert_array_equal(
+                np.concatenate([per_proc[0][j][key], per_proc[1][j][key]]), batches[j][key]
+            )
+    # The last global batch covers 16..23: process 1 gets 20, 21, 22 and one padding row.
+    np.testing.assert_array_equal(per_proc[1][2]["mask"], [True, True, True, False])
+    np.testing.assert_array_equal(per_proc[1][2]["image"][3], 0.0)
+
+
+# ----------------------------------------------------------------------------- tfds
+
+
+@pytest.mark.parametrize("name, num_classes", [("cifar10", 10), ("cifar100", 100)])
+def test_tfds_loader_under_mock_data(name, num_classes, tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=24):
+        ds = ip.load_tfds_image_classification(name, split="train", data_dir=str(tmp_path))
+        ds_dl = ip.load_tfds_image_classification(name, split="test", download=True)
+    assert ds.images.shape == (24, 32, 32, 3) and ds.images.dtype == np.uint8
+    assert ds.labels.shape == (24,) and ds.labels.dtype == np.int32
+    assert ds.num_classes == num_classes
+    assert ds.labels.min() >= 0 and ds.labels.max() < num_classes
+    assert ds.mean.shape == ds.std.shape == (3,) and ds.mean.dtype == np.float32
+    expected_mean = ip.CIFAR10_MEAN if name == "cifar10" else ip.CIFAR100_MEAN
+    np.testing.assert_allclose(ds.mean, expected_mean)
+    assert len(ds_dl) == 24
+    batch = ip.train_batch(ds, 3, global_batch_size=8, seed=0, augment=True)
+    assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.float32
+
+
+def test_tfds_loader_not_prepared_fails_fast(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    start = time.perf_counter()
+    with pytest.raises(ip.DatasetNotPreparedError) as info:
+        ip.load_tfds_image_classification("cifar10", split="train", data_dir=str(tmp_path))
+    assert time.perf_counter() - start < 10.0
+    message = str(info.value)
+    assert "download_and_prepare()" in message and "--config.download=True" in message
+    assert not any(tmp_path.iterdir()) or True  # nothing downloaded (may create folders)
+
+
+def test_tfds_loader_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unsupported"):
+        ip.load_tfds_image_classification("mnist", split="train")
+
+
+# ----------------------------------------------------------------------------- multi-label
+
+
+def test_multilabel_digits():
+    train, test = ip.load_multilabel_digits(
+        num_train=2000, num_test=500, imbalance_ratio=10, seed=0
+    )
+    assert train.images.shape == (2000, 8, 24, 1) and test.images.shape == (500, 8, 24, 1)
+    assert train.images.dtype == np.float32
+    assert 0.0 <= train.images.min() and train.images.max() <= 1.0
+    assert train.labels.shape == (2000, 10) and train.num_classes == 10
+    for ds in (train, test):
+        assert set(np.unique(ds.labels)) <= {0, 1}
+        positives = ds.labels.sum(axis=1)
+        assert positives.min() == 1 and positives.max() == 3
+        # Each positive class is drawn in exactly one non-empty 8x8 slot.
+        slots = ds.images[..., 0].reshape(len(ds), 8, 3, 8).transpose(0, 2, 1, 3)
+        np.testing.assert_array_equal((slots.max(axis=(2, 3)) > 0).sum(axis=1), positives)
+    counts = train.class_counts
+    assert counts.argmax() == 0 and counts.argmin() == 9 and counts[0] > 4 * counts[9]
+    assert test.class_counts.max() < 1.5 * test.class_counts.min()  # uniform-ish test
+    # Disjoint source digits: no 8x8 slot of a test image occurs in a training image.
+    def slot_set(ds):
+        slots = ds.images[..., 0].reshape(len(ds), 8, 3, 8).transpose(0, 2, 1, 3)
+        slots = slots.reshape(-1, 8, 8)
+        return {s.tobytes() for s in slots if s.any()}
+
+    assert not slot_set(train) & slot_set(test)
+    again, _ = ip.load_multilabel_digits(
+        num_train=2000, num_test=500, imbalance_ratio=10, seed=0
+    )
+    np.testing.assert_array_equal(again.images, train.images)
+    np.testing.assert_array_equal(again.labels, train.labels)
