@@ -179,9 +179,7 @@ def longtail_class_counts(n_max: int, num_classes: int, imbalance_ratio: float) 
         )
     n_max, num_classes = int(n_max), int(num_classes)
     imb_factor = 1.0 / imbalance_ratio
-    counts = [
-        int(n_max * (imb_factor ** (c / (num_classes - 1.0)))) for c in range(num_classes)
-    ]
+    counts = [int(n_max * (imb_factor ** (c / (num_classes - 1.0)))) for c in range(num_classes)]
     return np.asarray(counts, dtype=np.int64)
 
 
@@ -282,9 +280,7 @@ def load_digits_longtail(
     images, labels = _load_sklearn_digits()
     num_classes = 10
     rng = np.random.default_rng([seed, 0])
-    train_idx, test_idx = _per_class_split(
-        labels, num_classes, lambda n: int(test_per_class), rng
-    )
+    train_idx, test_idx = _per_class_split(labels, num_classes, lambda n: int(test_per_class), rng)
     full_train = Dataset(
         images=images[train_idx],
         labels=labels[train_idx],
@@ -345,12 +341,13 @@ def load_tfds_image_classification(
     except Exception as err:  # an unprepared set: any failure here means "not prepared"
         if prepared:
             raise
+        dir_arg = "" if data_dir is None else f", data_dir={str(data_dir)!r}"
         raise DatasetNotPreparedError(
             f"The tensorflow-datasets data set {name!r} is not prepared in "
             f"{builder.data_dir_root} and download=False, so nothing was downloaded. Prepare "
             f"it once on a machine with internet access:\n"
-            f"  python -c \"import tensorflow_datasets as tfds; "
-            f"tfds.builder('{name}', data_dir={data_dir!r}).download_and_prepare()\"\n"
+            f'  python -c "import tensorflow_datasets as tfds; '
+            f"tfds.builder('{name}'{dir_arg}).download_and_prepare()\"\n"
             f"(copy the folder to this machine if needed), or pass --config.download=True "
             f"to let the trainer download it."
         ) from err

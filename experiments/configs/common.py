@@ -1,0 +1,61 @@
+"""Fields shared by every experiment config; each config file starts from these."""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+
+    # What to train.
+    config.method = "ce"  # see experiments/methods.py: METHODS (single-label) / MULTILABEL_METHODS
+    config.dataset = "digits_lt"  # digits_lt | multilabel_digits | cifar10 | cifar100
+    config.imbalance_ratio = 1.0  # n_max / n_min of the exponential profile; 1 = balanced
+    config.data_dir = ""  # tensorflow-datasets directory ("" = tfds default)
+    config.multilabel_num_train = 4000  # multilabel_digits: composed training images
+    config.multilabel_num_test = 1000  # multilabel_digits: composed test images
+    config.download = False  # let tfds download and prepare the data set (needs network)
+    config.model = "small_cnn"  # resnet32 | resnet110 | se_resnet110 | wrn16_8 | wrn28_10 | ...
+    config.dtype = "float32"  # computation dtype of the model: float32 | bfloat16
+    config.augment = True  # pad-4 crop + flip (only for images of at least 16x16)
+    config.seed = 0  # data order, augmentation, initialisation and dropout
+
+    # Optimisation: SGD with Nesterov momentum; weight decay applied once, to all parameters.
+    config.num_epochs = 30  # training epochs (an epoch drops the last partial batch)
+    config.batch_size = 128  # global batch size, split over all devices and hosts
+    config.learning_rate = 0.1  # peak learning rate
+    config.momentum = 0.9  # SGD momentum
+    config.nesterov = True  # Nesterov momentum
+    config.weight_decay = 1e-4  # L2 weight decay added to the gradient (PyTorch SGD style)
+    config.schedule = "multistep"  # multistep | cosine | constant
+    config.milestones = (20, 25)  # epochs at which multistep multiplies the rate by decay_factor
+    config.decay_factor = 0.1  # multistep factor
+    config.warmup_epochs = 0  # linear warm-up from 0 over this many epochs
+
+    # Method hyperparameters (used by the methods that need them).
+    config.la_tau = 1.0  # logit adjustment temperature (la, la_posthoc, la_lpl)
+    config.ldam_max_margin = 0.5  # LDAM's largest margin
+    config.ldam_scale = 30.0  # LDAM's logit scale s
+    config.drw_start_epoch = 20  # ldam_drw: epoch from which class-balanced weights apply
+    config.drw_beta = 0.9999  # ldam_drw: effective-number beta
+    config.isda_lambda = 0.5  # ISDA's lambda_0 (ramped linearly over training)
+    config.focal_gamma = 2.0  # focal loss gamma (multi-label)
+    config.asl_gamma_negative = 4.0  # ASL gamma for negatives (multi-label)
+    config.asl_gamma_positive = 0.0  # ASL gamma for positives
+    config.asl_clip = 0.05  # ASL probability margin for negatives
+
+    config.lpl = ml_collections.ConfigDict()
+    config.lpl.split = "longtail"  # longtail (head/tail by class counts) | balanced (mean rule)
+    config.lpl.epsilon = 0.1  # base bound eps of every class
+    config.lpl.delta_epsilon = 0.2  # d_eps of varied bounds (lpl_varied, la_lpl); 0 = fixed
+    config.lpl.step_size = 0.01  # inner PGD step alpha; K_c = floor(eps_c / alpha)
+    config.lpl.num_head_classes = 4  # longtail split: this many most frequent classes are head
+
+    # Book-keeping.
+    config.log_every_steps = 10  # train metrics are averaged and written every this many steps
+    config.checkpoint_every_steps = 100  # a multiple of log_every_steps
+    config.keep_checkpoints = 2  # checkpoints kept in WORKDIR/checkpoints
+    config.eval_every_epochs = 5  # evaluate on the test split every this many epochs (and last)
+    config.eval_batch_size = 500  # global batch size of evaluation
+    config.diagnostic_batches = 4  # training batches used for the per-class loss variation
+    config.distributed = False  # call jax.distributed.initialize() (multi-host / TPU pods)
+    return config

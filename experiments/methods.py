@@ -1,0 +1,171 @@
+"""The methods of the paper as lpjax losses: what ``--config.method`` selects.
+
+Each method is a per-example loss for the train step, optional per-example loss
+weights (LDAM's deferred re-weighting), and an optional test-time logit
+transform (post-hoc logit adjustment). All methods predict with the plain
+logits otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import lpjax
+
+SINGLE_LABEL_METHODS = (
+    "ce",  # plain cross-entropy
+    "la",  # logit-adjusted loss (Menon et al.): train on u + tau log(pi)
+    "la_posthoc",  # train with CE, predict with u - tau log(pi)
+    "balanced_softmax",  # u + log(n) (Ren et al.)
+    "ldam",  # s (u - m_y e_y) (Cao et al.)
+    "ldam_drw",  # LDAM + deferred class-balanced re-weighting
+    "lpl_fixed",  # LPL, fixed bounds (config.lpl, delta_epsilon ignored)
+    "lpl_varied",  # LPL, varied bounds (config.lpl.delta_epsilon > 0)
+    "la_lpl",  # logit adjustment, then LPL on the adjusted logits
+    "isda",  # implicit semantic data augmentation (Wang et al.)
+)
+MULTILABEL_METHODS = (
+    "bce",  # binary cross-entropy
+    "focal",  # sigmoid focal loss (Lin et al.)
+    "asl",  # asymmetric loss (Ridnik et al.)
+    "lpl_multilabel",  # multi-label LPL (this project's formulation, README)
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A method ready for ``lpjax.training.make_train_step``."""
+
+    transform: lpjax.LogitTransform  # its state lives in the TrainState
+    loss_fn: Callable  # per-example loss: (logits, labels, state, ...) -> (loss, logits', state)
+    example_weights_fn: Callable | None = None  # (labels, step) -> [batch] weights
+    predict_transform: lpjax.LogitTransform | None = None  # label-free test-time transform
+
+
+def make_method(
+    config: ml_collections.ConfigDict,
+    class_counts: np.ndarray,
+    *,
+    steps_per_epoch: int,
+    feature_dim: int | None = None,
+) -> Method:
+    """Builds the method named by ``config.method`` for a data set with these counts."""
+    name = config.method
+    counts = np.asarray(class_counts)
+    if name in MULTILABEL_METHODS:
+        return _multilabel_method(config, counts)
+    if name not in SINGLE_LABEL_METHODS:
+        raise ValueError(
+            f"Unknown method {name!r}; valid single-label methods: "
+            f"{', '.join(SINGLE_LABEL_METHODS)}; multi-label: {', '.join(MULTILABEL_METHODS)}."
+        )
+    lpl = config.lpl
+
+    def lpl_transform(delta_epsilon):
+        if lpl.split == "balanced":
+            return lpjax.lpl_balanced_transform(
+                epsilon=lpl.epsilon, step_size=lpl.step_size, delta_epsilon=delta_epsilon
+            )
+        if lpl.split == "longtail":
+            return lpjax.lpl_longtail_transform(
+                counts,
+                num_head_classes=lpl.num_head_classes,
+                epsilon=lpl.epsilon,
+                step_size=lpl.step_size,
+                delta_epsilon=delta_epsilon,
+            )
+        raise ValueError(f"config.lpl.split must be 'balanced' or 'longtail'; got {lpl.split!r}.")
+
+    predict_transform = None
+    example_weights_fn = None
+    if name in ("ce", "la_posthoc"):
+        transform = lpjax.identity()
+        if name == "la_posthoc":
+            predict_transform = lpjax.posthoc_logit_adjustment_transform(counts, tau=config.la_tau)
+    elif name == "la":
+        transform = lpjax.logit_adjustment_transform(counts, tau=config.la_tau)
+    elif name == "balanced_softmax":
+        transform = lpjax.balanced_softmax_transform(counts)
+    elif name in ("ldam", "ldam_drw"):
+        transform = lpjax.ldam_transform(
+            counts, max_margin=config.ldam_max_margin, scale=config.ldam_scale
+        )
+        if name == "ldam_drw":
+            example_weights_fn = _deferred_reweighting(
+                counts, beta=config.drw_beta, start_step=config.drw_start_epoch * steps_per_epoch
+            )
+    elif name == "lpl_fixed":
+        transform = lpl_transform(0.0)
+    elif name == "lpl_varied":
+        if lpl.delta_epsilon <= 0:
+            raise ValueError("lpl_varied needs config.lpl.delta_epsilon > 0.")
+        transform = lpl_transform(lpl.delta_epsilon)
+    elif name == "la_lpl":
+        transform = lpjax.chain(
+            lpjax.logit_adjustment_transform(counts, tau=config.la_tau),
+            lpl_transform(lpl.delta_epsilon),
+        )
+    else:  # isda
+        if feature_dim is None:
+            raise ValueError("isda needs the model's feature dimension.")
+        transform = lpjax.isda_transform(
+            len(counts),
+            feature_dim,
+            lambda_0=config.isda_lambda,
+            total_steps=config.num_epochs * steps_per_epoch,
+        )
+    return Method(
+        transform=transform,
+        loss_fn=lpjax.perturbed_softmax_cross_entropy(transform),
+        example_weights_fn=example_weights_fn,
+        predict_transform=predict_transform,
+    )
+
+
+def _deferred_reweighting(class_counts, *, beta: float, start_step: int) -> Callable:
+    """DRW: class-balanced weights from ``start_step`` on, uniform before (Cao et al. 2019)."""
+    weights = lpjax.class_balanced_weights(class_counts, beta=beta)
+
+    def example_weights(labels: jax.Array, step: jax.Array) -> jax.Array:
+        return jnp.where(step >= start_step, weights[labels], 1.0)
+
+    return example_weights
+
+
+def _multilabel_method(config: ml_collections.ConfigDict, positive_counts: np.ndarray) -> Method:
+    name = config.method
+    if name == "bce":
+        transform = lpjax.identity()
+        loss_fn = lpjax.perturbed_sigmoid_binary_cross_entropy(transform)
+    elif name == "focal":
+        transform = lpjax.identity()
+        loss_fn = lpjax.focal_loss(gamma=config.focal_gamma)
+    elif name == "asl":
+        transform = lpjax.identity()
+        loss_fn = lpjax.asymmetric_loss(
+            gamma_negative=config.asl_gamma_negative,
+            gamma_positive=config.asl_gamma_positive,
+            clip=config.asl_clip,
+        )
+    else:  # lpl_multilabel
+        lpl = config.lpl
+        if lpl.split == "balanced":
+            transform = lpjax.lpl_multilabel_balanced_transform(
+                epsilon=lpl.epsilon, step_size=lpl.step_size, delta_epsilon=lpl.delta_epsilon
+            )
+        else:
+            transform = lpjax.lpl_multilabel_longtail_transform(
+                positive_counts,
+                num_head_classes=lpl.num_head_classes,
+                epsilon=lpl.epsilon,
+                step_size=lpl.step_size,
+                delta_epsilon=lpl.delta_epsilon,
+            )
+        loss_fn = lpjax.perturbed_sigmoid_binary_cross_entropy(transform)
+    return Method(transform=transform, loss_fn=loss_fn)

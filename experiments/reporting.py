@@ -1,0 +1,168 @@
+"""What a run writes: metrics (JSON lines + TensorBoard), accuracy by shot group, plots."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Mapping
+
+import numpy as np
+
+# Shot groups of the long-tail literature (Liu et al. 2019; LA paper), by training count.
+MANY_SHOT_MIN = 101  # many-shot: more than 100 training images
+FEW_SHOT_MAX = 19  # few-shot: fewer than 20; medium-shot: 20 to 100
+
+
+def shot_groups(class_counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean class masks ``many`` (> 100 images), ``medium`` (20-100), ``few`` (< 20)."""
+    counts = np.asarray(class_counts)
+    return {
+        "many": counts >= MANY_SHOT_MIN,
+        "medium": (counts > FEW_SHOT_MAX) & (counts < MANY_SHOT_MIN),
+        "few": counts <= FEW_SHOT_MAX,
+    }
+
+
+def frequency_groups(class_counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Classes ranked by count (most first) cut into thirds: ``head``, ``medium``, ``tail``.
+
+    Used for multi-label data, whose positive counts do not follow the
+    single-label shot thresholds.
+    """
+    counts = np.asarray(class_counts)
+    rank = np.empty(len(counts), int)
+    rank[np.argsort(-counts, kind="stable")] = np.arange(len(counts))
+    thirds = np.array_split(np.arange(len(counts)), 3)
+    return {name: np.isin(rank, part) for name, part in zip(("head", "medium", "tail"), thirds)}
+
+
+def _group_mean(values: np.ndarray, mask: np.ndarray) -> float | None:
+    return float(np.mean(values[mask])) if mask.any() else None
+
+
+def classification_results(
+    logits: np.ndarray, labels: np.ndarray, class_counts: np.ndarray
+) -> dict:
+    """Overall, per-class and shot-group accuracy (group = mean of its classes' accuracies)."""
+    num_classes = logits.shape[-1]
+    correct = np.argmax(logits, -1) == labels
+    per_class = np.array(
+        [correct[labels == c].mean() if np.any(labels == c) else np.nan for c in range(num_classes)]
+    )
+    groups = shot_groups(class_counts)
+    return {
+        "accuracy": float(correct.mean()),
+        "many_shot_accuracy": _group_mean(per_class, groups["many"]),
+        "medium_shot_accuracy": _group_mean(per_class, groups["medium"]),
+        "few_shot_accuracy": _group_mean(per_class, groups["few"]),
+        "per_class_accuracy": per_class.tolist(),
+    }
+
+
+def multilabel_results(logits: np.ndarray, labels: np.ndarray, positive_counts: np.ndarray) -> dict:
+    """Mean average precision, per-class AP, and head / medium / tail mAP."""
+    from sklearn.metrics import average_precision_score
+
+    per_class = np.array(
+        [
+            average_precision_score(labels[:, c], logits[:, c]) if labels[:, c].any() else np.nan
+            for c in range(labels.shape[1])
+        ]
+    )
+    groups = frequency_groups(positive_counts)
+    return {
+        "mAP": float(np.nanmean(per_class)),
+        "head_mAP": _group_mean(per_class, groups["head"]),
+        "medium_mAP": _group_mean(per_class, groups["medium"]),
+        "tail_mAP": _group_mean(per_class, groups["tail"]),
+        "per_class_ap": per_class.tolist(),
+    }
+
+
+class MetricWriter:
+    """Writes metrics as JSON lines (``metrics.jsonl``) and TensorBoard events.
+
+    On resume from a checkpoint at ``resume_step``, records after that step are
+    dropped from ``metrics.jsonl`` (they will be written again), so a resumed
+    run's log equals an uninterrupted one's.
+    """
+
+    def __init__(self, workdir: pathlib.Path, *, resume_step: int, enabled: bool = True):
+        self._path = workdir / "metrics.jsonl"
+        self._enabled = enabled
+        self._tensorboard = None
+        if not enabled:
+            return
+        if self._path.exists():
+            kept = [
+                line
+                for line in self._path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
+            self._path.write_text("".join(line + "\n" for line in kept))
+        from tensorboardX import SummaryWriter
+
+        self._tensorboard = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1)
+
+    def write(self, step: int, metrics: Mapping[str, object]) -> None:
+        if not self._enabled:
+            return
+        record = {"step": int(step), **{k: _jsonable(v) for k, v in metrics.items()}}
+        with self._path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        for name, value in record.items():
+            if name != "step" and isinstance(value, float):
+                self._tensorboard.add_scalar(name, value, step)
+        self._tensorboard.flush()
+
+    def records(self) -> list[dict]:
+        if not self._path.exists():
+            return []
+        return [json.loads(line) for line in self._path.read_text().splitlines() if line.strip()]
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def _jsonable(value):
+    array = np.asarray(value)
+    if array.ndim == 0:
+        return float(array)
+    return [None if not np.isfinite(x) else float(x) for x in array.ravel()]
+
+
+def plot_per_class(
+    values: list[float | None],
+    class_counts: np.ndarray,
+    *,
+    title: str,
+    ylabel: str,
+    path: pathlib.Path,
+    signed: bool = False,
+) -> None:
+    """A bar chart over classes ordered by training count (most frequent left)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(-np.asarray(class_counts), kind="stable")
+    heights = np.array([np.nan if v is None else v for v in values], float)[order]
+    colors = ["tab:blue"] * len(order)
+    if signed:
+        colors = ["tab:red" if h > 0 else "tab:blue" for h in np.nan_to_num(heights)]
+    width = max(6.0, min(20.0, 0.25 * len(order)))
+    fig, ax = plt.subplots(figsize=(width, 3.5))
+    ax.bar(np.arange(len(order)), np.nan_to_num(heights), color=colors)
+    if signed:
+        ax.axhline(0.0, color="black", linewidth=0.8)
+    if len(order) <= 30:
+        ax.set_xticks(np.arange(len(order)))
+        ax.set_xticklabels([f"{c}\n({int(class_counts[c])})" for c in order], fontsize=7)
+    ax.set_xlabel("class (training count), most frequent first")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,396 @@
+"""Train and evaluate one method on one data set: ``python -m experiments.train``.
+
+    python -m experiments.train [--config experiments/configs/NAME.py] [--workdir DIR]
+                                [--config.KEY=VALUE ...]
+
+With no ``--config`` it trains LA + LPL on long-tailed scikit-learn digits
+(offline, about a minute on a CPU). A work directory receives ``config.json``,
+``metrics.jsonl`` and TensorBoard events, orbax checkpoints, plots and
+``results.json``; running again on it resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from experiments import configuration, input_pipeline, methods, models, reporting
+from lpjax import training
+
+
+class WorkdirConfigMismatchError(ValueError):
+    """The work directory holds a run made with another config."""
+
+
+def load_data(config: ml_collections.ConfigDict):
+    """``(train, test)`` datasets named by ``config.dataset``."""
+    if config.dataset == "digits_lt":
+        return input_pipeline.load_digits_longtail(
+            imbalance_ratio=config.imbalance_ratio, seed=config.seed
+        )
+    if config.dataset == "multilabel_digits":
+        return input_pipeline.load_multilabel_digits(
+            num_train=config.multilabel_num_train,
+            num_test=config.multilabel_num_test,
+            imbalance_ratio=config.imbalance_ratio,
+            seed=config.seed,
+        )
+    if config.dataset in ("cifar10", "cifar100"):
+        kwargs = dict(data_dir=config.data_dir or None, download=config.download)
+        train = input_pipeline.load_tfds_image_classification(
+            config.dataset, split="train", **kwargs
+        )
+        test = input_pipeline.load_tfds_image_classification(config.dataset, split="test", **kwargs)
+        train = input_pipeline.make_longtail(train, config.imbalance_ratio, seed=config.seed)
+        return train, test
+    raise ValueError(
+        f"Unknown dataset {config.dataset!r}; valid: digits_lt, multilabel_digits, "
+        "cifar10, cifar100."
+    )
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
+    """SGD (Nesterov) with decoupled-from-nothing L2 decay applied once, and the lr schedule."""
+    total_steps = config.num_epochs * steps_per_epoch
+    warmup_steps = config.warmup_epochs * steps_per_epoch
+    if config.schedule == "multistep":
+        main = optax.piecewise_constant_schedule(
+            config.learning_rate,
+            {int(m * steps_per_epoch): config.decay_factor for m in config.milestones},
+        )
+    elif config.schedule == "cosine":
+        main = optax.cosine_decay_schedule(config.learning_rate, max(total_steps - warmup_steps, 1))
+    elif config.schedule == "constant":
+        main = optax.constant_schedule(config.learning_rate)
+    else:
+        raise ValueError(
+            f"config.schedule must be multistep, cosine or constant; got {config.schedule!r}."
+        )
+    schedule = main
+    if warmup_steps:
+        warmup = optax.linear_schedule(0.0, config.learning_rate, warmup_steps)
+        if config.schedule == "multistep":  # milestones count from the start of training
+            schedule = optax.join_schedules(
+                [warmup, lambda step: main(step + warmup_steps)], [warmup_steps]
+            )
+        else:
+            schedule = optax.join_schedules([warmup, main], [warmup_steps])
+    tx = optax.chain(
+        optax.add_decayed_weights(config.weight_decay),
+        optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov),
+    )
+    return tx, schedule
+
+
+def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+    """Refuses a work directory made with another config; records the config otherwise."""
+    path = workdir / "config.json"
+    current = json.loads(configuration.to_json(config))
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != current:
+            keys = sorted(set(previous) | set(current))
+            diffs = [
+                f"{k}: {previous.get(k)!r} -> {current.get(k)!r}"
+                for k in keys
+                if previous.get(k) != current.get(k)
+            ]
+            raise WorkdirConfigMismatchError(
+                f"Work directory {str(workdir)!r} holds a run made with a different config "
+                f"({'; '.join(diffs)}). Use another --workdir, or delete this one to start over."
+            )
+    elif jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(configuration.to_json(config))
+        os.replace(tmp, path)
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+    if config.checkpoint_every_steps % config.log_every_steps:
+        raise ValueError(
+            "config.checkpoint_every_steps must be a multiple of config.log_every_steps "
+            f"(so a checkpoint never splits a logging window); got "
+            f"{config.checkpoint_every_steps} and {config.log_every_steps}."
+        )
+    if config.batch_size % jax.device_count():
+        raise ValueError(
+            f"config.batch_size ({config.batch_size}) must be divisible by the number of "
+            f"devices ({jax.device_count()})."
+        )
+
+
+def _gather_predictions(predict, state, mesh, dataset, config) -> np.ndarray:
+    """Test-set logits in data-set order, on every process."""
+    outputs = []
+    for batch in input_pipeline.eval_batches(
+        dataset,
+        global_batch_size=config.eval_batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    ):
+        logits = predict(state, training.global_batch(mesh, {"image": batch["image"]}))
+        outputs.append(multihost_utils.process_allgather(logits, tiled=True))
+    return np.concatenate(outputs)[: len(dataset)]
+
+
+def _evaluate(predict, state, mesh, train, test, config) -> dict:
+    logits = _gather_predictions(predict, state, mesh, test, config)
+    if test.is_multilabel:
+        return reporting.multilabel_results(logits, test.labels, train.class_counts)
+    return reporting.classification_results(logits, test.labels, train.class_counts)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+    """Trains ``config.method`` as configured, resuming from ``workdir``; returns the results."""
+    workdir = pathlib.Path(workdir).resolve()
+    if config.distributed:
+        jax.distributed.initialize()
+    _check_config(config)
+    _check_workdir(workdir, config)
+    is_chief = jax.process_index() == 0
+
+    train, test = load_data(config)
+    mesh = training.make_data_mesh()
+    model = models.create_model(
+        config.model,
+        num_classes=train.num_classes,
+        dtype=jnp.dtype(config.dtype),
+        bn_axis_name=training.DATA_AXIS,
+    )
+    steps_per_epoch = input_pipeline.steps_per_epoch(train, config.batch_size)
+    total_steps = config.num_epochs * steps_per_epoch
+    tx, schedule = make_optimizer(config, steps_per_epoch)
+    input_shape = (1, *train.images.shape[1:])
+    _, features = jax.eval_shape(
+        lambda: model.init_with_output(
+            jax.random.key(0), jnp.zeros(input_shape), train=False, return_features=True
+        )[0]
+    )
+    method = methods.make_method(
+        config, train.class_counts, steps_per_epoch=steps_per_epoch, feature_dim=features.shape[-1]
+    )
+
+    key = jax.random.key(config.seed)
+    init_key, step_key = jax.random.split(key)
+    state = training.create_train_state(
+        model, tx, method.transform, input_shape=input_shape, key=init_key, mesh=mesh
+    )
+    manager = ocp.CheckpointManager(
+        workdir / "checkpoints",
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=config.keep_checkpoints, enable_async_checkpointing=False
+        ),
+    )
+    if manager.latest_step() is not None:
+        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+    start_step = int(state.step)
+
+    writer = reporting.MetricWriter(workdir, resume_step=start_step, enabled=is_chief)
+    train_step = training.make_train_step(
+        model,
+        tx,
+        method.loss_fn,
+        mesh=mesh,
+        example_weights_fn=method.example_weights_fn,
+    )
+    predict = training.make_predict_step(model, mesh=mesh, logit_transform=method.predict_transform)
+
+    window: list[dict] = []
+    window_start = time.perf_counter()
+    eval_results = None
+    progress = tqdm(
+        range(start_step, total_steps),
+        initial=start_step,
+        total=total_steps,
+        desc=f"{config.method} on {config.dataset}",
+        disable=not is_chief,
+        file=sys.stdout,
+    )
+    for step in progress:
+        batch = input_pipeline.train_batch(
+            train,
+            step,
+            global_batch_size=config.batch_size,
+            seed=config.seed,
+            augment=config.augment,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        state, metrics = train_step(state, training.global_batch(mesh, batch), step_key)
+        window.append(metrics)
+        done = step + 1
+        if done % config.log_every_steps == 0 or done == total_steps:
+            summary = _summarise_window(jax.device_get(window))
+            elapsed = time.perf_counter() - window_start
+            summary["train_images_per_second"] = len(window) * config.batch_size / elapsed
+            summary["train_learning_rate"] = float(schedule(step))
+            writer.write(done, summary)
+            progress.set_postfix(loss=f"{summary['train_loss']:.3f}")
+            window, window_start = [], time.perf_counter()
+        epoch_done = done % steps_per_epoch == 0
+        epoch = done // steps_per_epoch
+        if epoch_done and (epoch % config.eval_every_epochs == 0 or done == total_steps):
+            eval_results = _evaluate(predict, state, mesh, train, test, config)
+            writer.write(done, {f"eval_{k}": v for k, v in eval_results.items() if v is not None})
+        if done % config.checkpoint_every_steps == 0 or done == total_steps:
+            manager.save(done, args=ocp.args.StandardSave(state))
+    progress.close()
+    manager.wait_until_finished()
+
+    if eval_results is None:  # resumed after the last step, or no full epoch
+        eval_results = _evaluate(predict, state, mesh, train, test, config)
+    results = _final_results(config, writer.records(), eval_results, total_steps, steps_per_epoch)
+    if is_chief:
+        _write_outputs(workdir, config, train, results)
+    writer.close()
+    return results
+
+
+def _summarise_window(window: list[dict]) -> dict:
+    """Means over a logging window; per-class vectors averaged where defined."""
+    summary = {}
+    for name in window[0]:
+        values = np.stack([np.asarray(m[name], np.float64) for m in window])
+        if values.ndim == 1:
+            summary[f"train_{name}"] = float(values.mean())
+        else:
+            with np.errstate(invalid="ignore"):
+                present = np.isfinite(values)
+                total = np.where(present, values, 0).sum(0)
+                summary[f"train_{name}"] = np.where(
+                    present.any(0), total / np.maximum(present.sum(0), 1), np.nan
+                )
+    return summary
+
+
+def _final_results(config, records, eval_results, total_steps, steps_per_epoch) -> dict:
+    """``results.json``: the final model's test metrics, final train loss, loss variation."""
+    train_records = [r for r in records if "train_loss" in r]
+    last_epoch = [r for r in train_records if r["step"] > total_steps - steps_per_epoch]
+    results = {
+        "method": config.method,
+        "dataset": config.dataset,
+        "imbalance_ratio": config.imbalance_ratio,
+        "model": config.model,
+        "seed": config.seed,
+        "num_steps": total_steps,
+        **eval_results,
+        "final_train_loss": train_records[-1]["train_loss"] if train_records else None,
+    }
+    variations = [
+        r["train_relative_loss_variation"]
+        for r in last_epoch
+        if "train_relative_loss_variation" in r
+    ]
+    if variations:
+        values = np.array([[np.nan if v is None else v for v in row] for row in variations])
+        with np.errstate(invalid="ignore"):
+            mean = np.nanmean(values, axis=0) if np.isfinite(values).any() else values[0]
+        results["relative_loss_variation"] = [
+            None if not np.isfinite(v) else float(v) for v in mean
+        ]
+    return results
+
+
+def _write_outputs(workdir: pathlib.Path, config, train, results: dict) -> None:
+    counts = train.class_counts
+    if "per_class_accuracy" in results:
+        reporting.plot_per_class(
+            results["per_class_accuracy"],
+            counts,
+            title=f"{config.method}: test accuracy per class ({config.dataset})",
+            ylabel="accuracy",
+            path=workdir / "per_class_accuracy.png",
+        )
+    if "per_class_ap" in results:
+        reporting.plot_per_class(
+            results["per_class_ap"],
+            counts,
+            title=f"{config.method}: test AP per class ({config.dataset})",
+            ylabel="average precision",
+            path=workdir / "per_class_ap.png",
+        )
+    if "relative_loss_variation" in results:
+        reporting.plot_per_class(
+            results["relative_loss_variation"],
+            counts,
+            title=f"{config.method}: relative loss variation (l' - l) / l, last epoch",
+            ylabel="relative loss variation",
+            path=workdir / "relative_loss_variation.png",
+            signed=True,
+        )
+    tmp = workdir / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, workdir / "results.json")
+
+
+def parse_args(argv: list[str]) -> tuple[ml_collections.ConfigDict, pathlib.Path]:
+    """``--config PATH``, ``--workdir DIR`` and ``--config.KEY=VALUE`` overrides."""
+    config_path, workdir, overrides = None, None, {}
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        name, has_value, value = arg.partition("=")
+        if name in ("--config", "--workdir") and not has_value:
+            if not args:
+                raise ValueError(f"{name} needs a value.")
+            value = args.pop(0)
+        if name == "--config":
+            config_path = value
+        elif name == "--workdir":
+            workdir = value
+        elif name.startswith("--config.") and has_value:
+            overrides[name[len("--config.") :]] = value
+        elif arg in ("-h", "--help"):
+            print(__doc__)
+            sys.exit(0)
+        else:
+            raise ValueError(
+                f"Unrecognised argument {arg!r}; expected --config PATH, --workdir DIR or "
+                "--config.KEY=VALUE."
+            )
+    config = configuration.apply_overrides(configuration.load_config(config_path), overrides)
+    if workdir is None:
+        stem = pathlib.Path(config_path).stem if config_path else "default"
+        workdir = pathlib.Path("workdirs") / f"{stem}_{config.method}_seed{config.seed}"
+    return config, pathlib.Path(workdir)
+
+
+def main(argv: list[str]) -> None:
+    try:
+        config, workdir = parse_args(argv)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+    results = train_and_evaluate(config, workdir)
+    if jax.process_index() == 0:
+        print(f"\nResults of {config.method} on {config.dataset} in {workdir}:")
+        for name in (
+            "accuracy",
+            "many_shot_accuracy",
+            "medium_shot_accuracy",
+            "few_shot_accuracy",
+            "mAP",
+            "head_mAP",
+            "medium_mAP",
+            "tail_mAP",
+        ):
+            if name in results:
+                value = results[name]
+                print(f"  {name:22s} {'-' if value is None else f'{100 * value:.2f}%'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,252 @@
+"""A data-parallel train step: Flax model + lpjax loss + Optax, under ``jax.shard_map``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import lpjax
+
+DATA_AXIS = "data"
+
+# loss_fn(logits, labels, transform_state, *, where, axis_name, **extra_args)
+#   -> (per-example loss [batch], perturbed logits, new transform state)
+PerExampleLoss = Callable[..., tuple[jax.Array, jax.Array, Any]]
+# example_weights_fn(labels, step) -> [batch] loss weights (e.g. LDAM's DRW stage).
+ExampleWeights = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything a training run carries from step to step (a pytree, checkpointed whole).
+
+    Attributes:
+      step: int32 scalar, the number of optimizer steps taken.
+      params: the model's parameters.
+      batch_stats: the model's batch-norm running statistics (``{}`` if none).
+      opt_state: the Optax optimizer state.
+      transform_state: the logit transform's state (e.g. ISDA's class statistics).
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    transform_state: Any
+
+
+def make_data_mesh(devices=None) -> Mesh:
+    """A one-dimensional mesh over all (or the given) devices, its axis named ``"data"``."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(devices, (DATA_AXIS,))
+
+
+def global_batch(mesh: Mesh, local_batch: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """Assembles this process's rows of a batch into global arrays split over ``"data"``.
+
+    Each process passes only its own slice (``global_batch_size / process_count``
+    rows); the result is one global array per entry, sharded along the batch.
+    """
+    sharding = NamedSharding(mesh, P(DATA_AXIS))
+    return {
+        name: jax.make_array_from_process_local_data(sharding, value)
+        for name, value in local_batch.items()
+    }
+
+
+def create_train_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    transform: lpjax.LogitTransform,
+    *,
+    input_shape: tuple[int, ...],
+    key: jax.Array,
+    mesh: Mesh,
+) -> TrainState:
+    """Initialises a replicated :class:`TrainState` directly on the mesh's devices."""
+
+    def init():
+        variables = model.init(
+            {"params": key, "dropout": key}, jnp.zeros(input_shape, jnp.float32), train=False
+        )
+        params = variables["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=tx.init(params),
+            transform_state=transform.init(),
+        )
+
+    replicated = NamedSharding(mesh, P())
+    abstract = jax.eval_shape(init)
+    shardings = jax.tree.map(lambda _: replicated, abstract)
+    return jax.jit(init, out_shardings=shardings)()
+
+
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    loss_fn: PerExampleLoss,
+    *,
+    mesh: Mesh,
+    example_weights_fn: ExampleWeights | None = None,
+    labels_key: str = "label",
+) -> Callable[[TrainState, Mapping[str, jax.Array], jax.Array], tuple[TrainState, dict]]:
+    """Builds ``train_step(state, batch, key) -> (state, metrics)``, jitted over ``mesh``.
+
+    Per step: forward pass (batch norm over the global batch when the model's
+    ``bn_axis_name`` is ``"data"``), ``loss_fn`` with ``axis_name="data"`` (so
+    LPL's class statistics are global), the weighted mean loss over the global
+    batch, gradients summed over devices, one Optax update. The state is
+    replicated and donated; the batch (``image``, labels, optional boolean
+    ``mask``) is split along ``"data"``. The result does not depend on how many
+    devices share the batch (dropout masks aside: each device draws its own).
+
+    The model is called as ``model.apply(variables, image, train=True,
+    return_features=True, mutable=["batch_stats"])`` and must return
+    ``(logits, features)``; ``loss_fn`` also receives ``features`` and the
+    classifier's ``params["classifier"]`` as extra arguments (ISDA uses them).
+
+    Args:
+      model: a Flax module following the convention above.
+      tx: the Optax optimizer (weight decay included in it, applied once).
+      loss_fn: per-example loss, e.g. ``lpjax.perturbed_softmax_cross_entropy(t)``.
+      mesh: a mesh with a ``"data"`` axis.
+      example_weights_fn: optional ``(labels, step) -> [batch]`` loss weights.
+      labels_key: the batch entry holding the labels.
+
+    Returns:
+      The jitted step. ``metrics`` holds the global ``loss`` (weighted mean of
+      the perturbed loss), ``plain_loss`` and ``accuracy`` on the plain logits,
+      and ``relative_loss_variation`` ``[C]`` (NaN for classes absent from the
+      batch) for single-label data.
+    """
+
+    def local_step(state: TrainState, batch, key):
+        images, labels = batch["image"], batch[labels_key]
+        mask = batch.get("mask", jnp.ones(images.shape[0], jnp.bool_))
+        step_key = jax.random.fold_in(
+            jax.random.fold_in(key, state.step), lax.axis_index(DATA_AXIS)
+        )
+        weights = mask.astype(jnp.float32)
+        if example_weights_fn is not None:
+            weights = weights * example_weights_fn(labels, state.step)
+        total_weight = lax.psum(weights.sum(), DATA_AXIS)
+
+        def objective(params):
+            (logits, features), updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                images,
+                train=True,
+                return_features=True,
+                mutable=["batch_stats"],
+                rngs={"dropout": step_key},
+            )
+            loss, perturbed, transform_state = loss_fn(
+                logits,
+                labels,
+                state.transform_state,
+                where=mask,
+                axis_name=DATA_AXIS,
+                features=features,
+                classifier=params["classifier"],
+            )
+            local_loss = jnp.sum(weights * loss) / total_weight
+            return local_loss, (logits, perturbed, transform_state, updates)
+
+        grads, (logits, perturbed, transform_state, updates) = jax.grad(objective, has_aux=True)(
+            state.params
+        )
+        grads = lax.psum(grads, DATA_AXIS)
+        param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, param_updates),
+            batch_stats=updates["batch_stats"],
+            opt_state=opt_state,
+            transform_state=transform_state,
+        )
+        metrics = _train_metrics(logits, perturbed, labels, mask, weights, total_weight)
+        return new_state, metrics
+
+    replicated, split = P(), P(DATA_AXIS)
+    sharded_step = jax.shard_map(
+        local_step,
+        mesh=mesh,
+        in_specs=(replicated, split, replicated),
+        out_specs=(replicated, replicated),
+        check_vma=False,
+    )
+    return jax.jit(sharded_step, donate_argnums=0)
+
+
+def _train_metrics(logits, perturbed, labels, mask, weights, total_weight) -> dict:
+    """Global training metrics of one step, identical on every device."""
+    count = lax.psum(mask.sum(), DATA_AXIS)
+    if labels.ndim == 2:  # multi-label: per-class binary cross-entropy
+        plain = optax.sigmoid_binary_cross_entropy(logits, labels).mean(-1)
+        perturbed_loss = optax.sigmoid_binary_cross_entropy(perturbed, labels).mean(-1)
+        correct = jnp.mean((logits > 0) == (labels > 0), axis=-1)
+        extra = {}
+    else:
+        plain = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        perturbed_loss = optax.softmax_cross_entropy_with_integer_labels(perturbed, labels)
+        correct = jnp.argmax(logits, -1) == labels
+        extra = {
+            "relative_loss_variation": lpjax.relative_loss_variation(
+                logits, perturbed, labels, where=mask, axis_name=DATA_AXIS
+            )
+        }
+
+    def global_mean(x):
+        return lax.psum(jnp.sum(jnp.where(mask, x, 0)), DATA_AXIS) / count
+
+    return {
+        "loss": lax.psum(jnp.sum(weights * jnp.where(mask, perturbed_loss, 0)), DATA_AXIS)
+        / total_weight,
+        "plain_loss": global_mean(plain),
+        "accuracy": global_mean(correct.astype(jnp.float32)),
+        **extra,
+    }
+
+
+def make_predict_step(
+    model: nn.Module,
+    *,
+    mesh: Mesh,
+    logit_transform: lpjax.LogitTransform | None = None,
+) -> Callable[[TrainState, Mapping[str, jax.Array]], jax.Array]:
+    """Builds ``predict(state, batch) -> logits`` (eval mode), split along ``"data"``.
+
+    ``logit_transform`` is a label-free test-time transform, e.g.
+    ``lpjax.posthoc_logit_adjustment_transform(counts)``; by default the plain
+    logits are returned, as every method of the paper predicts with them.
+    """
+
+    def local_predict(state: TrainState, batch):
+        logits = model.apply(
+            {"params": state.params, "batch_stats": state.batch_stats},
+            batch["image"],
+            train=False,
+        )
+        if logit_transform is not None:
+            logits, _ = logit_transform.apply(logits, None, logit_transform.init())
+        return logits
+
+    sharded = jax.shard_map(
+        local_predict,
+        mesh=mesh,
+        in_specs=(P(), P(DATA_AXIS)),
+        out_specs=P(DATA_AXIS),
+        check_vma=False,
+    )
+    return jax.jit(sharded)
