@@ -6,6 +6,7 @@ import ast
 import importlib.util
 import json
 import pathlib
+from collections.abc import Mapping
 
 import ml_collections
 
@@ -25,15 +26,15 @@ def load_config(path: str | pathlib.Path | None = None) -> ml_collections.Config
     return module.get_config()
 
 
-def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
-    """All leaf keys of ``config`` as dotted paths (``lpl.epsilon``)."""
-    keys = []
+def flat_items(config: Mapping | ml_collections.ConfigDict, prefix: str = "") -> dict:
+    """The leaves of a (nested) config as ``{dotted.key: value}`` (``lpl.epsilon``)."""
+    items = {}
     for key, value in config.items():
-        if isinstance(value, ml_collections.ConfigDict):
-            keys.extend(flat_keys(value, f"{prefix}{key}."))
+        if isinstance(value, Mapping | ml_collections.ConfigDict):
+            items.update(flat_items(value, f"{prefix}{key}."))
         else:
-            keys.append(f"{prefix}{key}")
-    return sorted(keys)
+            items[f"{prefix}{key}"] = value
+    return items
 
 
 def apply_overrides(
@@ -45,7 +46,7 @@ def apply_overrides(
     not parse as the field's type raises ``ValueError`` naming the field.
     """
     config = ml_collections.ConfigDict(config.to_dict())
-    valid = flat_keys(config)
+    valid = sorted(flat_items(config))
     for key, text in overrides.items():
         if key not in valid:
             raise ValueError(f"Unknown config key {key!r}. Valid keys: {', '.join(valid)}.")

@@ -33,7 +33,10 @@ def frequency_groups(class_counts: np.ndarray) -> dict[str, np.ndarray]:
     rank = np.empty(len(counts), int)
     rank[np.argsort(-counts, kind="stable")] = np.arange(len(counts))
     thirds = np.array_split(np.arange(len(counts)), 3)
-    return {name: np.isin(rank, part) for name, part in zip(("head", "medium", "tail"), thirds)}
+    return {
+        name: np.isin(rank, part)
+        for name, part in zip(("head", "medium", "tail"), thirds, strict=True)
+    }
 
 
 def _group_mean(values: np.ndarray, mask: np.ndarray) -> float | None:

@@ -97,9 +97,9 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
 def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
     """Refuses a work directory made with another config; records the config otherwise."""
     path = workdir / "config.json"
-    current = json.loads(configuration.to_json(config))
+    current = configuration.flat_items(json.loads(configuration.to_json(config)))
     if path.exists():
-        previous = json.loads(path.read_text())
+        previous = configuration.flat_items(json.loads(path.read_text()))
         if previous != current:
             keys = sorted(set(previous) | set(current))
             diffs = [
@@ -116,6 +116,25 @@ def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> 
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(configuration.to_json(config))
         os.replace(tmp, path)
+
+
+def _initialize_distributed(config: ml_collections.ConfigDict) -> None:
+    """``jax.distributed.initialize()`` when the config or the environment asks for it.
+
+    On TPU pods and SLURM clusters JAX finds the processes by itself
+    (``--config.distributed=True``). Elsewhere set ``JAX_COORDINATOR_ADDRESS``
+    (host:port of process 0), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
+    CPU processes exchange data through gloo.
+    """
+    if not (config.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS")):
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {}
+    if "JAX_NUM_PROCESSES" in os.environ:
+        kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
+    if "JAX_PROCESS_ID" in os.environ:
+        kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
+    jax.distributed.initialize(**kwargs)
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
@@ -156,8 +175,7 @@ def _evaluate(predict, state, mesh, train, test, config) -> dict:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
     """Trains ``config.method`` as configured, resuming from ``workdir``; returns the results."""
     workdir = pathlib.Path(workdir).resolve()
-    if config.distributed:
-        jax.distributed.initialize()
+    _initialize_distributed(config)
     _check_config(config)
     _check_workdir(workdir, config)
     is_chief = jax.process_index() == 0

@@ -2,8 +2,8 @@
 
 ISDA (Wang et al., NeurIPS 2019) keeps a running covariance matrix of the
 penultimate features of every class and trains on cross-entropy over logits
-raised by a quadratic form of that covariance: in the terms of
-``docs/method.md`` it is a class-level perturbation that raises every
+raised by a quadratic form of that covariance: in the terms of the method
+specification (section 2) it is a class-level perturbation that raises every
 class's loss. This module holds the three pieces: the running statistics
 (:class:`IsdaState`, :func:`update_class_statistics`), the logit term
 (:func:`isda_augmentation`) and the transform that chains them
@@ -234,7 +234,7 @@ def isda_augmentation(
     References:
       Y. Wang, X. Pan, S. Song, H. Zhang, C. Wu, G. Huang, "Implicit Semantic
       Data Augmentation for Deep Networks", NeurIPS 2019 (arXiv:1909.12220),
-      eq. (6), and the authors' code (``ISDALoss.isda_aug``).
+      and the authors' code (``ISDALoss.isda_aug``).
     """
     batch_size, num_classes = _checks.check_logits(logits)
     _checks.check_integer_labels(labels, batch_size)

@@ -160,7 +160,8 @@ def multilabel_lpl_perturbation(
       ...     step_size=0.1)
       >>> delta.shape
       (3, 2)
-      >>> bool(delta[0, 0] == delta[1, 0]), bool(delta[0, 0] > 0)
+      >>> # Class 0's positives share one delta; maximising their loss lowers their logit.
+      >>> bool(delta[0, 0] == delta[1, 0]), bool(delta[0, 0] < 0)
       (True, True)
 
     References:

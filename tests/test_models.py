@@ -1,0 +1,283 @@
+"""Tests for experiments.models: parameter counts, the shared conventions, a digits run.
+
+Large models are only traced (``jax.eval_shape``); forward passes run for tiny models only.
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from experiments.models import (
+    MODELS,
+    ResNetCifar,
+    SEResNetCifar,
+    SmallCNN,
+    WideResNet,
+    create_model,
+    resnet32,
+    resnet110,
+)
+
+CIFAR = (2, 32, 32, 3)
+DIGITS = (2, 8, 8, 1)
+RNGS = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+
+
+def _input_shape(name):
+    return DIGITS if name == "small_cnn" else CIFAR
+
+
+def _abstract_variables(model, shape):
+    return jax.eval_shape(lambda: model.init(RNGS, jnp.zeros(shape), train=False))
+
+
+def _count(tree):
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def _param_count(model, shape=CIFAR):
+    return _count(_abstract_variables(model, shape)["params"])
+
+
+def _init(model, x):
+    return jax.jit(partial(model.init, train=False))(RNGS, x)
+
+
+def _apply(model, variables, x, **kwargs):
+    """Jitted apply (eager op-by-op execution is slow on CPU)."""
+    return jax.jit(partial(model.apply, **kwargs))(variables, x)
+
+
+# --- hand formulas (conv kernels have no bias; BatchNorm has scale + bias) -----------------
+
+
+def _conv(k, cin, cout):
+    return k * k * cin * cout
+
+
+def _bn(c):
+    return 2 * c
+
+
+def _resnet_cifar_formula(depth, num_classes, se_reduction=None):
+    n = (depth - 2) // 6
+    total = _conv(3, 3, 16) + _bn(16)
+    cin = 16
+    for width in (16, 32, 64):
+        for _ in range(n):
+            total += _conv(3, cin, width) + _bn(width) + _conv(3, width, width) + _bn(width)
+            if se_reduction is not None:  # two dense layers with bias
+                h = max(width // se_reduction, 1)
+                total += width * h + h + h * width + width
+            cin = width  # option-A shortcut: no parameters
+    return total + 64 * num_classes + num_classes
+
+
+def _wrn_formula(depth, k, num_classes):
+    n = (depth - 4) // 6
+    total = _conv(3, 3, 16)
+    cin = 16
+    for width in (16 * k, 32 * k, 64 * k):
+        for _ in range(n):
+            total += _bn(cin) + _conv(3, cin, width) + _bn(width) + _conv(3, width, width)
+            if cin != width:
+                total += _conv(1, cin, width)
+            cin = width
+    return total + _bn(cin) + cin * num_classes + num_classes
+
+
+# --- parameter counts ----------------------------------------------------------------------
+
+
+def test_resnet32_param_count_exact():
+    n = _param_count(resnet32(10))
+    assert n == _resnet_cifar_formula(32, 10) == 464_154
+    assert abs(n - 0.46e6) <= 0.01 * 0.46e6
+
+
+def test_resnet110_param_count():
+    n = _param_count(resnet110(10))
+    assert n == _resnet_cifar_formula(110, 10)
+    assert abs(n - 1.7e6) <= 0.02 * 1.7e6
+
+
+def test_se_resnet110_param_count():
+    base = _param_count(resnet110(10))
+    n = _param_count(create_model("se_resnet110", num_classes=10))
+    assert n == _resnet_cifar_formula(110, 10, se_reduction=16)
+    assert base < n < 1.01 * base  # the SE gates add under 1%
+
+
+@pytest.mark.parametrize(
+    ("name", "depth", "k", "expected"), [("wrn16_8", 16, 8, 11.0e6), ("wrn28_10", 28, 10, 36.5e6)]
+)
+def test_wrn_param_count(name, depth, k, expected):
+    n = _param_count(create_model(name, num_classes=10))
+    assert n == _wrn_formula(depth, k, 10)
+    assert abs(n - expected) <= 0.01 * expected
+
+
+def test_small_cnn_is_small():
+    assert 10_000 < _param_count(SmallCNN(num_classes=10), DIGITS) < 50_000
+
+
+# --- shared conventions --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "dim"),
+    [
+        ("resnet32", 64),
+        ("resnet110", 64),
+        ("se_resnet110", 64),
+        ("wrn16_8", 512),
+        ("wrn28_10", 640),
+        ("small_cnn", 64),
+    ],
+)
+def test_abstract_outputs_and_classifier(name, dim):
+    model = create_model(name, num_classes=7, dtype=jnp.bfloat16)
+    shape = _input_shape(name)
+    variables = _abstract_variables(model, shape)
+    assert variables["params"]["classifier"]["kernel"].shape == (dim, 7)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
+    logits, feats = jax.eval_shape(
+        lambda v: model.apply(v, jnp.zeros(shape), train=False, return_features=True), variables
+    )
+    assert logits.shape == (shape[0], 7) and logits.dtype == jnp.float32
+    assert feats.shape == (shape[0], dim) and feats.dtype == jnp.float32
+
+
+def test_resnet32_forward_bfloat16():
+    model = resnet32(10, dtype=jnp.bfloat16)
+    x = jax.random.normal(jax.random.key(2), CIFAR)
+    variables = _init(model, x)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
+    logits = _apply(model, variables, x, train=False)
+    assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+    logits2, feats = _apply(model, variables, x, train=False, return_features=True)
+    assert feats.shape == (2, 64) and feats.dtype == jnp.float32
+    np.testing.assert_array_equal(logits, logits2)
+    assert bool(jnp.all(jnp.isfinite(logits)))
+    # logits are the classifier applied to the returned features
+    head = variables["params"]["classifier"]
+    np.testing.assert_allclose(logits, feats @ head["kernel"] + head["bias"], rtol=1e-5, atol=1e-5)
+
+
+def test_batch_stats_updated_only_in_train_mode():
+    model = SmallCNN(num_classes=10)
+    x = jax.random.normal(jax.random.key(3), (4, 8, 8, 1)) * 3.0 + 1.0
+    variables = _init(model, x)
+    train_out, updated = _apply(model, variables, x, train=True, mutable=["batch_stats"])
+    changed = jax.tree.map(
+        lambda a, b: bool(jnp.any(a != b)), variables["batch_stats"], updated["batch_stats"]
+    )
+    assert all(jax.tree.leaves(changed))
+    full, same = _apply(model, variables, x, train=False, mutable=["batch_stats"])
+    jax.tree.map(np.testing.assert_array_equal, variables["batch_stats"], same["batch_stats"])
+    # eval mode uses running statistics: a sample's logits do not depend on its batch
+    one = _apply(model, variables, x[:1], train=False)
+    np.testing.assert_allclose(full[:1], one, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(train_out, full, atol=1e-3)
+
+
+def test_wrn_dropout_only_in_train_mode():
+    model = WideResNet(depth=10, widen_factor=1, num_classes=3)
+    x = jax.random.normal(jax.random.key(4), (2, 8, 8, 3))
+    variables = _init(model, x)
+    train_fn = jax.jit(partial(model.apply, train=True, mutable=["batch_stats"]))
+    out = lambda key: train_fn(variables, x, rngs={"dropout": jax.random.key(key)})[0]
+    assert not np.allclose(out(0), out(1))
+    np.testing.assert_array_equal(out(0), out(0))
+    eval_out = _apply(model, variables, x, train=False)  # no dropout rng needed
+    np.testing.assert_array_equal(eval_out, _apply(model, variables, x, train=False))
+
+
+def test_registry_and_unknown_name():
+    assert set(MODELS) == {"resnet32", "resnet110", "se_resnet110", "wrn16_8", "wrn28_10",
+                           "small_cnn"}  # fmt: skip
+    m = create_model("wrn16_8", num_classes=5, dropout_rate=0.0, bn_axis_name="data")
+    assert isinstance(m, WideResNet) and m.dropout_rate == 0.0 and m.bn_axis_name == "data"
+    assert isinstance(create_model("se_resnet110", num_classes=5), SEResNetCifar)
+    assert isinstance(create_model("resnet32", num_classes=5), ResNetCifar)
+    with pytest.raises(ValueError, match="resnet32"):
+        create_model("resnet33", num_classes=10)
+
+
+def test_bn_axis_name_gives_global_batch_statistics():
+    n_dev = len(jax.devices())
+    if n_dev < 2:
+        pytest.skip("needs several devices")
+    mesh = jax.make_mesh((n_dev,), ("data",))
+    x = jax.random.normal(jax.random.key(5), (2 * n_dev, 8, 8, 1))
+    x = x * jnp.arange(2 * n_dev)[:, None, None, None]  # shards with different statistics
+    local = SmallCNN(num_classes=10)
+    sharded = SmallCNN(num_classes=10, bn_axis_name="data")
+    variables = _init(local, x)
+
+    def step(v, xb):
+        return sharded.apply(v, xb, train=True, mutable=["batch_stats"])
+
+    fn = jax.shard_map(step, mesh=mesh, in_specs=(P(), P("data")), out_specs=(P("data"), P()))
+    logits, stats = jax.jit(fn)(
+        jax.device_put(variables, NamedSharding(mesh, P())),
+        jax.device_put(x, NamedSharding(mesh, P("data"))),
+    )
+    ref_logits, ref_stats = _apply(local, variables, x, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-4)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), stats, ref_stats
+    )
+
+
+# --- a real (short) training run ----------------------------------------------------------
+
+
+def test_small_cnn_trains_on_digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)  # [0, 1]
+    labels = digits.target
+    rng = np.random.default_rng(0)
+    test_idx = np.concatenate(  # stratified: 40 test images per class
+        [rng.permutation(np.flatnonzero(labels == c))[:40] for c in range(10)]
+    )
+    is_test = np.zeros(len(labels), bool)
+    is_test[test_idx] = True
+    mean, std = images[~is_test].mean(), images[~is_test].std()
+    images = ((images - mean) / std)[..., None]
+    x_tr, y_tr, x_te, y_te = images[~is_test], labels[~is_test], images[is_test], labels[is_test]
+
+    model = create_model("small_cnn", num_classes=10)
+    variables = _init(model, x_tr[:2])
+    tx = optax.sgd(0.1)
+    params, stats = variables["params"], variables["batch_stats"]
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def train_step(params, stats, opt_state, xb, yb):
+        def loss_fn(p):
+            logits, upd = model.apply(
+                {"params": p, "batch_stats": stats}, xb, train=True, mutable=["batch_stats"]
+            )
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+            return loss, upd["batch_stats"]
+
+        (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), stats, opt_state
+
+    for _ in range(400):
+        idx = rng.integers(0, len(y_tr), 64)
+        params, stats, opt_state = train_step(params, stats, opt_state, x_tr[idx], y_tr[idx])
+
+    logits = _apply(model, {"params": params, "batch_stats": stats}, x_te, train=False)
+    accuracy = float(np.mean(np.asarray(logits.argmax(-1)) == y_te))
+    assert accuracy > 0.9, accuracy

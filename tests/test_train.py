@@ -1,0 +1,213 @@
+"""End-to-end tests of ``python -m experiments.train``: outputs, resume, devices, hosts."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from experiments import configuration, input_pipeline
+from experiments import train as train_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# Two epochs of the offline default (16 steps), logging and checkpointing every 4 / 8 steps.
+SHORT = {
+    "num_epochs": "2",
+    "eval_every_epochs": "1",
+    "log_every_steps": "4",
+    "checkpoint_every_steps": "8",
+}
+
+
+def short_default_config(**overrides):
+    return configuration.apply_overrides(configuration.load_config(), {**SHORT, **overrides})
+
+
+def _timing_free(records):
+    return [{k: v for k, v in r.items() if k != "train_images_per_second"} for r in records]
+
+
+def test_default_on_real_digits_writes_every_output(tmp_path):
+    config = short_default_config(num_epochs="12", eval_every_epochs="6")
+    results = train_lib.train_and_evaluate(config, tmp_path)
+
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    for key in ("accuracy", "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"):
+        assert 0.0 <= saved[key] <= 1.0
+    assert saved["num_steps"] == 12 * 8
+    assert len(saved["per_class_accuracy"]) == 10
+    # The per-class mean over a balanced test set equals the overall accuracy.
+    assert np.isclose(np.mean(saved["per_class_accuracy"]), saved["accuracy"])
+    assert saved["accuracy"] > 0.7, "a small CNN learns digits within 12 epochs"
+    assert saved["final_train_loss"] < 1.0
+    # LA + LPL lowers the loss of the most frequent class and raises the rarest one's.
+    variation = saved["relative_loss_variation"]
+    assert variation[0] < 0 < variation[9]
+
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("train_loss" in r for r in records)
+    assert [r["step"] for r in records if "eval_accuracy" in r] == [48, 96]
+    assert json.loads((tmp_path / "config.json").read_text())["method"] == "la_lpl"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [
+        "88",
+        "96",
+    ]
+    assert any((tmp_path / "tensorboard").iterdir())
+    for plot in ("per_class_accuracy.png", "relative_loss_variation.png"):
+        assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
+
+
+def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch):
+    config = short_default_config()
+    reference = train_lib.train_and_evaluate(config, tmp_path / "uninterrupted")
+
+    original = input_pipeline.train_batch
+
+    def crashing(dataset, step, **kwargs):
+        if step == 13:
+            raise KeyboardInterrupt("simulated kill at step 13")
+        return original(dataset, step, **kwargs)
+
+    monkeypatch.setattr(input_pipeline, "train_batch", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        train_lib.train_and_evaluate(config, tmp_path / "resumed")
+    assert not (tmp_path / "resumed" / "results.json").exists()
+    monkeypatch.setattr(input_pipeline, "train_batch", original)
+    resumed = train_lib.train_and_evaluate(config, tmp_path / "resumed")
+
+    assert resumed == reference
+    logs = [
+        _timing_free(
+            json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()
+        )
+        for d in ("uninterrupted", "resumed")
+    ]
+    assert logs[0] == logs[1]
+
+
+def test_workdir_of_another_config_is_refused(tmp_path):
+    train_lib.train_and_evaluate(short_default_config(num_epochs="1"), tmp_path)
+    with pytest.raises(train_lib.WorkdirConfigMismatchError, match="lpl.epsilon: 0.2 -> 0.3"):
+        train_lib.train_and_evaluate(
+            short_default_config(num_epochs="1", **{"lpl.epsilon": "0.3"}), tmp_path
+        )
+
+
+def test_command_line_rejects_unknown_keys_and_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"Unknown config key 'lpl.eps'.*lpl\.epsilon"):
+        train_lib.parse_args(["--config.lpl.eps=0.1"])
+    with pytest.raises(ValueError, match="Cannot parse 'abc' for config key 'num_epochs'"):
+        train_lib.parse_args(["--config.num_epochs=abc"])
+    with pytest.raises(ValueError, match="Unrecognised argument"):
+        train_lib.parse_args(["--epochs", "3"])
+    config, workdir = train_lib.parse_args(
+        ["--config.method=lpl_fixed", "--config.milestones=(3, 5)", "--workdir", "w"]
+    )
+    assert config.method == "lpl_fixed" and config.milestones == (3, 5)
+    assert workdir == pathlib.Path("w")
+
+
+def test_cifar10_longtail_end_to_end_on_mocked_data(tmp_path):
+    config = configuration.load_config(REPO / "experiments" / "configs" / "cifar10_lt_r100.py")
+    config = configuration.apply_overrides(
+        config,
+        {
+            "num_epochs": "1",
+            "batch_size": "32",
+            "eval_batch_size": "64",
+            "log_every_steps": "1",
+            "checkpoint_every_steps": "2",
+            "warmup_epochs": "0",
+            # Mocked CIFAR has ~20 random images per class; ratio 10 keeps every class.
+            "imbalance_ratio": "10.0",
+        },
+    )
+    with tfds.testing.mock_data(num_examples=200):
+        results = train_lib.train_and_evaluate(config, tmp_path)
+    assert results["num_steps"] >= 1
+    assert 0.0 <= results["accuracy"] <= 1.0
+    assert np.isfinite(results["final_train_loss"])
+    assert len(results["per_class_accuracy"]) == 10
+    assert (tmp_path / "results.json").exists()
+    assert any(p.name.isdigit() for p in (tmp_path / "checkpoints").iterdir())
+
+
+def _run_trainer(workdir, *, devices, extra_env=None):
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        **(extra_env or {}),
+    }
+    args = [f"--config.{k}={v}" for k, v in SHORT.items()]
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.train", "--workdir", str(workdir), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish(process):
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+
+
+def _assert_same_run(dir_a, dir_b):
+    a = json.loads((dir_a / "results.json").read_text())
+    b = json.loads((dir_b / "results.json").read_text())
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], float | list):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+        else:
+            assert a[key] == b[key], key
+    losses = [
+        [
+            json.loads(line).get("train_loss")
+            for line in (d / "metrics.jsonl").read_text().splitlines()
+        ]
+        for d in (dir_a, dir_b)
+    ]
+    np.testing.assert_allclose(
+        [x for x in losses[0] if x is not None], [x for x in losses[1] if x is not None], rtol=1e-5
+    )
+
+
+def test_one_and_eight_devices_train_identically(tmp_path):
+    one = _run_trainer(tmp_path / "one", devices=1)
+    _finish(one)
+    eight = _run_trainer(tmp_path / "eight", devices=8)
+    _finish(eight)
+    _assert_same_run(tmp_path / "one", tmp_path / "eight")
+
+
+def test_two_processes_of_four_devices_equal_one_of_eight(tmp_path):
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    processes = [
+        _run_trainer(
+            tmp_path / "two_hosts",
+            devices=4,
+            extra_env={
+                "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+                "JAX_NUM_PROCESSES": "2",
+                "JAX_PROCESS_ID": str(i),
+            },
+        )
+        for i in range(2)
+    ]
+    for process in processes:
+        _finish(process)
+    single = _run_trainer(tmp_path / "one_host", devices=8)
+    _finish(single)
+    _assert_same_run(tmp_path / "one_host", tmp_path / "two_hosts")
