@@ -9,6 +9,13 @@ reduces over the batch takes ``axis_name`` for data parallelism under
 
 from lpjax._checks import validate_labels
 from lpjax._diagnostics import relative_loss_variation
+from lpjax._isda import (
+    IsdaState,
+    init_isda_state,
+    isda_augmentation,
+    isda_transform,
+    update_class_statistics,
+)
 from lpjax._priors import class_balanced_weights, ldam_margins, logit_adjustment
 from lpjax._solver import lpl_perturbation
 from lpjax._splits import balanced_signs_and_bounds, longtail_signs_and_bounds
@@ -31,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "EmptyState",
+    "IsdaState",
     "LogitTransform",
     "TransformState",
     "balanced_signs_and_bounds",
@@ -38,6 +46,9 @@ __all__ = (
     "chain",
     "class_balanced_weights",
     "identity",
+    "init_isda_state",
+    "isda_augmentation",
+    "isda_transform",
     "ldam_margins",
     "ldam_transform",
     "logit_adjustment",
@@ -49,5 +60,6 @@ __all__ = (
     "perturbed_softmax_cross_entropy",
     "posthoc_logit_adjustment_transform",
     "relative_loss_variation",
+    "update_class_statistics",
     "validate_labels",
 )

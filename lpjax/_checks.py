@@ -54,6 +54,14 @@ def check_integer_labels(labels, batch_size: int) -> None:
         )
 
 
+def require_integer_labels(labels, logits, user: str) -> jax.Array:
+    """Checks ``labels`` were given (not None) as integer ``[batch]`` matching ``logits``."""
+    if labels is None:
+        raise ValueError(f"{user} needs the labels of the batch; got labels=None.")
+    check_integer_labels(labels, check_logits(logits)[0])
+    return jnp.asarray(labels)
+
+
 def check_where(where, batch_size: int) -> None:
     """Checks an optional ``where`` mask is a boolean ``[batch]`` array."""
     if where is None:

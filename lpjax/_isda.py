@@ -21,7 +21,7 @@ import numpy as np
 from jax import lax
 
 from lpjax import _batch, _checks
-from lpjax._transforms import LogitTransform, _require_labels
+from lpjax._transforms import LogitTransform
 
 
 class IsdaState(NamedTuple):
@@ -377,7 +377,7 @@ def isda_transform(
                 f"[feature_dim, num_classes] (flax nn.Dense params); got {type(classifier)}"
                 + (f" with keys {sorted(classifier)}." if isinstance(classifier, Mapping) else ".")
             )
-        labels = _require_labels(labels, logits, "isda_transform")
+        labels = _checks.require_integer_labels(labels, logits, "isda_transform")
         _, logit_classes = _checks.check_logits(logits)
         if logit_classes != num_classes:
             raise ValueError(

@@ -51,13 +51,6 @@ def _stateless(perturb: Callable[..., jax.Array]) -> LogitTransform:
     return LogitTransform(EmptyState, apply)
 
 
-def _require_labels(labels, logits, transform_name: str) -> jax.Array:
-    if labels is None:
-        raise ValueError(f"{transform_name} needs the labels of the batch; got labels=None.")
-    _checks.check_integer_labels(labels, _checks.check_logits(logits)[0])
-    return jnp.asarray(labels)
-
-
 def _add_class_vector(logits: jax.Array, vector: jax.Array) -> jax.Array:
     _, num_classes = _checks.check_logits(logits)
     _checks.check_class_vector("the class vector", vector, num_classes)
@@ -138,7 +131,7 @@ def ldam_transform(class_counts, *, max_margin: float = 0.5, scale: float = 30.0
     _checks.check_positive_scalar("scale", scale)
 
     def perturb(logits, labels, where, axis_name):
-        labels = _require_labels(labels, logits, "ldam_transform")
+        labels = _checks.require_integer_labels(labels, logits, "ldam_transform")
         _, num_classes = _checks.check_logits(logits)
         _checks.check_class_vector("class_counts", margins, num_classes)
         dtype = _checks.compute_dtype(logits.dtype)
@@ -155,7 +148,7 @@ def _lpl_transform(signs_and_bounds, step_size) -> LogitTransform:
     _checks.check_positive_scalar("step_size", step_size)
 
     def perturb(logits, labels, where, axis_name):
-        labels = _require_labels(labels, logits, "an LPL transform")
+        labels = _checks.require_integer_labels(labels, logits, "an LPL transform")
         signs, bounds = signs_and_bounds(logits, labels, where, axis_name)
         delta = _solver.lpl_perturbation(
             logits,

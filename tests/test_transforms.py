@@ -1,0 +1,223 @@
+"""Tests for the logit transforms and perturbed_softmax_cross_entropy (method.md 2, 3.4)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import reference as ref
+
+import lpjax
+
+NUM_CLASSES = 10
+COUNTS = np.array([40, 5000, 83, 1796, 645, 2997, 139, 50, 387, 232])  # not sorted
+rng = np.random.default_rng(0)
+LOGITS = rng.normal(0, 2, (32, NUM_CLASSES)).astype(np.float32)
+LABELS = np.concatenate([np.arange(NUM_CLASSES - 1), rng.integers(0, NUM_CLASSES - 1, 23)])
+WHERE = rng.random(32) < 0.75
+
+
+def apply(transform, logits=LOGITS, labels=LABELS, where=None):
+    """Runs ``transform.apply`` under jit with the state passed through as a pytree."""
+
+    @jax.jit
+    def run(logits, labels, state, where):
+        return transform.apply(logits, labels, state, where=where)
+
+    state = transform.init()
+    out, new_state = run(
+        jnp.asarray(logits),
+        None if labels is None else jnp.asarray(labels, jnp.int32),
+        state,
+        None if where is None else jnp.asarray(where, bool),
+    )
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    return out
+
+
+def _ref_lpl_balanced(logits, labels, epsilon, step_size, delta_epsilon=0.0, where=None):
+    signs, bounds = ref.balanced_signs_and_bounds(logits, labels, epsilon, delta_epsilon, where)
+    # lpjax hands float32 bounds to the solver.
+    bounds = bounds.astype(np.float32)
+    return logits + ref.lpl_perturbation(logits, labels, signs, bounds, step_size, where)
+
+
+def _ref_lpl_longtail(logits, labels, num_head, epsilon, step_size, delta_epsilon=0.0, where=None):
+    signs, bounds = ref.longtail_signs_and_bounds(COUNTS, num_head, epsilon, delta_epsilon)
+    bounds = bounds.astype(np.float32)
+    return logits + ref.lpl_perturbation(logits, labels, signs, bounds, step_size, where)
+
+
+# ----------------------------------------------------------------------------- each transform
+
+
+def test_identity():
+    np.testing.assert_array_equal(apply(lpjax.identity()), LOGITS)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_logit_adjustment_transform(tau):
+    out = apply(lpjax.logit_adjustment_transform(COUNTS, tau=tau))
+    np.testing.assert_allclose(out, LOGITS + ref.logit_adjustment(COUNTS, tau), rtol=1e-6, atol=1e-5)
+
+
+def test_posthoc_logit_adjustment_needs_no_labels():
+    out = apply(lpjax.posthoc_logit_adjustment_transform(COUNTS, tau=1.5), labels=None)
+    np.testing.assert_allclose(out, LOGITS - ref.logit_adjustment(COUNTS, 1.5), rtol=1e-6, atol=1e-5)
+
+
+def test_balanced_softmax_is_logit_adjustment_with_tau_one():
+    out = apply(lpjax.balanced_softmax_transform(COUNTS))
+    np.testing.assert_allclose(out, LOGITS + np.log(COUNTS), rtol=1e-6, atol=1e-5)
+    # Same softmax (and loss) as LA with tau = 1: the offsets differ by log(sum n).
+    la = LOGITS + ref.logit_adjustment(COUNTS, 1.0)
+    np.testing.assert_allclose(ref.softmax(out), ref.softmax(la), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("scale", [30.0, 1.0])
+def test_ldam_transform(scale):
+    out = apply(lpjax.ldam_transform(COUNTS, max_margin=0.5, scale=scale))
+    expected = ref.ldam_logits(LOGITS, LABELS, COUNTS, 0.5, scale)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_ldam_gradient_flows_through_the_scale():
+    transform = lpjax.ldam_transform(COUNTS, max_margin=0.5, scale=30.0)
+    loss_fn = lpjax.perturbed_softmax_cross_entropy(transform)
+    grad = jax.jit(
+        jax.grad(lambda u: loss_fn(u, LABELS, transform.init())[0].sum())
+    )(jnp.asarray(LOGITS))
+    z = ref.ldam_logits(LOGITS, LABELS, COUNTS, 0.5, 30.0)
+    expected = 30.0 * (ref.softmax(z) - np.eye(NUM_CLASSES)[LABELS])
+    np.testing.assert_allclose(grad, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("delta_epsilon", [0.0, 2.0])
+def test_lpl_balanced_transform(delta_epsilon):
+    transform = lpjax.lpl_balanced_transform(
+        epsilon=0.2, step_size=0.05, delta_epsilon=delta_epsilon
+    )
+    out = apply(transform, where=WHERE)
+    expected = _ref_lpl_balanced(LOGITS, LABELS, 0.2, np.float32(0.05), delta_epsilon, WHERE)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert np.abs(out - LOGITS).max() > 0.1
+
+
+@pytest.mark.parametrize("num_head", [0, 3, 10])
+def test_lpl_longtail_transform(num_head):
+    transform = lpjax.lpl_longtail_transform(
+        COUNTS, num_head_classes=num_head, epsilon=0.1, step_size=0.05, delta_epsilon=0.2
+    )
+    out = apply(transform, where=WHERE)
+    expected = _ref_lpl_longtail(LOGITS, LABELS, num_head, 0.1, np.float32(0.05), 0.2, WHERE)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    np.testing.assert_array_equal(out[~WHERE], LOGITS[~WHERE])
+
+
+def test_chain_la_then_lpl_runs_lpl_on_adjusted_logits():
+    transform = lpjax.chain(
+        lpjax.logit_adjustment_transform(COUNTS, tau=1.0),
+        lpjax.lpl_longtail_transform(
+            COUNTS, num_head_classes=4, epsilon=0.1, step_size=0.05, delta_epsilon=0.2
+        ),
+    )
+    assert isinstance(transform.init(), tuple) and len(transform.init()) == 2
+    out = apply(transform, where=WHERE)
+    adjusted = (LOGITS + ref.logit_adjustment(COUNTS, 1.0)).astype(np.float32)
+    expected = _ref_lpl_longtail(adjusted, LABELS, 4, 0.1, np.float32(0.05), 0.2, WHERE)
+    np.testing.assert_allclose(out, expected, atol=2e-5)
+    # Not the same as LPL on the plain logits followed by LA (order matters).
+    other = _ref_lpl_longtail(LOGITS, LABELS, 4, 0.1, np.float32(0.05), 0.2, WHERE)
+    assert np.abs(other + ref.logit_adjustment(COUNTS, 1.0) - expected).max() > 1e-3
+
+
+def test_chain_balanced_lpl_after_la_splits_on_adjusted_logits():
+    transform = lpjax.chain(
+        lpjax.logit_adjustment_transform(COUNTS, tau=1.0),
+        lpjax.lpl_balanced_transform(epsilon=0.2, step_size=0.05),
+    )
+    out = apply(transform)
+    adjusted = (LOGITS + ref.logit_adjustment(COUNTS, 1.0)).astype(np.float32)
+    np.testing.assert_allclose(
+        out, _ref_lpl_balanced(adjusted, LABELS, 0.2, np.float32(0.05)), atol=2e-5
+    )
+
+
+def test_chain_of_nothing_and_of_identity():
+    np.testing.assert_array_equal(apply(lpjax.chain()), LOGITS)
+    np.testing.assert_array_equal(apply(lpjax.chain(lpjax.identity(), lpjax.identity())), LOGITS)
+
+
+# ----------------------------------------------------------------------------- the loss
+
+
+_LA_LPL = lpjax.chain(
+    lpjax.logit_adjustment_transform(COUNTS, tau=1.0),
+    lpjax.lpl_longtail_transform(COUNTS, num_head_classes=4, epsilon=0.1, step_size=0.05),
+)
+
+
+@jax.jit
+def _la_lpl_loss(logits, labels, state, where):
+    return lpjax.perturbed_softmax_cross_entropy(_LA_LPL)(logits, labels, state, where=where)
+
+
+def test_perturbed_cross_entropy_values_and_mask():
+    labels = LABELS.copy()
+    labels[[3, 7]] = [NUM_CLASSES, -1]  # out of range: masked too
+    loss, perturbed, state = _la_lpl_loss(LOGITS, labels, _LA_LPL.init(), WHERE)
+    assert loss.shape == (32,) and loss.dtype == jnp.float32
+    assert jax.tree.structure(state) == jax.tree.structure(_LA_LPL.init())
+    valid = WHERE & (labels >= 0) & (labels < NUM_CLASSES)
+    np.testing.assert_array_equal(loss[~valid], 0.0)
+    adjusted = (LOGITS + ref.logit_adjustment(COUNTS, 1.0)).astype(np.float32)
+    expected_logits = _ref_lpl_longtail(adjusted, labels, 4, 0.1, np.float32(0.05), 0.0, valid)
+    np.testing.assert_allclose(perturbed[valid], expected_logits[valid], atol=2e-5)
+    expected = ref.cross_entropy(expected_logits[valid], labels[valid])
+    np.testing.assert_allclose(loss[valid], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_perturbed_cross_entropy_with_identity_is_optax():
+    loss_fn = lpjax.perturbed_softmax_cross_entropy(lpjax.identity())
+    loss, _, _ = jax.jit(loss_fn)(LOGITS, LABELS, lpjax.EmptyState())
+    np.testing.assert_allclose(loss, ref.cross_entropy(LOGITS, LABELS), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        loss, optax.softmax_cross_entropy_with_integer_labels(LOGITS, LABELS), rtol=1e-6
+    )
+
+
+def test_lpl_loss_gradient_treats_delta_as_constant():
+    loss_fn = lpjax.perturbed_softmax_cross_entropy(_LA_LPL)
+    grad = jax.jit(
+        jax.grad(lambda u: loss_fn(u, LABELS, _LA_LPL.init(), where=WHERE)[0].sum())
+    )(jnp.asarray(LOGITS))
+    adjusted = (LOGITS + ref.logit_adjustment(COUNTS, 1.0)).astype(np.float32)
+    z = _ref_lpl_longtail(adjusted, LABELS, 4, 0.1, np.float32(0.05), 0.0, WHERE)
+    expected = (ref.softmax(z) - np.eye(NUM_CLASSES)[LABELS]) * WHERE[:, None]
+    np.testing.assert_allclose(grad, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: lpjax.logit_adjustment_transform(COUNTS),
+        lambda: lpjax.ldam_transform(COUNTS, scale=1.0),
+        lambda: lpjax.lpl_balanced_transform(epsilon=0.2, step_size=0.05),
+        lambda: _LA_LPL,
+    ],
+    ids=["la", "ldam", "lpl_balanced", "la_lpl"],
+)
+def test_bfloat16(make):
+    transform = make()
+    logits_bf16 = jnp.asarray(LOGITS, jnp.bfloat16)
+    out_bf16 = apply(transform, logits=logits_bf16)
+    assert out_bf16.dtype == jnp.bfloat16
+    out_f32 = apply(transform, logits=np.asarray(logits_bf16, np.float32))
+    np.testing.assert_allclose(
+        np.asarray(out_bf16, np.float32), out_f32, rtol=1e-2, atol=2e-2
+    )
+    loss, _, _ = jax.jit(lpjax.perturbed_softmax_cross_entropy(transform))(
+        logits_bf16, LABELS, transform.init()
+    )
+    assert loss.dtype == jnp.bfloat16 and loss.shape == (32,)
+    assert np.all(np.isfinite(np.asarray(loss, np.float32)))
