@@ -117,6 +117,7 @@ class ResNetCifar(nn.Module):
 
     He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (Sec. 4.2).
     ResNet-32 has 0.46M parameters and ResNet-110 1.7M (10 classes). Features: D = 64.
+    ``se_reduction`` (None here) adds squeeze-and-excitation gates; see ``SEResNetCifar``.
     """
 
     depth: int

@@ -16,6 +16,16 @@ from lpjax._isda import (
     isda_transform,
     update_class_statistics,
 )
+from lpjax._multilabel import (
+    asymmetric_loss,
+    focal_loss,
+    lpl_multilabel_balanced_transform,
+    lpl_multilabel_longtail_transform,
+    multilabel_balanced_signs_and_bounds,
+    multilabel_longtail_signs_and_bounds,
+    multilabel_lpl_perturbation,
+    perturbed_sigmoid_binary_cross_entropy,
+)
 from lpjax._priors import class_balanced_weights, ldam_margins, logit_adjustment
 from lpjax._solver import lpl_perturbation
 from lpjax._splits import balanced_signs_and_bounds, longtail_signs_and_bounds
@@ -41,10 +51,12 @@ __all__ = (
     "IsdaState",
     "LogitTransform",
     "TransformState",
+    "asymmetric_loss",
     "balanced_signs_and_bounds",
     "balanced_softmax_transform",
     "chain",
     "class_balanced_weights",
+    "focal_loss",
     "identity",
     "init_isda_state",
     "isda_augmentation",
@@ -56,7 +68,13 @@ __all__ = (
     "longtail_signs_and_bounds",
     "lpl_balanced_transform",
     "lpl_longtail_transform",
+    "lpl_multilabel_balanced_transform",
+    "lpl_multilabel_longtail_transform",
     "lpl_perturbation",
+    "multilabel_balanced_signs_and_bounds",
+    "multilabel_longtail_signs_and_bounds",
+    "multilabel_lpl_perturbation",
+    "perturbed_sigmoid_binary_cross_entropy",
     "perturbed_softmax_cross_entropy",
     "posthoc_logit_adjustment_transform",
     "relative_loss_variation",

@@ -90,6 +90,12 @@ def check_nonnegative(name: str, x) -> None:
             raise ValueError(f"{name} must be finite and >= 0; got {values}.")
 
 
+def check_signs(name: str, signs) -> None:
+    """Checks concrete values of ``signs`` lie in {-1, 0, +1}."""
+    if is_concrete(signs) and not np.all(np.isin(np.asarray(signs), (-1, 0, 1))):
+        raise ValueError(f"{name} must take values in {{-1, 0, +1}}; got {np.asarray(signs)}.")
+
+
 def check_positive_scalar(name: str, x) -> None:
     """Checks ``x`` is a scalar and, when concrete, finite and > 0."""
     if jnp.ndim(x) != 0:
@@ -100,11 +106,11 @@ def check_positive_scalar(name: str, x) -> None:
             raise ValueError(f"{name} must be a finite number > 0; got {value}.")
 
 
-def check_class_counts(class_counts) -> int:
+def check_class_counts(class_counts, name: str = "class_counts") -> int:
     """Checks ``class_counts`` is a ``[num_classes]`` vector of positive counts."""
     if jnp.ndim(class_counts) != 1 or jnp.shape(class_counts)[0] < 1:
         raise ValueError(
-            "class_counts must be a non-empty vector [num_classes] of training-set counts; "
+            f"{name} must be a non-empty vector [num_classes] of training-set counts; "
             f"got shape {jnp.shape(class_counts)}."
         )
     if is_concrete(class_counts):
@@ -112,7 +118,7 @@ def check_class_counts(class_counts) -> int:
         if not np.all(np.isfinite(values)) or np.any(values <= 0):
             bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
             raise ValueError(
-                "class_counts must be > 0 for every class (a class with no training "
+                f"{name} must be > 0 for every class (a class with no training "
                 f"sample has no prior); got {values[bad].tolist()} at classes {bad.tolist()}."
             )
     return int(jnp.shape(class_counts)[0])

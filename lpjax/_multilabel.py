@@ -1,8 +1,8 @@
-"""LPL for multi-label classification, and the multi-label baselines (focal, ASL).
+r"""LPL for multi-label classification, and the multi-label baselines (focal, ASL).
 
 The project's formulation (docs/method.md, section 4): each class c has two
-scalar perturbations, :math:`\\delta_c^+` added to the logits of its positive
-entries (:math:`y_{ic} = 1`) and :math:`\\delta_c^-` added to those of its
+scalar perturbations, :math:`\delta_c^+` added to the logits of its positive
+entries (:math:`y_{ic} = 1`) and :math:`\delta_c^-` added to those of its
 negative entries (:math:`y_{ic} = 0`), each with its own sign and bound, found
 by LPL's inner solver on the per-class binary cross-entropy. Labels are
 ``[batch, num_classes]`` multi-hot arrays throughout.
@@ -19,8 +19,6 @@ import optax
 from jax import lax
 
 from lpjax import _batch, _checks, _solver, _splits, _transforms
-
-_SIGN_VALUES = (-1, 0, 1)
 
 
 def _check_multilabel_labels(labels, shape: tuple[int, int], *, binary: bool = True) -> None:
@@ -57,12 +55,6 @@ def _check_multilabel_labels(labels, shape: tuple[int, int], *, binary: bool = T
                 f"labels must hold {expected} (multi-hot); got values "
                 f"{np.unique(values[bad])[:10].tolist()}."
             )
-
-
-def _check_signs(name: str, signs) -> None:
-    """Checks concrete values of ``signs`` lie in {-1, 0, +1}."""
-    if _checks.is_concrete(signs) and not np.all(np.isin(np.asarray(signs), _SIGN_VALUES)):
-        raise ValueError(f"{name} must take values in {{-1, 0, +1}}; got {np.asarray(signs)}.")
 
 
 def _entry_masks(labels, where, dtype) -> tuple[jax.Array, jax.Array]:
@@ -182,8 +174,8 @@ def multilabel_lpl_perturbation(
     _checks.check_positive_scalar("step_size", step_size)
     _checks.check_nonnegative("positive_bounds", positive_bounds)
     _checks.check_nonnegative("negative_bounds", negative_bounds)
-    _check_signs("positive_signs", positive_signs)
-    _check_signs("negative_signs", negative_signs)
+    _checks.check_signs("positive_signs", positive_signs)
+    _checks.check_signs("negative_signs", negative_signs)
 
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)
@@ -282,7 +274,7 @@ def multilabel_longtail_signs_and_bounds(
     for name, value in (("negative_sign", negative_sign), ("negative_epsilon", negative_epsilon)):
         if jnp.ndim(value) != 0:
             _checks.check_class_vector(name, value, num_classes)
-    _check_signs("negative_sign", negative_sign)
+    _checks.check_signs("negative_sign", negative_sign)
     _checks.check_nonnegative("negative_epsilon", negative_epsilon)
     negative_signs = jnp.broadcast_to(jnp.asarray(negative_sign).astype(jnp.int32), (num_classes,))
     negative_bounds = jnp.broadcast_to(
@@ -470,14 +462,17 @@ def lpl_multilabel_balanced_transform(
     return _multilabel_lpl_transform(signs_and_bounds, step_size)
 
 
+def _check_loss_inputs(logits, labels, where) -> None:
+    batch_size, num_classes = _checks.check_logits(logits)
+    _check_multilabel_labels(labels, (batch_size, num_classes), binary=False)
+    _checks.check_where(where, batch_size)
+
+
 def _class_mean_loss(elementwise_loss, logits, labels, where) -> jax.Array:
     """``[batch]`` mean over classes of ``elementwise_loss(u, y)``, in float32 (at least).
 
     Masked samples get 0; the result is cast to the logits' dtype.
     """
-    batch_size, num_classes = _checks.check_logits(logits)
-    _check_multilabel_labels(labels, (batch_size, num_classes), binary=False)
-    _checks.check_where(where, batch_size)
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)
     loss = elementwise_loss(logits.astype(dtype), jnp.asarray(labels).astype(dtype)).mean(axis=-1)
@@ -519,9 +514,7 @@ def perturbed_sigmoid_binary_cross_entropy(
     """
 
     def loss_fn(logits, labels, state, *, where=None, axis_name=None, **extra_args):
-        batch_size, num_classes = _checks.check_logits(logits)
-        _check_multilabel_labels(labels, (batch_size, num_classes), binary=False)
-        _checks.check_where(where, batch_size)
+        _check_loss_inputs(logits, labels, where)
         perturbed, state = transform.apply(
             logits, labels, state, where=where, axis_name=axis_name, **extra_args
         )
@@ -577,6 +570,7 @@ def focal_loss(
 
     def loss_fn(logits, labels, state, *, where=None, axis_name=None, **extra_args):
         del axis_name, extra_args
+        _check_loss_inputs(logits, labels, where)
         return _class_mean_loss(elementwise, logits, labels, where), jnp.asarray(logits), state
 
     return loss_fn
@@ -648,6 +642,7 @@ def asymmetric_loss(
 
     def loss_fn(logits, labels, state, *, where=None, axis_name=None, **extra_args):
         del axis_name, extra_args
+        _check_loss_inputs(logits, labels, where)
         return _class_mean_loss(elementwise, logits, labels, where), jnp.asarray(logits), state
 
     return loss_fn

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from lpjax import _batch, _checks
@@ -100,8 +99,7 @@ def lpl_perturbation(
     _checks.check_class_vector("bounds", bounds, num_classes)
     _checks.check_positive_scalar("step_size", step_size)
     _checks.check_nonnegative("bounds", bounds)
-    if _checks.is_concrete(signs) and not np.all(np.isin(np.asarray(signs), (-1, 0, 1))):
-        raise ValueError(f"signs must take values in {{-1, 0, +1}}; got {np.asarray(signs)}.")
+    _checks.check_signs("signs", signs)
 
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)

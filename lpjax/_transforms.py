@@ -31,7 +31,8 @@ class LogitTransform(NamedTuple):
       init: ``init() -> state``.
       apply: ``apply(logits, labels, state, *, where=None, axis_name=None,
         **extra_args) -> (perturbed_logits, new_state)``. ``logits`` is
-        ``[batch, num_classes]``, ``labels`` ``[batch]`` integers (``None`` is
+        ``[batch, num_classes]``, ``labels`` ``[batch]`` integers (multi-label
+        transforms: ``[batch, num_classes]`` 0/1; ``None`` is
         accepted by transforms that do not use labels, e.g. post-hoc
         adjustment at test time). Unused ``extra_args`` are ignored, so
         transforms needing more inputs (ISDA's features) chain with the rest.

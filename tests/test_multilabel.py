@@ -265,6 +265,12 @@ def test_solver_accepts_bool_and_float_labels():
     expected = solve(p)
     for labels in (p["labels"].astype(bool), p["labels"].astype(np.float32)):
         np.testing.assert_array_equal(solve(dict(p, labels=labels)), expected)
+    # Traced non-binary entries (unreportable under jit) belong to neither polarity.
+    labels = p["labels"].astype(np.float32)
+    labels[[0, 3, 5], [2, 4, 4]] = 0.5
+    delta = solve(dict(p, labels=labels))
+    assert np.all(np.asarray(delta)[[0, 3, 5], [2, 4, 4]] == 0)
+    np.testing.assert_allclose(delta, ref_solve(dict(p, labels=labels)), atol=2e-6)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -386,9 +392,9 @@ def test_balanced_split_matches_reference(batch, num_classes):
 
 def test_balanced_split_all_masked_gives_zero():
     p = random_problem(8, 4, 3)
-    out = ml.multilabel_balanced_signs_and_bounds(
-        p["logits"], p["labels"], epsilon=0.1, where=jnp.zeros(4, bool)
-    )
+    out = jax.jit(
+        lambda u, y, w: ml.multilabel_balanced_signs_and_bounds(u, y, epsilon=0.1, where=w)
+    )(p["logits"], p["labels"], jnp.zeros(4, bool))
     for x in out:
         assert np.all(np.asarray(x) == 0)
 

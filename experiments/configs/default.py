@@ -22,6 +22,7 @@ def get_config():
     config.weight_decay = 5e-4
     config.schedule = "cosine"
     config.warmup_epochs = 2
+    config.drw_start_epoch = 48  # ldam_drw: re-weight the last fifth of training
     config.lpl.split = "longtail"
     config.lpl.num_head_classes = 3  # the three most frequent digits are head
     config.lpl.epsilon = 0.2

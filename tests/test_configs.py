@@ -1,0 +1,204 @@
+"""Experiment configs: every file loads, follows method.md section 7, and trains on mock CIFAR."""
+
+import json
+import math
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import configuration, methods, models
+from experiments.configs import common
+
+CONFIG_DIR = pathlib.Path(configuration.__file__).parent / "configs"
+CONFIG_FILES = sorted(p for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common"))
+
+# method.md section 7, written out independently of the config files:
+# name -> (dataset, model, imbalance_ratio, default method).
+BALANCED = {
+    "cifar10_resnet32": ("cifar10", "resnet32"),
+    "cifar100_resnet32": ("cifar100", "resnet32"),
+    "cifar10_resnet110": ("cifar10", "resnet110"),
+    "cifar100_resnet110": ("cifar100", "resnet110"),
+    "cifar10_se_resnet110": ("cifar10", "se_resnet110"),
+    "cifar10_wrn16_8": ("cifar10", "wrn16_8"),
+    "cifar10_wrn28_10": ("cifar10", "wrn28_10"),
+    "cifar100_wrn28_10": ("cifar100", "wrn28_10"),
+}
+LONGTAIL = {  # the paper's best method per column
+    "cifar10_lt_r100": ("cifar10", 100.0, "la_lpl", 4),
+    "cifar10_lt_r10": ("cifar10", 10.0, "lpl_varied", 4),
+    "cifar100_lt_r100": ("cifar100", 100.0, "la_lpl", 40),
+    "cifar100_lt_r10": ("cifar100", 10.0, "lpl_varied", 40),
+}
+# (num_epochs, milestones, decay_factor, weight_decay, warmup_epochs) per backbone.
+RECIPES = {
+    "resnet32": (160, (80, 120), 0.1, 1e-4, 0),
+    "resnet110": (160, (80, 120), 0.1, 1e-4, 0),
+    "se_resnet110": (200, (80, 120, 160), 0.1, 1e-4, 0),
+    "wrn16_8": (240, (60, 120, 160, 200), 0.2, 5e-4, 0),
+    "wrn28_10": (240, (60, 120, 160, 200), 0.2, 5e-4, 0),
+    "ldam_drw": (200, (160, 180), 0.01, 2e-4, 5),
+}
+
+
+def _load(name):
+    return configuration.load_config(CONFIG_DIR / f"{name}.py")
+
+
+def _leaf_keys(tree, prefix=""):
+    keys = set()
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            keys |= _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            keys.add(f"{prefix}{key}")
+    return keys
+
+
+def _max_inner_steps(lpl):
+    return math.floor((lpl.epsilon + lpl.delta_epsilon) / lpl.step_size + 1e-6)
+
+
+def test_every_table_row_has_a_config():
+    names = {p.stem for p in CONFIG_FILES}
+    assert set(BALANCED) | set(LONGTAIL) | {"multilabel_digits", "default"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
+def test_config_loads_with_the_base_fields_only(path):
+    config = configuration.load_config(path)
+    # A config sets base fields; a new (misspelt) field would be silently ignored by train.py.
+    assert _leaf_keys(config.to_dict()) == _leaf_keys(common.get_base_config().to_dict())
+    assert config.model in models.MODELS
+    assert config.method in methods.SINGLE_LABEL_METHODS + methods.MULTILABEL_METHODS
+    assert config.checkpoint_every_steps % config.log_every_steps == 0
+    assert config.batch_size % 8 == 0 and config.eval_batch_size % 8 == 0  # 1..8 devices
+
+
+@pytest.mark.parametrize("name", sorted(BALANCED) + sorted(LONGTAIL) + ["multilabel_digits"])
+def test_every_field_set_has_a_comment(name):
+    for line in (CONFIG_DIR / f"{name}.py").read_text().splitlines():
+        if line.strip().startswith("config.") and " = " in line and "get_base_config" not in line:
+            assert "  # " in line, f"{name}.py: field without a comment: {line.strip()}"
+
+
+@pytest.mark.parametrize("name", sorted(BALANCED))
+def test_balanced_cifar_recipe(name):
+    config = _load(name)
+    dataset, model = BALANCED[name]
+    assert (config.dataset, config.model, config.imbalance_ratio) == (dataset, model, 1.0)
+    assert config.method == "lpl_varied" and config.lpl.split == "balanced"
+    assert (config.batch_size, config.learning_rate, config.momentum) == (128, 0.1, 0.9)
+    assert config.nesterov and config.augment and config.schedule == "multistep"
+    recipe = (
+        config.num_epochs,
+        tuple(config.milestones),
+        config.decay_factor,
+        config.weight_decay,
+        config.warmup_epochs,
+    )
+    assert recipe == RECIPES[model]
+    # method.md 7: alpha 0.005-0.01 with 20-40 inner steps on balanced data.
+    assert 0.005 <= config.lpl.step_size <= 0.01
+    assert math.floor(config.lpl.epsilon / config.lpl.step_size + 1e-6) >= 20
+    assert _max_inner_steps(config.lpl) <= 40
+    assert config.eval_batch_size and 10_000 % config.eval_batch_size == 0
+
+
+@pytest.mark.parametrize("name", sorted(LONGTAIL))
+def test_longtail_cifar_recipe(name):
+    config = _load(name)
+    dataset, ratio, method, num_head = LONGTAIL[name]
+    assert (config.dataset, config.imbalance_ratio, config.model) == (dataset, ratio, "resnet32")
+    assert config.method == method and config.lpl.split == "longtail"
+    assert config.lpl.num_head_classes == num_head
+    assert (config.batch_size, config.learning_rate, config.momentum) == (128, 0.1, 0.9)
+    recipe = (
+        config.num_epochs,
+        tuple(config.milestones),
+        config.decay_factor,
+        config.weight_decay,
+        config.warmup_epochs,
+    )
+    assert recipe == RECIPES["ldam_drw"]
+    assert config.drw_start_epoch == 160 and config.la_tau == 1.0
+    assert 0.1 <= config.lpl.epsilon <= 0.2 and 0.01 <= config.lpl.step_size <= 0.05
+    assert _max_inner_steps(config.lpl) <= 50 and config.lpl.delta_epsilon > 0
+
+
+def test_multilabel_digits_config():
+    config = _load("multilabel_digits")
+    assert (config.dataset, config.model, config.method) == (
+        "multilabel_digits",
+        "small_cnn",
+        "lpl_multilabel",
+    )
+    assert config.lpl.split == "longtail" and config.lpl.num_head_classes == 3
+    assert config.imbalance_ratio == 10.0 and not config.augment
+    assert config.multilabel_num_test % config.eval_batch_size == 0
+
+
+@pytest.mark.parametrize(
+    "model, num_classes, input_shape",
+    [(m, 100, (2, 32, 32, 3)) for m in sorted(m for m in models.MODELS if m != "small_cnn")]
+    + [("small_cnn", 10, (2, 8, 24, 1))],
+)
+def test_config_models_build(model, num_classes, input_shape):
+    net = models.create_model(model, num_classes=num_classes)
+    out = jax.eval_shape(
+        lambda: net.init_with_output(
+            jax.random.key(0), jnp.zeros(input_shape), train=False, return_features=True
+        )[0]
+    )
+    logits, features = out
+    assert logits.shape == (input_shape[0], num_classes) and features.ndim == 2
+
+
+def test_unknown_override_key_lists_valid_keys():
+    config = _load("cifar10_lt_r100")
+    with pytest.raises(ValueError, match="Unknown config key 'lpl.epsilonn'") as info:
+        configuration.apply_overrides(config, {"lpl.epsilonn": "0.1"})
+    assert "lpl.epsilon" in str(info.value) and "num_epochs" in str(info.value)
+    changed = configuration.apply_overrides(config, {"method": "ldam_drw", "lpl.epsilon": "0.15"})
+    assert changed.method == "ldam_drw" and changed.lpl.epsilon == 0.15
+    assert config.method == "la_lpl"  # the original is untouched
+
+
+# A short run of the real trainer on mocked CIFAR (random images). The configs' backbones
+# take minutes to compile on two CPU cores, so the run swaps in small_cnn (their shapes are
+# checked above); everything else (data, long-tail profile, optimiser, method) is the config's.
+_MOCK_RUNS = {
+    # 1200 mocked images give n_max >= 100, so the r = 100 profile keeps every class.
+    "cifar10_lt_r100": (1200, {}),
+    "cifar100_resnet32": (128, {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_MOCK_RUNS))
+def test_short_run_on_mock_cifar(name, tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from experiments import train
+
+    num_examples, extra = _MOCK_RUNS[name]
+    overrides = {"num_epochs": "1", "batch_size": "32", "eval_batch_size": "64"}
+    overrides |= {"model": "small_cnn", **extra}
+    config = configuration.apply_overrides(_load(name), overrides)
+    with tfds.testing.mock_data(num_examples=num_examples):
+        returned = train.train_and_evaluate(config, tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results == json.loads(json.dumps(returned))
+    num_classes = 10 if config.dataset == "cifar10" else 100
+    assert results["method"] == config.method and results["dataset"] == config.dataset
+    assert results["imbalance_ratio"] == config.imbalance_ratio and results["seed"] == 0
+    assert results["num_steps"] >= 1 and np.isfinite(results["final_train_loss"])
+    assert 0.0 <= results["accuracy"] <= 1.0
+    assert len(results["per_class_accuracy"]) == num_classes
+    for group in ("many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"):
+        assert group in results
+    # LPL perturbs the logits, so the per-class diagnostic is recorded.
+    assert len(results["relative_loss_variation"]) == num_classes
+    assert (tmp_path / "per_class_accuracy.png").is_file()
+    assert (tmp_path / "metrics.jsonl").is_file() and (tmp_path / "checkpoints").is_dir()
