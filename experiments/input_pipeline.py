@@ -201,6 +201,13 @@ def make_longtail(dataset: Dataset, imbalance_ratio: float, *, seed: int) -> Dat
     available = dataset.class_counts
     targets = longtail_class_counts(int(available.max()), dataset.num_classes, imbalance_ratio)
     targets = np.minimum(targets, available)
+    if np.any(targets == 0):
+        empty = np.flatnonzero(targets == 0).tolist()
+        raise ValueError(
+            f"Imbalance ratio {imbalance_ratio:g} with at most {int(available.max())} images per "
+            f"class leaves classes {empty} of {dataset.name!r} without any image; use a lower "
+            "ratio or more data."
+        )
     order = np.random.default_rng(seed).permutation(len(dataset))
     ordered_labels = dataset.labels[order]
     keep = np.concatenate(

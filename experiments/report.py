@@ -40,16 +40,16 @@ SINGLE_LABEL_METRICS = (
 )
 MULTILABEL_METRICS = ("mAP", "head_mAP", "medium_mAP", "tail_mAP")
 # Training images per class of the tfds data sets, before the long-tailed profile.
-_TFDS_IMAGES_PER_CLASS = {"cifar10": (5000, 10), "cifar100": (500, 100)}
 
 
 @dataclasses.dataclass(frozen=True)
 class Row:
     """One (dataset, imbalance_ratio, model, method) group, summarised over its seeds.
 
-    ``metrics`` maps a metric name to ``(mean, std)`` in [0, 1] units (``None``
-    where undefined; the std also for fewer than two seeds); per-class values
-    are the means over seeds (NaN where undefined).
+    ``metrics`` maps a metric name to ``(mean, std)`` in [0, 1] units: the mean
+    over the seeds that define it (``None`` if none does) and the sample std
+    (``None`` below two seeds). Per-class values are means over seeds (NaN where
+    no seed defines one).
     """
 
     dataset: str
@@ -158,32 +158,9 @@ def summarise(results: Sequence[dict]) -> list[Row]:
 
 
 def class_counts_of(result: dict) -> np.ndarray | None:
-    """Training images (positives) per class of a run, or None where they cannot be known.
-
-    Taken from ``class_counts`` in ``results.json`` when present; CIFAR's come from
-    the long-tailed profile (its classes are balanced before it); other data sets are
-    rebuilt from the run's ``config.json`` (cheap for the scikit-learn digits).
-    """
-    if result.get("class_counts") is not None:
-        return np.asarray(result["class_counts"], np.int64)
-    dataset = result["dataset"]
-    if dataset in _TFDS_IMAGES_PER_CLASS:
-        from experiments import input_pipeline
-
-        n_max, num_classes = _TFDS_IMAGES_PER_CLASS[dataset]
-        ratio = float(result["imbalance_ratio"])
-        if ratio == 1.0:
-            return np.full(num_classes, n_max, np.int64)
-        return input_pipeline.longtail_class_counts(n_max, num_classes, ratio)
-    config_path = pathlib.Path(result.get("path", "")).parent / "config.json"
-    if not result.get("path") or not config_path.is_file():
-        return None
-    import ml_collections
-
-    from experiments import train
-
-    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-    return train.load_data(config)[0].class_counts
+    """Training images (positives) per class of a run, from its ``results.json``."""
+    counts = result.get("class_counts")
+    return None if counts is None else np.asarray(counts, np.int64)
 
 
 def _percent(mean: float | None, std: float | None, as_error: bool) -> str:
@@ -230,41 +207,6 @@ def markdown_table(rows: Sequence[Row], *, metric: str = "error") -> str:
     return "\n\n".join(tables) + "\n"
 
 
-def plot_per_class_comparison(
-    series: dict[str, np.ndarray],
-    class_counts: np.ndarray,
-    *,
-    title: str,
-    ylabel: str,
-    path: pathlib.Path,
-) -> None:
-    """Grouped bars, one colour per series, classes ordered as ``reporting.plot_per_class``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = np.asarray(class_counts)
-    order = np.argsort(-counts, kind="stable")
-    width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(6.0, min(20.0, 0.25 * len(order) * len(series))), 3.5))
-    for i, (label, values) in enumerate(series.items()):
-        heights = np.nan_to_num(np.asarray(values, np.float64)[order])
-        ax.bar(
-            np.arange(len(order)) + (i - (len(series) - 1) / 2) * width, heights, width, label=label
-        )
-    if len(order) <= 30:
-        ax.set_xticks(np.arange(len(order)))
-        ax.set_xticklabels([f"{c}\n({int(counts[c])})" for c in order], fontsize=7)
-    ax.set_xlabel("class (training count), most frequent first")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncol=min(len(series), 5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _slug(*parts) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(str(p) for p in parts))
 
@@ -286,7 +228,7 @@ def write_figures(rows: Sequence[Row], output: pathlib.Path) -> list[pathlib.Pat
             kind = "AP" if group[0].multilabel else "accuracy"
             stem = "per_class_ap" if group[0].multilabel else "per_class_accuracy"
             path = output / f"{stem}_{_slug(dataset, f'r{ratio:g}', model)}.png"
-            plot_per_class_comparison(
+            reporting.plot_per_class(
                 series, counts, title=f"{name}: test {kind} per class", ylabel=kind, path=path
             )
             written.append(path)
@@ -297,10 +239,10 @@ def write_figures(rows: Sequence[Row], output: pathlib.Path) -> list[pathlib.Pat
                 f"relative_loss_variation_{_slug(dataset, f'r{ratio:g}', model, row.method)}.png"
             )
             reporting.plot_per_class(
-                row.relative_loss_variation.tolist(),
+                {row.method: row.relative_loss_variation.tolist()},
                 counts,
-                title=f"{row.method} on {name}: relative loss variation (l' - l) / l",
-                ylabel="relative loss variation",
+                title=f"{row.method}, {name}: relative loss variation",
+                ylabel="(l' - l) / l, last epoch",
                 path=path,
                 signed=True,
             )
@@ -327,6 +269,8 @@ def write_report(
         "# Results",
         "",
         f"{len(results)} runs; mean ± sample std (ddof = 1) over seeds; '-': a single seed.",
+        "Shot groups by training images per class: many > 100, medium 20-100, few < 20;",
+        "multi-label head / medium / tail: thirds of the classes by positive count.",
         "",
         table,
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -136,7 +136,7 @@ def _jsonable(value):
 
 
 def plot_per_class(
-    values: list[float | None],
+    series: Mapping[str, Sequence[float | None]],
     class_counts: np.ndarray,
     *,
     title: str,
@@ -144,28 +144,39 @@ def plot_per_class(
     path: pathlib.Path,
     signed: bool = False,
 ) -> None:
-    """A bar chart over classes ordered by training count (most frequent left)."""
+    """Bars over classes ordered by training count (most frequent left), one colour per series.
+
+    With a single series and ``signed=True`` bars are red above zero and blue
+    below (positive / negative augmentation in a loss-variation plot).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = np.argsort(-np.asarray(class_counts), kind="stable")
-    heights = np.array([np.nan if v is None else v for v in values], float)[order]
-    colors = ["tab:blue"] * len(order)
-    if signed:
-        colors = ["tab:red" if h > 0 else "tab:blue" for h in np.nan_to_num(heights)]
-    width = max(6.0, min(20.0, 0.25 * len(order)))
-    fig, ax = plt.subplots(figsize=(width, 3.5))
-    ax.bar(np.arange(len(order)), np.nan_to_num(heights), color=colors)
+    counts = np.asarray(class_counts)
+    order = np.argsort(-counts, kind="stable")
+    positions = np.arange(len(order))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, min(20.0, 0.25 * len(order) * len(series))), 3.5))
+    for i, (label, values) in enumerate(series.items()):
+        heights = np.array([np.nan if v is None else v for v in values], float)[order]
+        heights = np.nan_to_num(heights)
+        color = None
+        if signed and len(series) == 1:
+            color = ["tab:red" if h > 0 else "tab:blue" for h in heights]
+        offset = (i - (len(series) - 1) / 2) * width
+        ax.bar(positions + offset, heights, width, label=label, color=color)
     if signed:
         ax.axhline(0.0, color="black", linewidth=0.8)
     if len(order) <= 30:
-        ax.set_xticks(np.arange(len(order)))
-        ax.set_xticklabels([f"{c}\n({int(class_counts[c])})" for c in order], fontsize=7)
+        ax.set_xticks(positions)
+        ax.set_xticklabels([f"{c}\n({int(counts[c])})" for c in order], fontsize=7)
     ax.set_xlabel("class (training count), most frequent first")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    if len(series) > 1:
+        ax.legend(fontsize=7, ncol=min(len(series), 5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

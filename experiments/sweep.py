@@ -91,8 +91,10 @@ def main(argv: list[str]) -> int:
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             run, code, log = future.result()
             status = "ok" if code == 0 else f"FAILED (exit {code}, see {log})"
-            print(f"[{done}/{len(pending)}] {run.config.stem} {run.method} seed {run.seed}: "
-                  f"{status}", flush=True)
+            print(
+                f"[{done}/{len(pending)}] {run.config.stem} {run.method} seed {run.seed}: {status}",
+                flush=True,
+            )
             if code:
                 failures.append(run)
     report_dir = pathlib.Path(args.report_dir) if args.report_dir else root / "report"

@@ -144,11 +144,12 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
             f"(so a checkpoint never splits a logging window); got "
             f"{config.checkpoint_every_steps} and {config.log_every_steps}."
         )
-    if config.batch_size % jax.device_count():
-        raise ValueError(
-            f"config.batch_size ({config.batch_size}) must be divisible by the number of "
-            f"devices ({jax.device_count()})."
-        )
+    for field in ("batch_size", "eval_batch_size"):
+        if config[field] % jax.device_count():
+            raise ValueError(
+                f"config.{field} ({config[field]}) must be divisible by the number of "
+                f"devices ({jax.device_count()})."
+            )
 
 
 def _gather_predictions(predict, state, mesh, dataset, config) -> np.ndarray:
@@ -270,7 +271,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
     if eval_results is None:  # resumed after the last step, or no full epoch
         eval_results = _evaluate(predict, state, mesh, train, test, config)
-    results = _final_results(config, writer.records(), eval_results, total_steps, steps_per_epoch)
+    results = _final_results(
+        config, train, writer.records(), eval_results, total_steps, steps_per_epoch
+    )
     if is_chief:
         _write_outputs(workdir, config, train, results)
     writer.close()
@@ -285,16 +288,18 @@ def _summarise_window(window: list[dict]) -> dict:
         if values.ndim == 1:
             summary[f"train_{name}"] = float(values.mean())
         else:
-            with np.errstate(invalid="ignore"):
-                present = np.isfinite(values)
-                total = np.where(present, values, 0).sum(0)
-                summary[f"train_{name}"] = np.where(
-                    present.any(0), total / np.maximum(present.sum(0), 1), np.nan
-                )
+            summary[f"train_{name}"] = _mean_where_defined(values)
     return summary
 
 
-def _final_results(config, records, eval_results, total_steps, steps_per_epoch) -> dict:
+def _mean_where_defined(values: np.ndarray) -> np.ndarray:
+    """Mean over axis 0 of the finite entries; NaN where a column has none."""
+    defined = np.isfinite(values)
+    total = np.where(defined, values, 0).sum(0)
+    return np.where(defined.any(0), total / np.maximum(defined.sum(0), 1), np.nan)
+
+
+def _final_results(config, train, records, eval_results, total_steps, steps_per_epoch) -> dict:
     """``results.json``: the final model's test metrics, final train loss, loss variation."""
     train_records = [r for r in records if "train_loss" in r]
     last_epoch = [r for r in train_records if r["step"] > total_steps - steps_per_epoch]
@@ -305,6 +310,7 @@ def _final_results(config, records, eval_results, total_steps, steps_per_epoch) 
         "model": config.model,
         "seed": config.seed,
         "num_steps": total_steps,
+        "class_counts": train.class_counts.tolist(),
         **eval_results,
         "final_train_loss": train_records[-1]["train_loss"] if train_records else None,
     }
@@ -315,8 +321,7 @@ def _final_results(config, records, eval_results, total_steps, steps_per_epoch) 
     ]
     if variations:
         values = np.array([[np.nan if v is None else v for v in row] for row in variations])
-        with np.errstate(invalid="ignore"):
-            mean = np.nanmean(values, axis=0) if np.isfinite(values).any() else values[0]
+        mean = _mean_where_defined(values)
         results["relative_loss_variation"] = [
             None if not np.isfinite(v) else float(v) for v in mean
         ]
@@ -327,7 +332,7 @@ def _write_outputs(workdir: pathlib.Path, config, train, results: dict) -> None:
     counts = train.class_counts
     if "per_class_accuracy" in results:
         reporting.plot_per_class(
-            results["per_class_accuracy"],
+            {config.method: results["per_class_accuracy"]},
             counts,
             title=f"{config.method}: test accuracy per class ({config.dataset})",
             ylabel="accuracy",
@@ -335,7 +340,7 @@ def _write_outputs(workdir: pathlib.Path, config, train, results: dict) -> None:
         )
     if "per_class_ap" in results:
         reporting.plot_per_class(
-            results["per_class_ap"],
+            {config.method: results["per_class_ap"]},
             counts,
             title=f"{config.method}: test AP per class ({config.dataset})",
             ylabel="average precision",
@@ -343,7 +348,7 @@ def _write_outputs(workdir: pathlib.Path, config, train, results: dict) -> None:
         )
     if "relative_loss_variation" in results:
         reporting.plot_per_class(
-            results["relative_loss_variation"],
+            {config.method: results["relative_loss_variation"]},
             counts,
             title=f"{config.method}: relative loss variation (l' - l) / l, last epoch",
             ylabel="relative loss variation",

@@ -139,6 +139,10 @@ def test_multilabel_digits_config():
     assert config.lpl.split == "longtail" and config.lpl.num_head_classes == 3
     assert config.imbalance_ratio == 10.0 and not config.augment
     assert config.multilabel_num_test % config.eval_batch_size == 0
+    positive_counts = np.array([1788, 1435, 1170, 957, 742, 558, 440, 323, 294, 214])
+    for method in ("lpl_multilabel", "bce", "focal", "asl"):
+        override = configuration.apply_overrides(config, {"method": method})
+        assert callable(methods.make_method(override, positive_counts, steps_per_epoch=62).loss_fn)
 
 
 @pytest.mark.parametrize(
@@ -155,6 +159,27 @@ def test_config_models_build(model, num_classes, input_shape):
     )
     logits, features = out
     assert logits.shape == (input_shape[0], num_classes) and features.ndim == 2
+
+
+_COMPARED_METHODS = {  # the methods each kind of config is meant to be switched to
+    "balanced": ("lpl_varied", "lpl_fixed", "isda", "ce"),
+    "longtail": ("la_lpl", "lpl_varied", "lpl_fixed", "la", "ldam_drw", "ce"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BALANCED) + sorted(LONGTAIL))
+def test_compared_methods_build_from_the_config(name):
+    from experiments import input_pipeline
+
+    config = _load(name)
+    num_classes = 10 if config.dataset == "cifar10" else 100
+    counts = input_pipeline.longtail_class_counts(
+        5000 if num_classes == 10 else 500, num_classes, config.imbalance_ratio
+    )
+    for method in _COMPARED_METHODS[config.lpl.split]:
+        override = configuration.apply_overrides(config, {"method": method})
+        built = methods.make_method(override, counts, steps_per_epoch=97, feature_dim=64)
+        assert callable(built.loss_fn)
 
 
 def test_unknown_override_key_lists_valid_keys():

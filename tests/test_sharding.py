@@ -36,9 +36,7 @@ def _batch(num_classes, seed):
 def _shard_map(f, in_specs, out_specs, **kwargs):
     """shard_map over a 1-D "data" mesh; the inputs are first laid out as ``in_specs`` say."""
     mesh = jax.make_mesh((NUM_DEVICES,), (AXIS,))
-    mapped = jax.jit(
-        jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, **kwargs)
-    )
+    mapped = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, **kwargs))
 
     def run(*args):
         args = [
@@ -86,7 +84,8 @@ def test_lpl_perturbation(num_classes):
     args = tuple(map(jnp.asarray, (logits, labels, signs, bounds, where)))
     single = np.asarray(jax.jit(f)(*args))
     np.testing.assert_allclose(
-        single, ref.lpl_perturbation(logits, labels, signs, bounds, np.float32(0.05), where),
+        single,
+        ref.lpl_perturbation(logits, labels, signs, bounds, np.float32(0.05), where),
         atol=1e-5,
     )
     assert np.abs(single[labels == 1]).max() > 0.01  # the device-0-only class moves
@@ -134,9 +133,7 @@ def test_balanced_signs_and_bounds(num_classes):
 @pytest.mark.parametrize("num_classes", [10, 100])
 def test_relative_loss_variation(num_classes):
     logits, labels, where, _, _, _ = _batch(num_classes, seed=num_classes + 2)
-    perturbed = (logits + np.random.default_rng(0).normal(0, 0.5, logits.shape)).astype(
-        np.float32
-    )
+    perturbed = (logits + np.random.default_rng(0).normal(0, 0.5, logits.shape)).astype(np.float32)
 
     def f(u, up, y, w, axis_name=None):
         return lpjax.relative_loss_variation(u, up, y, where=w, axis_name=axis_name)
@@ -148,9 +145,9 @@ def test_relative_loss_variation(num_classes):
     assert np.isnan(single).any()
     np.testing.assert_allclose(single, expected, rtol=1e-4, atol=1e-6)
 
-    sharded = _shard_map(
-        lambda *a: f(*a, axis_name=AXIS), in_specs=(P(AXIS),) * 4, out_specs=P()
-    )(*args)
+    sharded = _shard_map(lambda *a: f(*a, axis_name=AXIS), in_specs=(P(AXIS),) * 4, out_specs=P())(
+        *args
+    )
     np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-6)
 
     pmapped = _pmap(lambda *a: f(*a, axis_name=AXIS), *args, sharded=(True,) * 4)

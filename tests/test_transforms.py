@@ -58,12 +58,16 @@ def test_identity():
 @pytest.mark.parametrize("tau", [1.0, 0.5])
 def test_logit_adjustment_transform(tau):
     out = apply(lpjax.logit_adjustment_transform(COUNTS, tau=tau))
-    np.testing.assert_allclose(out, LOGITS + ref.logit_adjustment(COUNTS, tau), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(
+        out, LOGITS + ref.logit_adjustment(COUNTS, tau), rtol=1e-6, atol=1e-5
+    )
 
 
 def test_posthoc_logit_adjustment_needs_no_labels():
     out = apply(lpjax.posthoc_logit_adjustment_transform(COUNTS, tau=1.5), labels=None)
-    np.testing.assert_allclose(out, LOGITS - ref.logit_adjustment(COUNTS, 1.5), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(
+        out, LOGITS - ref.logit_adjustment(COUNTS, 1.5), rtol=1e-6, atol=1e-5
+    )
 
 
 def test_balanced_softmax_is_logit_adjustment_with_tau_one():
@@ -84,9 +88,9 @@ def test_ldam_transform(scale):
 def test_ldam_gradient_flows_through_the_scale():
     transform = lpjax.ldam_transform(COUNTS, max_margin=0.5, scale=30.0)
     loss_fn = lpjax.perturbed_softmax_cross_entropy(transform)
-    grad = jax.jit(
-        jax.grad(lambda u: loss_fn(u, LABELS, transform.init())[0].sum())
-    )(jnp.asarray(LOGITS))
+    grad = jax.jit(jax.grad(lambda u: loss_fn(u, LABELS, transform.init())[0].sum()))(
+        jnp.asarray(LOGITS)
+    )
     z = ref.ldam_logits(LOGITS, LABELS, COUNTS, 0.5, 30.0)
     expected = 30.0 * (ref.softmax(z) - np.eye(NUM_CLASSES)[LABELS])
     np.testing.assert_allclose(grad, expected, atol=1e-4)
@@ -188,9 +192,9 @@ def test_perturbed_cross_entropy_with_identity_is_optax():
 
 def test_lpl_loss_gradient_treats_delta_as_constant():
     loss_fn = lpjax.perturbed_softmax_cross_entropy(_LA_LPL)
-    grad = jax.jit(
-        jax.grad(lambda u: loss_fn(u, LABELS, _LA_LPL.init(), where=WHERE)[0].sum())
-    )(jnp.asarray(LOGITS))
+    grad = jax.jit(jax.grad(lambda u: loss_fn(u, LABELS, _LA_LPL.init(), where=WHERE)[0].sum()))(
+        jnp.asarray(LOGITS)
+    )
     adjusted = (LOGITS + ref.logit_adjustment(COUNTS, 1.0)).astype(np.float32)
     z = _ref_lpl_longtail(adjusted, LABELS, 4, 0.1, np.float32(0.05), 0.0, WHERE)
     expected = (ref.softmax(z) - np.eye(NUM_CLASSES)[LABELS]) * WHERE[:, None]
