@@ -70,5 +70,5 @@ def relative_loss_variation(
     ratio = jnp.where(valid, (perturbed_loss - loss) / jnp.where(valid, loss, 1), 0)
     onehot = jax.nn.one_hot(safe_labels, num_classes, dtype=dtype) * valid[:, None]
     counts = _batch.sum_over_devices(onehot.sum(axis=0), axis_name)
-    sums = _batch.sum_over_devices(onehot.T @ ratio, axis_name)
+    sums = _batch.sum_over_devices(jnp.sum(onehot * ratio[:, None], axis=0), axis_name)
     return jnp.where(counts > 0, sums / jnp.maximum(counts, 1), jnp.nan)

@@ -137,14 +137,18 @@ def update_class_statistics(
     valid = _batch.valid_samples(labels, num_classes, where)
     onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * valid[:, None]
 
-    batch_counts, batch_sums = _batch.sum_over_devices((onehot.sum(0), onehot.T @ x), axis_name)
+    batch_counts, batch_sums = _batch.sum_over_devices(
+        (onehot.sum(0), jnp.matmul(onehot.T, x, precision=lax.Precision.HIGHEST)), axis_name
+    )
     present = batch_counts > 0
     batch_means = batch_sums / jnp.maximum(batch_counts, 1)[:, None]
 
     # Invalid samples have a zero one-hot row, so they drop out of the contraction.
     centered = x - batch_means[jnp.clip(labels, 0, num_classes - 1)]
     by_class = onehot[:, :, None] * centered[:, None, :]
-    scatter = _batch.sum_over_devices(jnp.einsum("bcd,be->cde", by_class, centered), axis_name)
+    scatter = _batch.sum_over_devices(
+        jnp.einsum("bcd,be->cde", by_class, centered, precision=lax.Precision.HIGHEST), axis_name
+    )
     batch_covariances = scatter / jnp.maximum(batch_counts, 1)[:, None, None]
 
     old_counts = lax.stop_gradient(state.counts).astype(jnp.float32)
@@ -269,7 +273,13 @@ def isda_augmentation(
     else:
         row_classes, row_sigma = jnp.arange(num_classes), sigma
     diff = kernel[None, :, :] - kernel.T[row_classes][:, :, None]  # [rows, D, C]
-    quad = jnp.einsum("rdc,rdc->rc", diff, jnp.einsum("rde,rec->rdc", row_sigma, diff))
+    highest = lax.Precision.HIGHEST
+    quad = jnp.einsum(
+        "rdc,rdc->rc",
+        diff,
+        jnp.einsum("rde,rec->rdc", row_sigma, diff, precision=highest),
+        precision=highest,
+    )
     if batch_size >= num_classes:
         quad = quad[safe_labels]
     delta = jnp.where(valid[:, None], 0.5 * ratio * quad, 0)

@@ -197,7 +197,9 @@ def multilabel_lpl_perturbation(
 
     def step(k, polarity_delta):
         delta = positive * polarity_delta[1] + negative * polarity_delta[0]
-        residual = jax.nn.sigmoid(u + delta) - positive
+        # sigmoid(z) - 1 computed as -sigmoid(-z): no cancellation for confident positives.
+        z = u + delta
+        residual = jnp.where(positive > 0, -jax.nn.sigmoid(-z), jax.nn.sigmoid(z))
         grad = _polarity_sums(residual, positive, negative, axis_name) / counts
         moving = jnp.where(k < steps, signs, 0)
         return polarity_delta + step_size * moving * grad

@@ -24,6 +24,33 @@ def num_inner_steps(bounds: jax.Array, step_size) -> jax.Array:
     return jnp.floor(ratio + tolerance).astype(jnp.int32)
 
 
+def _softmax_minus_onehot(logits: jax.Array, onehot: jax.Array) -> jax.Array:
+    """``softmax(u) - onehot(y)`` without cancellation on the true class.
+
+    For a confident sample ``p_y`` rounds to 1 and ``p_y - 1`` to 0, while the
+    exact value is ``-sum_{j != y} p_j``; computing it that way keeps the
+    class direction right for logit gaps beyond float32's resolution.
+    """
+    probs = jax.nn.softmax(logits)
+    others = probs * (1 - onehot)
+    return others - onehot * others.sum(axis=-1, keepdims=True)
+
+
+def _gather_over_devices(x: jax.Array, axis_name) -> jax.Array:
+    """All devices' ``x`` concatenated, identical on every device.
+
+    Built with ``psum`` (each device writes its block into zeros), so the
+    result is device-invariant under ``shard_map``'s replication checks and
+    the solver's loop carry stays invariant too.
+    """
+    block = x.shape[0]
+    gathered = jnp.zeros((lax.axis_size(axis_name) * block, *x.shape[1:]), x.dtype)
+    gathered = lax.dynamic_update_slice_in_dim(
+        gathered, x, lax.axis_index(axis_name) * block, axis=0
+    )
+    return lax.psum(gathered, axis_name)
+
+
 def lpl_perturbation(
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
@@ -50,6 +77,10 @@ def lpl_perturbation(
     :math:`\|\delta_c\|_2 \le K_c \alpha \le \epsilon_c`. The result is
     :math:`\delta_i = u_i^K - u_i`, under ``stop_gradient`` (Danskin: the
     training gradient treats it as a constant).
+
+    The ``10^{-6}`` in :math:`K_c` is widened to four float32 ulps of
+    :math:`\epsilon_c / \alpha` when that is larger, so that a bound computed
+    as :math:`K \alpha` in float32 gives :math:`K` steps.
 
     One ``lax.fori_loop`` over :math:`\max_c K_c` steps with per-class masks;
     memory :math:`O(B C)`: class statistics are kept per distinct label of the
@@ -104,7 +135,7 @@ def lpl_perturbation(
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)
     u = lax.stop_gradient(logits).astype(dtype)
-    labels = jnp.asarray(labels)
+    labels = jnp.asarray(labels).astype(jnp.int32)
     signs = lax.stop_gradient(jnp.asarray(signs)).astype(dtype)
     bounds = lax.stop_gradient(jnp.asarray(bounds)).astype(dtype)
     step_size = lax.stop_gradient(jnp.asarray(step_size, dtype))
@@ -117,7 +148,7 @@ def lpl_perturbation(
     # sentinel num_classes). Class statistics live in [num_slots, C], never [C, C].
     masked_labels = jnp.where(valid, labels, num_classes)
     global_labels = (
-        masked_labels if axis_name is None else lax.all_gather(masked_labels, axis_name, tiled=True)
+        masked_labels if axis_name is None else _gather_over_devices(masked_labels, axis_name)
     )
     num_slots = global_labels.shape[0]
     slot_classes = jnp.unique(global_labels, size=num_slots, fill_value=num_classes)
@@ -132,7 +163,7 @@ def lpl_perturbation(
     slot_counts = jnp.maximum(slot_counts, 1)[:, None]
 
     def step(k, slot_delta):
-        residual = (jax.nn.softmax(u + slot_delta[slot]) - onehot) * weight[:, None]
+        residual = _softmax_minus_onehot(u + slot_delta[slot], onehot) * weight[:, None]
         class_grad = _batch.sum_over_devices(
             jax.ops.segment_sum(residual, slot, num_segments=num_slots), axis_name
         )

@@ -134,8 +134,9 @@ def longtail_signs_and_bounds(
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)
 
+    # Rank on the counts as given (float32 would merge counts above 2**24).
+    order = jnp.argsort(-jnp.asarray(class_counts), stable=True)
     counts = jnp.asarray(class_counts, jnp.float32)
-    order = jnp.argsort(-counts, stable=True)
     rank = jnp.empty(num_classes, jnp.int32).at[order].set(jnp.arange(num_classes))
     is_head = rank < num_head_classes
     signs = jnp.where(is_head, -1, 1).astype(jnp.int32)

@@ -223,7 +223,8 @@ def perturbed_softmax_cross_entropy(
     Returns ``loss_fn(logits, labels, state, *, where=None, axis_name=None,
     **extra_args) -> (loss, perturbed_logits, new_state)`` with ``loss`` the
     unreduced ``[batch]`` losses (0 where ``where`` is False or the label is
-    out of range): the caller reduces, e.g. ``loss.sum() / where.sum()``.
+    out of range; computed in float32 at least, returned in the logits'
+    dtype): the caller reduces, e.g. ``loss.sum() / where.sum()``.
     Gradients flow through the transform's deterministic part (LDAM's scale)
     but not through perturbations solved per batch (LPL's ``delta`` is under
     ``stop_gradient``).
@@ -252,8 +253,8 @@ def perturbed_softmax_cross_entropy(
         )
         valid = _batch.valid_samples(labels, num_classes, where)
         loss = optax.softmax_cross_entropy_with_integer_labels(
-            perturbed, jnp.where(valid, labels, 0)
+            perturbed.astype(_checks.compute_dtype(perturbed.dtype)), jnp.where(valid, labels, 0)
         )
-        return jnp.where(valid, loss, 0), perturbed, state
+        return jnp.where(valid, loss, 0).astype(perturbed.dtype), perturbed, state
 
     return loss_fn

@@ -22,6 +22,7 @@ def _single_label(method, seed, accuracy, *, ratio=100.0, variation=True, **extr
         "few_shot_accuracy": None,  # CIFAR-10-LT has no class under 20 images
         "per_class_accuracy": [accuracy] * 9 + [None if seed == 0 else 0.5],
         "final_train_loss": 0.3,
+        "class_counts": [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50],
     }
     if variation:
         result["relative_loss_variation"] = [0.1 * (c - 4) for c in range(10)]
@@ -100,7 +101,7 @@ def test_summarise_groups_and_computes_sample_std(runs):
     np.testing.assert_allclose(la_lpl.per_class, [0.79] * 9 + [0.5])
     assert ce.relative_loss_variation is None
     np.testing.assert_allclose(la_lpl.relative_loss_variation, 0.1 * (np.arange(10) - 4))
-    # Class counts: CIFAR-10-LT r=100's profile, or the field in results.json.
+    # Class counts come from results.json.
     np.testing.assert_array_equal(
         la_lpl.class_counts, [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
     )

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The benchmarks a GPU machine runs, in under five minutes; JSON lines go to a results folder.
+#
+#   benchmarks/gpu.sh [--install] [--smoke] [--out DIR]
+#
+#   --install  pip install -e ".[train]" and "jax[cuda12]" first (nothing else is installed)
+#   --smoke    tiny sizes (small_cnn instead of ResNet-32 / WRN-28-10, batch 16, 2 steps,
+#              tiny solver sizes): checks the script end to end on a CPU in under a minute
+#   --out DIR  results folder (default benchmarks/results/<host>-<date>)
+#
+# Runs: train_step.py for ResNet-32 at C = 10 and 100 and WRN-28-10 at C = 10, methods CE
+# and LPL (fixed, 50 inner steps), batch 128; then inner_solver.py (all sizes and sweeps,
+# in one process). Each command has its own time limit, so the whole script stays under
+# five minutes even if one part is slow; a part that times out is reported and skipped.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+INSTALL=0
+SMOKE=0
+OUT=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --install) INSTALL=1 ;;
+    --smoke) SMOKE=1 ;;
+    --out) OUT="$2"; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+OUT="${OUT:-benchmarks/results/$(hostname -s)-$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$OUT"
+
+if [[ $INSTALL == 1 ]]; then
+  python -m pip install -e ".[train]" "jax[cuda12]" || exit 1
+fi
+
+START=$(date +%s)
+run() {  # run LIMIT_SECONDS NAME COMMAND...: log to $OUT/NAME.log, JSON lines to $OUT/NAME.jsonl
+  local limit="$1" name="$2"
+  shift 2
+  echo "== $name: $*"
+  timeout "$limit" "$@" --out "$OUT/$name.jsonl" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  grep -v '^{' "$OUT/$name.log" | grep -v -E '^(W|I)[0-9]{4} ' | tail -n 40
+  if [[ $rc == 124 ]]; then
+    echo "!! $name stopped after ${limit}s (time limit)"
+  elif [[ $rc != 0 ]]; then
+    echo "!! $name failed (exit $rc); see $OUT/$name.log"
+  fi
+  echo "   elapsed: $(( $(date +%s) - START ))s"
+}
+
+python - >"$OUT/environment.txt" 2>&1 <<'EOF'
+import jax, jaxlib, platform, datetime
+print("date", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+print("jax", jax.__version__, "jaxlib", jaxlib.__version__, "python", platform.python_version())
+print("backend", jax.default_backend(), "devices", jax.devices())
+EOF
+command -v nvidia-smi >/dev/null && nvidia-smi >>"$OUT/environment.txt" 2>&1
+cat "$OUT/environment.txt" | head -5
+
+if [[ $SMOKE == 1 ]]; then
+  RESNET=small_cnn; WRN=small_cnn; BATCH=16; STEPS=2; WARMUP=1; SOLVER_FLAGS=(--smoke)
+  LIMIT_R=60; LIMIT_W=60; LIMIT_S=60
+else
+  RESNET=resnet32; WRN=wrn28_10; BATCH=128; STEPS=20; WARMUP=3; SOLVER_FLAGS=(--repeats 20)
+  LIMIT_R=100; LIMIT_W=95; LIMIT_S=75
+fi
+
+run "$LIMIT_R" train_step_resnet32 python benchmarks/train_step.py --model "$RESNET" \
+  --num-classes 10,100 --methods ce,lpl_fixed --batch-size "$BATCH" --steps "$STEPS" \
+  --warmup "$WARMUP"
+run "$LIMIT_W" train_step_wrn28_10 python benchmarks/train_step.py --model "$WRN" \
+  --num-classes 10 --methods ce,lpl_fixed --batch-size "$BATCH" --steps "$STEPS" \
+  --warmup "$WARMUP"
+run "$LIMIT_S" inner_solver python benchmarks/inner_solver.py --in-process "${SOLVER_FLAGS[@]}"
+
+echo "results in $OUT (total $(( $(date +%s) - START ))s)"
