@@ -13,7 +13,9 @@ from experiments import configuration, methods, models
 from experiments.configs import common
 
 CONFIG_DIR = pathlib.Path(configuration.__file__).parent / "configs"
-CONFIG_FILES = sorted(p for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common"))
+CONFIG_FILES = sorted(
+    p for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common", "recipes")
+)
 
 # method.md section 7, written out independently of the config files:
 # name -> (dataset, model, imbalance_ratio, default method).
