@@ -328,33 +328,29 @@ def _final_results(config, train, records, eval_results, total_steps, steps_per_
     return results
 
 
+# results.json entry -> (what it shows, y-axis label, whether its sign matters)
+_PER_CLASS_PLOTS = {
+    "per_class_accuracy": ("test accuracy per class", "accuracy", False),
+    "per_class_ap": ("test AP per class", "average precision", False),
+    "relative_loss_variation": (
+        "relative loss variation (l' - l) / l, last epoch",
+        "relative loss variation",
+        True,
+    ),
+}
+
+
 def _write_outputs(workdir: pathlib.Path, config, train, results: dict) -> None:
-    counts = train.class_counts
-    if "per_class_accuracy" in results:
-        reporting.plot_per_class(
-            {config.method: results["per_class_accuracy"]},
-            counts,
-            title=f"{config.method}: test accuracy per class ({config.dataset})",
-            ylabel="accuracy",
-            path=workdir / "per_class_accuracy.png",
-        )
-    if "per_class_ap" in results:
-        reporting.plot_per_class(
-            {config.method: results["per_class_ap"]},
-            counts,
-            title=f"{config.method}: test AP per class ({config.dataset})",
-            ylabel="average precision",
-            path=workdir / "per_class_ap.png",
-        )
-    if "relative_loss_variation" in results:
-        reporting.plot_per_class(
-            {config.method: results["relative_loss_variation"]},
-            counts,
-            title=f"{config.method}: relative loss variation (l' - l) / l, last epoch",
-            ylabel="relative loss variation",
-            path=workdir / "relative_loss_variation.png",
-            signed=True,
-        )
+    for key, (what, ylabel, signed) in _PER_CLASS_PLOTS.items():
+        if key in results:
+            reporting.plot_per_class(
+                {config.method: results[key]},
+                train.class_counts,
+                title=f"{config.method} on {config.dataset}: {what}",
+                ylabel=ylabel,
+                path=workdir / f"{key}.png",
+                signed=signed,
+            )
     tmp = workdir / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, workdir / "results.json")
