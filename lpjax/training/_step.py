@@ -125,8 +125,8 @@ def make_train_step(
       labels_key: the batch entry holding the labels.
 
     Returns:
-      The jitted step. ``metrics`` holds the global ``loss`` (weighted mean of
-      the perturbed loss), ``plain_loss`` and ``accuracy`` on the plain logits,
+      The jitted step. ``metrics`` holds the global ``loss`` (the objective:
+      weighted mean of ``loss_fn``), ``plain_loss`` and ``accuracy`` on the plain logits,
       and ``relative_loss_variation`` ``[C]`` (NaN for classes absent from the
       batch) for single-label data.
     """
@@ -163,9 +163,9 @@ def make_train_step(
             local_loss = jnp.sum(weights * loss) / total_weight
             return local_loss, (logits, perturbed, transform_state, updates)
 
-        grads, (logits, perturbed, transform_state, updates) = jax.grad(objective, has_aux=True)(
-            state.params
-        )
+        grad_fn = jax.value_and_grad(objective, has_aux=True)
+        (local_loss, aux), grads = grad_fn(state.params)
+        logits, perturbed, transform_state, updates = aux
         grads = lax.psum(grads, DATA_AXIS)
         param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(
@@ -175,10 +175,15 @@ def make_train_step(
             opt_state=opt_state,
             transform_state=transform_state,
         )
-        metrics = _train_metrics(logits, perturbed, labels, mask, weights, total_weight)
+        metrics = {
+            "loss": lax.psum(local_loss, DATA_AXIS),
+            **_train_metrics(logits, perturbed, labels, mask),
+        }
         return new_state, metrics
 
     replicated, split = P(), P(DATA_AXIS)
+    # pmap-style semantics: each device differentiates its share of the loss
+    # and the gradients are summed explicitly (tested equal to one device).
     sharded_step = jax.shard_map(
         local_step,
         mesh=mesh,
@@ -189,17 +194,15 @@ def make_train_step(
     return jax.jit(sharded_step, donate_argnums=0)
 
 
-def _train_metrics(logits, perturbed, labels, mask, weights, total_weight) -> dict:
-    """Global training metrics of one step, identical on every device."""
+def _train_metrics(logits, perturbed, labels, mask) -> dict:
+    """Global metrics of the plain logits (and the loss variation), identical on every device."""
     count = lax.psum(mask.sum(), DATA_AXIS)
     if labels.ndim == 2:  # multi-label: per-class binary cross-entropy
         plain = optax.sigmoid_binary_cross_entropy(logits, labels).mean(-1)
-        perturbed_loss = optax.sigmoid_binary_cross_entropy(perturbed, labels).mean(-1)
         correct = jnp.mean((logits > 0) == (labels > 0), axis=-1)
         extra = {}
     else:
         plain = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        perturbed_loss = optax.softmax_cross_entropy_with_integer_labels(perturbed, labels)
         correct = jnp.argmax(logits, -1) == labels
         extra = {
             "relative_loss_variation": lpjax.relative_loss_variation(
@@ -211,8 +214,6 @@ def _train_metrics(logits, perturbed, labels, mask, weights, total_weight) -> di
         return lax.psum(jnp.sum(jnp.where(mask, x, 0)), DATA_AXIS) / count
 
     return {
-        "loss": lax.psum(jnp.sum(weights * jnp.where(mask, perturbed_loss, 0)), DATA_AXIS)
-        / total_weight,
         "plain_loss": global_mean(plain),
         "accuracy": global_mean(correct.astype(jnp.float32)),
         **extra,

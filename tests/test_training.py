@@ -1,0 +1,154 @@
+"""lpjax.training: the sharded train step equals plain single-device JAX code."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import lpjax
+from lpjax import training
+
+NUM_CLASSES = 6
+COUNTS = np.array([60, 40, 20, 10, 5, 3])
+
+
+class TinyNet(nn.Module):
+    """Dense + batch norm + classifier, following the trainer's model convention."""
+
+    num_classes: int = NUM_CLASSES
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, *, train, return_features=False):
+        x = nn.Dense(16)(x.reshape(x.shape[0], -1))
+        x = nn.BatchNorm(use_running_average=not train, axis_name=self.bn_axis_name)(x)
+        features = nn.relu(x)
+        logits = nn.Dense(self.num_classes, name="classifier")(features)
+        return (logits, features) if return_features else logits
+
+
+def _transform():
+    return lpjax.chain(
+        lpjax.logit_adjustment_transform(COUNTS),
+        lpjax.lpl_longtail_transform(
+            COUNTS, num_head_classes=2, epsilon=0.1, delta_epsilon=0.2, step_size=0.02
+        ),
+    )
+
+
+def _batches(num_steps, batch_size=32):
+    rng = np.random.default_rng(0)
+    return [
+        {
+            "image": rng.normal(size=(batch_size, 4, 4, 1)).astype(np.float32),
+            "label": rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32),
+            "mask": np.arange(batch_size) < batch_size - 3,
+        }
+        for _ in range(num_steps)
+    ]
+
+
+def _sharded_run(devices, batches, tx):
+    mesh = training.make_data_mesh(devices)
+    model = TinyNet(bn_axis_name=training.DATA_AXIS)
+    transform = _transform()
+    state = training.create_train_state(
+        model, tx, transform, input_shape=(1, 4, 4, 1), key=jax.random.key(0), mesh=mesh
+    )
+    step = training.make_train_step(
+        model, tx, lpjax.perturbed_softmax_cross_entropy(transform), mesh=mesh
+    )
+    losses = []
+    for batch in batches:
+        state, metrics = step(state, training.global_batch(mesh, batch), jax.random.key(1))
+        losses.append(float(metrics["loss"]))
+    return state, losses
+
+
+def _reference_run(batches, tx):
+    """The same training written directly: no mesh, no shard_map, one device."""
+    model = TinyNet()
+    transform = _transform()
+    loss_fn = lpjax.perturbed_softmax_cross_entropy(transform)
+    state0 = transform.init()
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)), train=False)
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    opt_state = tx.init(params)
+    losses = []
+    for batch in batches:
+
+        def objective(params, batch=batch, batch_stats=batch_stats):
+            logits, updates = model.apply(
+                {"params": params, "batch_stats": batch_stats},
+                batch["image"],
+                train=True,
+                mutable=["batch_stats"],
+            )
+            loss, _, _ = loss_fn(logits, batch["label"], state0, where=batch["mask"])
+            return loss.sum() / batch["mask"].sum(), updates
+
+        (loss, updates), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        param_updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, param_updates)
+        batch_stats = updates["batch_stats"]
+        losses.append(float(loss))
+    return params, batch_stats, losses
+
+
+@pytest.mark.parametrize("num_devices", [1, 8])
+def test_sharded_step_equals_plain_single_device_training(num_devices):
+    tx = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.1, momentum=0.9, nesterov=True))
+    batches = _batches(3)
+    state, losses = _sharded_run(jax.devices()[:num_devices], batches, tx)
+    params, batch_stats, reference_losses = _reference_run(batches, tx)
+
+    np.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), state.params, params
+    )
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        state.batch_stats,
+        batch_stats,
+    )
+    assert int(state.step) == 3
+
+
+def test_step_compiles_once_and_makes_no_host_transfers():
+    tx = optax.sgd(0.05)
+    mesh = training.make_data_mesh()
+    model = TinyNet(bn_axis_name=training.DATA_AXIS)
+    transform = _transform()
+    state = training.create_train_state(
+        model, tx, transform, input_shape=(1, 4, 4, 1), key=jax.random.key(0), mesh=mesh
+    )
+    step = training.make_train_step(
+        model, tx, lpjax.perturbed_softmax_cross_entropy(transform), mesh=mesh
+    )
+    batches = [training.global_batch(mesh, b) for b in _batches(4)]
+    key = jax.random.key(1)
+    state, _ = step(state, batches[0], key)
+    with jax.transfer_guard("disallow"):
+        for batch in batches[1:]:
+            state, metrics = step(state, batch, key)
+    assert step._cache_size() == 1
+    assert np.isfinite(float(metrics["loss"]))
+
+
+def test_predict_step_applies_the_posthoc_transform():
+    tx = optax.sgd(0.05)
+    mesh = training.make_data_mesh()
+    model = TinyNet(bn_axis_name=training.DATA_AXIS)
+    state = training.create_train_state(
+        model, tx, lpjax.identity(), input_shape=(1, 4, 4, 1), key=jax.random.key(0), mesh=mesh
+    )
+    images = _batches(1)[0]["image"]
+    plain = training.make_predict_step(model, mesh=mesh)
+    adjusted = training.make_predict_step(
+        model, mesh=mesh, logit_transform=lpjax.posthoc_logit_adjustment_transform(COUNTS)
+    )
+    batch = training.global_batch(mesh, {"image": images})
+    expected = np.asarray(plain(state, batch)) - np.log(COUNTS / COUNTS.sum())
+    np.testing.assert_allclose(np.asarray(adjusted(state, batch)), expected, rtol=1e-5, atol=1e-5)
