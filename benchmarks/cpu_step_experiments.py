@@ -74,8 +74,12 @@ def make_optimizer():
     return optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9, nesterov=True))
 
 
-def trainer_step(args, *, dtype="float32"):
-    """The trainer's step (make_train_step, CE) on one device: ``(call, state_box, info)``."""
+def trainer_step(args, *, dtype="float32", compiler_options=None):
+    """The trainer's step (make_train_step, CE) on one device: ``(call, info)``.
+
+    ``compiler_options`` (XLA debug options, e.g. ``{"xla_cpu_enable_fast_math": True}``)
+    apply to this executable only: the step is lowered and compiled with them.
+    """
     import jax
     import jax.numpy as jnp
     import lpjax
@@ -101,6 +105,8 @@ def trainer_step(args, *, dtype="float32"):
     batch = training.global_batch(mesh, {"image": images, "label": labels})
     key = jax.device_put(jax.random.key(1), NamedSharding(mesh, P()))
     box = {"state": state}
+    if compiler_options:
+        step = step.lower(state, batch, key).compile(compiler_options=compiler_options)
 
     def call():
         box["state"], metrics = step(box["state"], batch, key)
@@ -109,7 +115,7 @@ def trainer_step(args, *, dtype="float32"):
     return call, {"step": step, "box": box, "batch": batch, "key": key, "mesh": mesh}
 
 
-def plain_jit_step(args, *, dtype="float32"):
+def plain_jit_step(args, *, dtype="float32", compiler_options=None):
     """The same flax model and loss in a plain ``jax.jit`` step (no mesh, no shard_map)."""
     import jax
     import jax.numpy as jnp
@@ -139,7 +145,7 @@ def plain_jit_step(args, *, dtype="float32"):
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
-    jitted = jax.jit(step, donate_argnums=0)
+    jitted = jax.jit(step, donate_argnums=0, compiler_options=compiler_options or None)
     images, labels = jax.device_put(images), jax.device_put(labels)
     box = {"carry": carry}
 
@@ -150,7 +156,9 @@ def plain_jit_step(args, *, dtype="float32"):
     return call
 
 
-def functional_step(args, *, layout="NHWC", bn="autodiff", dtype="float32"):
+def functional_step(
+    args, *, layout="NHWC", bn="autodiff", dtype="float32", compiler_options=None
+):
     """The flax-free ResNet (benchmarks/_resnet_functional.py) in a plain jitted step."""
     import _resnet_functional as rf
     import jax
@@ -178,7 +186,7 @@ def functional_step(args, *, layout="NHWC", bn="autodiff", dtype="float32"):
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), stats, opt_state), loss
 
-    jitted = jax.jit(step, donate_argnums=0)
+    jitted = jax.jit(step, donate_argnums=0, compiler_options=compiler_options or None)
     images, labels = jax.device_put(images), jax.device_put(labels)
     box = {"carry": (params, stats, tx.init(params))}
 

@@ -38,6 +38,16 @@ MULTILABEL_METHODS = (
 )
 
 
+_LDAM_METHODS = ("ldam", "ldam_drw")
+
+
+def model_options(config: ml_collections.ConfigDict) -> dict:
+    """Keyword arguments a method needs from the model: LDAM's cosine classifier."""
+    if config.method in _LDAM_METHODS:
+        return {"cosine_scale": config.ldam_scale}
+    return {}
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
     """A method ready for ``lpjax.training.make_train_step``."""
@@ -92,9 +102,11 @@ def make_method(
         transform = lpjax.logit_adjustment_transform(counts, tau=config.la_tau)
     elif name == "balanced_softmax":
         transform = lpjax.balanced_softmax_transform(counts)
-    elif name in ("ldam", "ldam_drw"):
+    elif name in _LDAM_METHODS:
+        # The model's cosine classifier already multiplies by s (model_options):
+        # s (cos - m_y e_y) = s cos - (s m_y) e_y.
         transform = lpjax.ldam_transform(
-            counts, max_margin=config.ldam_max_margin, scale=config.ldam_scale
+            counts, max_margin=config.ldam_max_margin * config.ldam_scale, scale=1.0
         )
         if name == "ldam_drw":
             example_weights_fn = _deferred_reweighting(

@@ -9,7 +9,8 @@ Every model follows the same conventions, which the trainer and ISDA rely on:
   ``[B, num_classes]``, or ``(logits, features)`` with ``features`` the float32
   ``[B, D]`` pooled penultimate vector;
 * the last layer is ``nn.Dense(num_classes, name="classifier")`` (kernel ``[D, C]``),
-  computed in float32 on the float32 features;
+  computed in float32 on the float32 features; with ``cosine_scale`` it is LDAM's
+  normalised :class:`CosineClassifier` instead;
 * BatchNorm momentum 0.9 (PyTorch's 0.1), epsilon 1e-5; convolutions have no bias and
   kaiming-normal (fan_out) init; dropout uses the ``"dropout"`` rng, only when training.
 """
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "MODELS",
+    "CosineClassifier",
     "ResNetCifar",
     "SEResNetCifar",
     "SmallCNN",
@@ -65,10 +67,39 @@ def _bn(train: bool, dtype: Any, axis_name: str | None, name: str | None = None)
     )
 
 
-def _head(features: jnp.ndarray, num_classes: int, return_features: bool):
+class CosineClassifier(nn.Module):
+    """``scale * cos(features, w_c)``: LDAM's normalised last layer (Cao et al., NeurIPS 2019).
+
+    Logits lie in ``[-scale, scale]``; LDAM's margins are meant for this layer.
+    """
+
+    num_classes: int
+    scale: float
+
+    @nn.compact
+    def __call__(self, features):
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (features.shape[-1], self.num_classes)
+        )
+        unit_features = features / jnp.maximum(
+            jnp.linalg.norm(features, axis=-1, keepdims=True), 1e-12
+        )
+        unit_kernel = kernel / jnp.maximum(jnp.linalg.norm(kernel, axis=0, keepdims=True), 1e-12)
+        return self.scale * unit_features @ unit_kernel
+
+
+def _head(
+    features: jnp.ndarray,
+    num_classes: int,
+    return_features: bool,
+    cosine_scale: float | None,
+):
     """Float32 classifier on the pooled features (shared by all models)."""
     features = features.astype(jnp.float32)
-    logits = nn.Dense(num_classes, name="classifier")(features)
+    if cosine_scale is None:
+        logits = nn.Dense(num_classes, name="classifier")(features)
+    else:
+        logits = CosineClassifier(num_classes, cosine_scale, name="classifier")(features)
     return (logits, features) if return_features else logits
 
 
@@ -124,6 +155,7 @@ class ResNetCifar(nn.Module):
     num_classes: int
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    cosine_scale: float | None = None  # a CosineClassifier of this scale instead of nn.Dense
     se_reduction: int | None = None
 
     @nn.compact
@@ -140,7 +172,7 @@ class ResNetCifar(nn.Module):
                 x = _BasicBlock(width, stride, self.dtype, self.bn_axis_name, self.se_reduction)(
                     x, train
                 )
-        return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features)
+        return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features, self.cosine_scale)
 
 
 class SEResNetCifar(ResNetCifar):
@@ -189,6 +221,7 @@ class WideResNet(nn.Module):
     dropout_rate: float = 0.3
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    cosine_scale: float | None = None  # a CosineClassifier of this scale instead of nn.Dense
 
     @nn.compact
     def __call__(self, x, *, train: bool, return_features: bool = False):
@@ -204,7 +237,7 @@ class WideResNet(nn.Module):
                     x, train
                 )
         x = nn.relu(_bn(train, self.dtype, self.bn_axis_name)(x))
-        return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features)
+        return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features, self.cosine_scale)
 
 
 class SmallCNN(nn.Module):
@@ -217,6 +250,7 @@ class SmallCNN(nn.Module):
     num_classes: int
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    cosine_scale: float | None = None  # a CosineClassifier of this scale instead of nn.Dense
 
     @nn.compact
     def __call__(self, x, *, train: bool, return_features: bool = False):
@@ -224,7 +258,7 @@ class SmallCNN(nn.Module):
         for width, stride in ((16, 1), (32, 1), (64, 2)):
             x = _conv(width, 3, stride, self.dtype)(x)
             x = nn.relu(_bn(train, self.dtype, self.bn_axis_name)(x))
-        return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features)
+        return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features, self.cosine_scale)
 
 
 def resnet32(num_classes: int, **kwargs) -> ResNetCifar:

@@ -242,7 +242,7 @@ def write_figures(rows: Sequence[Row], output: pathlib.Path) -> list[pathlib.Pat
                 {row.method: row.relative_loss_variation.tolist()},
                 counts,
                 title=f"{row.method}, {name}: relative loss variation",
-                ylabel="(l' - l) / l, last epoch",
+                ylabel="(l' - l) / l, median over training",
                 path=path,
                 signed=True,
             )

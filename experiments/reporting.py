@@ -169,6 +169,9 @@ def plot_per_class(
         ax.bar(positions + offset, heights, width, label=label, color=color)
     if signed:
         ax.axhline(0.0, color="black", linewidth=0.8)
+        magnitudes = np.abs([v for vs in series.values() for v in vs if v is not None])
+        if magnitudes.size and magnitudes.max() > 10:  # e.g. LDAM's scaled logits
+            ax.set_yscale("symlog", linthresh=1.0)
     if len(order) <= 30:
         ax.set_xticks(positions)
         ax.set_xticklabels([f"{c}\n({int(counts[c])})" for c in order], fontsize=7)

@@ -188,6 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         num_classes=train.num_classes,
         dtype=jnp.dtype(config.dtype),
         bn_axis_name=training.DATA_AXIS,
+        **methods.model_options(config),
     )
     steps_per_epoch = input_pipeline.steps_per_epoch(train, config.batch_size)
     total_steps = config.num_epochs * steps_per_epoch
@@ -271,9 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
     if eval_results is None:  # resumed after the last step, or no full epoch
         eval_results = _evaluate(predict, state, mesh, train, test, config)
-    results = _final_results(
-        config, train, writer.records(), eval_results, total_steps, steps_per_epoch
-    )
+    results = _final_results(config, train, writer.records(), eval_results, total_steps)
     if is_chief:
         _write_outputs(workdir, config, train, results)
     writer.close()
@@ -299,10 +298,15 @@ def _mean_where_defined(values: np.ndarray) -> np.ndarray:
     return np.where(defined.any(0), total / np.maximum(defined.sum(0), 1), np.nan)
 
 
-def _final_results(config, train, records, eval_results, total_steps, steps_per_epoch) -> dict:
-    """``results.json``: the final model's test metrics, final train loss, loss variation."""
+def _final_results(config, train, records, eval_results, total_steps) -> dict:
+    """``results.json``: the final model's test metrics, final train loss, loss variation.
+
+    ``relative_loss_variation`` is, per class, the median over the run's logging
+    windows of the window's mean ``(l' - l) / l``: late in training the plain
+    loss of well-fit classes tends to 0 and single windows explode, the median
+    shows what the perturbation does over the run.
+    """
     train_records = [r for r in records if "train_loss" in r]
-    last_epoch = [r for r in train_records if r["step"] > total_steps - steps_per_epoch]
     results = {
         "method": config.method,
         "dataset": config.dataset,
@@ -315,15 +319,14 @@ def _final_results(config, train, records, eval_results, total_steps, steps_per_
         "final_train_loss": train_records[-1]["train_loss"] if train_records else None,
     }
     variations = [
-        r["train_relative_loss_variation"]
-        for r in last_epoch
+        [np.nan if v is None else v for v in r["train_relative_loss_variation"]]
+        for r in train_records
         if "train_relative_loss_variation" in r
     ]
     if variations:
-        values = np.array([[np.nan if v is None else v for v in row] for row in variations])
-        mean = _mean_where_defined(values)
+        columns = np.array(variations).T
         results["relative_loss_variation"] = [
-            None if not np.isfinite(v) else float(v) for v in mean
+            float(np.median(c[np.isfinite(c)])) if np.isfinite(c).any() else None for c in columns
         ]
     return results
 
@@ -333,7 +336,7 @@ _PER_CLASS_PLOTS = {
     "per_class_accuracy": ("test accuracy per class", "accuracy", False),
     "per_class_ap": ("test AP per class", "average precision", False),
     "relative_loss_variation": (
-        "relative loss variation (l' - l) / l, last epoch",
+        "relative loss variation (l' - l) / l, median over training",
         "relative loss variation",
         True,
     ),

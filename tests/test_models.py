@@ -299,3 +299,18 @@ def test_small_cnn_trains_on_digits():
     logits = _apply(model, {"params": params, "batch_stats": stats}, x_te, train=False)
     accuracy = float(np.mean(np.asarray(logits.argmax(-1)) == y_te))
     assert accuracy > 0.9, accuracy
+
+
+def test_cosine_classifier_gives_scaled_cosines():
+    model = create_model("small_cnn", num_classes=4, cosine_scale=30.0)
+    x = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype(np.float32)
+    variables = model.init(jax.random.key(0), x, train=False)
+    logits, features = model.apply(variables, x, train=False, return_features=True)
+    kernel = np.asarray(variables["params"]["classifier"]["kernel"])
+    f = np.asarray(features, np.float64)
+    expected = 30.0 * (f / np.linalg.norm(f, axis=1, keepdims=True)) @ (
+        kernel / np.linalg.norm(kernel, axis=0, keepdims=True)
+    )
+    np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-4, atol=1e-4)
+    assert np.all(np.abs(np.asarray(logits)) <= 30.0 + 1e-4)
+    assert set(variables["params"]["classifier"]) == {"kernel"}
