@@ -51,7 +51,8 @@ def init_params(key, *, depth=32, num_classes=10, in_channels=3, layout="NHWC"):
         return w if layout == "NHWC" else w.transpose(3, 2, 0, 1)  # HWIO or OIHW
 
     def bn(c):
-        return {"scale": jnp.ones(c), "bias": jnp.zeros(c)}, {"mean": jnp.zeros(c), "var": jnp.ones(c)}
+        params = {"scale": jnp.ones(c), "bias": jnp.zeros(c)}
+        return params, {"mean": jnp.zeros(c), "var": jnp.ones(c)}
 
     params, stats = {"stem": {"conv": conv(in_channels, 16)}}, {}
     params["stem"]["bn"], stats["stem"] = bn(16)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
+import json
 import os
 import queue
 import re
@@ -39,19 +40,44 @@ import time
 
 import _common
 
-SECTIONS = ("profile", "layers", "variants", "flags", "input")
+SECTIONS = ("profile", "layers", "options", "variants", "flags", "input")
 
+_YNN = "xla_cpu_experimental_ynn_fusion_type"
+_YNN_DEFAULT = "INDIVIDUAL_DOT,INDIVIDUAL_CONVOLUTION,REDUCE"  # jaxlib 0.10.2's default list
+
+
+def _ynn(types: str) -> dict:
+    """YNNPACK fusion types as a compile option (overwrite mode: the full list)."""
+    return {_YNN: ",".join(f"LIBRARY_FUSION_TYPE_{t}" for t in types.split(",") if t)}
+
+
+# XLA debug options applied per executable (``jax.jit(..., compiler_options=...)``), so
+# that they can be timed interleaved with the default in one process.
+OPTION_SETS = (
+    ("fast math", {"xla_cpu_enable_fast_math": True}),
+    ("oneDNN thunks", {"xla_cpu_use_onednn": True}),
+    ("oneDNN custom calls", {"xla_cpu_experimental_onednn_custom_call": True}),
+    ("XNNPACK", {"xla_cpu_use_xnnpack": True}),
+    (
+        "XNN graph fusion (greedy)",
+        {"xla_cpu_experimental_xnn_graph_fusion_mode": "XNN_GRAPH_FUSION_MODE_GREEDY"},
+    ),
+    ("vector width 512", {"xla_cpu_prefer_vector_width": 512}),
+    ("YNN none (all Eigen / XLA loops)", _ynn("")),
+    ("YNN dot+reduce (convs on Eigen)", _ynn("INDIVIDUAL_DOT,REDUCE")),
+    ("YNN default + eltwise", _ynn(_YNN_DEFAULT + ",ELTWISE")),
+    ("YNN dot+reduce+eltwise (convs on Eigen)", _ynn("INDIVIDUAL_DOT,REDUCE,ELTWISE")),
+    ("YNN eltwise only (convs on Eigen)", _ynn("ELTWISE")),
+)
+# The fastest set found on the 2-core development machine (see RESULTS.md).
+BEST_OPTIONS = _ynn("INDIVIDUAL_DOT,REDUCE,ELTWISE")
+BEST_XLA_FLAGS = ["--xla_cpu_experimental_ynn_fusion_type=+eltwise,-individual_convolution"]
+
+# Flags that act on the whole process (or that compile options cannot express).
 FLAG_SETS = (
-    ("thunk runtime off", ["--xla_cpu_use_thunk_runtime=false"]),
+    ("thunk runtime off (deprecated)", ["--xla_cpu_use_thunk_runtime=false"]),
     ("eigen single-threaded", ["--xla_cpu_multi_thread_eigen=false"]),
-    ("fast math", ["--xla_cpu_enable_fast_math=true"]),
-    ("oneDNN thunks", ["--xla_cpu_use_onednn=true"]),
-    ("oneDNN custom calls", ["--xla_cpu_experimental_onednn_custom_call=true"]),
-    ("XNNPACK", ["--xla_cpu_use_xnnpack=true"]),
-    ("XNN graph fusion", ["--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY"]),
-    ("no YNNPACK convs (Eigen)", ["--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"]),
-    ("YNNPACK eltwise", ["--xla_cpu_experimental_ynn_fusion_type=+eltwise"]),
-    ("vector width 512", ["--xla_cpu_prefer_vector_width=512"]),
+    ("best options as XLA_FLAGS", BEST_XLA_FLAGS),
 )
 
 
@@ -82,12 +108,12 @@ def trainer_step(args, *, dtype="float32", compiler_options=None):
     """
     import jax
     import jax.numpy as jnp
-    import lpjax
-    from experiments import models
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
+    import lpjax
     import lpjax.training as training
+    from experiments import models
 
     mesh = training.make_data_mesh(jax.devices()[:1])
     model = models.create_model(
@@ -120,6 +146,7 @@ def plain_jit_step(args, *, dtype="float32", compiler_options=None):
     import jax
     import jax.numpy as jnp
     import optax
+
     from experiments import models
 
     model = models.create_model(args.model, num_classes=args.num_classes, dtype=jnp.dtype(dtype))
@@ -156,9 +183,7 @@ def plain_jit_step(args, *, dtype="float32", compiler_options=None):
     return call
 
 
-def functional_step(
-    args, *, layout="NHWC", bn="autodiff", dtype="float32", compiler_options=None
-):
+def functional_step(args, *, layout="NHWC", bn="autodiff", dtype="float32", compiler_options=None):
     """The flax-free ResNet (benchmarks/_resnet_functional.py) in a plain jitted step."""
     import _resnet_functional as rf
     import jax
@@ -292,7 +317,8 @@ def section_profile(args, emit):
                 if event.name.startswith(skip):
                     continue
                 ms = event.duration_ns / 1e6 / args.profile_steps
-                per_category[categorize(event.name, instructions, computations, args.batch_size)] += ms
+                kind = categorize(event.name, instructions, computations, args.batch_size)
+                per_category[kind] += ms
                 per_instruction[event.name] += ms
     total = sum(per_category.values())
     rec = emit(
@@ -323,10 +349,7 @@ def section_profile(args, emit):
         f"Profile of the default step ({rec['step_median_s']:.3f} s wall, "
         f"{rec['step_median_cpu_s']:.3f} s CPU; {flops / 1e9:.1f} GFLOP/step = "
         f"{rec['gflops_per_s']:.0f} GFLOP/s). Thunk time summed over threads:",
-        [
-            {"category": k, "ms/step": v, "share": v / total}
-            for k, v in per_category.most_common()
-        ],
+        [{"category": k, "ms/step": v, "share": v / total} for k, v in per_category.most_common()],
         ("category", "ms/step", "share"),
     )
 
@@ -335,49 +358,46 @@ def section_profile(args, emit):
 # layers: one conv / one batch norm of each stage, alone.
 
 
-def section_layers(args, emit):
+def _layer_rows(args, emit, hw, c, n_layers, rng) -> list[dict]:
+    """Times one conv and one BN + ReLU of shape [batch, hw, hw, c], forward and backward."""
     import _resnet_functional as rf
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    rng = np.random.default_rng(0)
     b = args.batch_size
+    x = jnp.asarray(rng.standard_normal((b, hw, hw, c), dtype=np.float32))
+    w = jnp.asarray(0.1 * rng.standard_normal((3, 3, c, c), dtype=np.float32))
+    r = jnp.asarray(rng.standard_normal((b, hw, hw, c), dtype=np.float32))
+    p = {"scale": jnp.ones(c), "bias": jnp.zeros(c)}
+    xc, wc, rc = x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), r.transpose(0, 3, 1, 2)
+
+    def conv_loss(x, w, layout, r):
+        return jnp.vdot(rf._conv(x, w, 1, layout), r)
+
+    def bn_loss(x, p, bn, r):
+        y, _, _ = (rf._bn_fused if bn == "fused" else rf._bn_autodiff)(x, p, "NHWC", True)
+        return jnp.vdot(y, r)
+
+    conv_f = jax.jit(lambda x, w: rf._conv(x, w, 1, "NHWC"))
+    conv_g = jax.jit(jax.grad(conv_loss, argnums=(0, 1)), static_argnums=2)
+    bn_g = jax.jit(jax.grad(bn_loss, argnums=(0, 1)), static_argnums=2)
+    fns = {
+        "conv fwd": lambda: conv_f(x, w),
+        "conv fwd+bwd": lambda: conv_g(x, w, "NHWC", r),
+        "conv fwd+bwd NCHW": lambda: conv_g(xc, wc, "NCHW", rc),
+        "BN+ReLU fwd+bwd (autodiff)": lambda: bn_g(x, p, "autodiff", r),
+        "BN+ReLU fwd+bwd (fused)": lambda: bn_g(x, p, "fused", r),
+    }
+    samples = _common.time_interleaved(fns, repeats=max(args.steps, 10), warmup=1)
+    flops = 2 * b * hw * hw * c * c * 9
     rows = []
-    # (spatial, channels, how many of each per ResNet-32 step: convs, batch norms)
-    for hw, c, n_layers in ((32, 16, 11), (16, 32, 10), (8, 64, 10)):
-        x = jnp.asarray(rng.standard_normal((b, hw, hw, c), dtype=np.float32))
-        w = jnp.asarray(0.1 * rng.standard_normal((3, 3, c, c), dtype=np.float32))
-        r = jnp.asarray(rng.standard_normal((b, hw, hw, c), dtype=np.float32))
-        p = {"scale": jnp.ones(c), "bias": jnp.zeros(c)}
-        xc, wc, rc = x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), r.transpose(0, 3, 1, 2)
-
-        def conv_loss(x, w, layout, r):
-            return jnp.vdot(rf._conv(x, w, 1, layout), r)
-
-        def bn_loss(x, p, bn, layout, r):
-            y, _, _ = (rf._bn_fused if bn == "fused" else rf._bn_autodiff)(x, p, layout, True)
-            return jnp.vdot(y, r)
-
-        grad = lambda f, n: jax.jit(jax.grad(f, argnums=tuple(range(n))))  # noqa: E731
-        conv_g = grad(lambda x, w: conv_loss(x, w, "NHWC", r), 2)
-        conv_gc = grad(lambda x, w: conv_loss(x, w, "NCHW", rc), 2)
-        conv_f = jax.jit(lambda x, w: rf._conv(x, w, 1, "NHWC"))
-        bn_a = grad(lambda x, p: bn_loss(x, p, "autodiff", "NHWC", r), 2)
-        bn_f = grad(lambda x, p: bn_loss(x, p, "fused", "NHWC", r), 2)
-        fns = {
-            "conv fwd": lambda: conv_f(x, w),
-            "conv fwd+bwd": lambda: conv_g(x, w),
-            "conv fwd+bwd NCHW": lambda: conv_gc(xc, wc),
-            "BN+ReLU fwd+bwd (autodiff)": lambda: bn_a(x, p),
-            "BN+ReLU fwd+bwd (fused)": lambda: bn_f(x, p),
-        }
-        samples = _common.time_interleaved(fns, repeats=max(args.steps, 10), warmup=1)
-        flops = 2 * b * hw * hw * c * c * 9
-        for name, sample in samples.items():
-            s = _common.summarize(sample)
-            passes = 3 if "bwd" in name and "conv" in name else 1
-            rec = emit(
+    for name, sample in samples.items():
+        s = _common.summarize(sample)
+        is_conv = "conv" in name
+        passes = 3 if is_conv and "bwd" in name else 1
+        rows.append(
+            emit(
                 {
                     "bench": "cpu_step_layers",
                     "shape": [b, hw, hw, c],
@@ -386,15 +406,24 @@ def section_layers(args, emit):
                     "median_cpu_ms": 1e3 * s["median_cpu_s"],
                     "layers_per_step": n_layers,
                     "ms_per_step_estimate": 1e3 * s["median_wall_s"] * n_layers,
-                    "gflops_per_s": (passes * flops / s["median_wall_s"] / 1e9)
-                    if "conv" in name
-                    else None,
+                    "gflops_per_s": passes * flops / s["median_wall_s"] / 1e9 if is_conv else None,
                 }
             )
-            rows.append(rec)
+        )
+    return rows
+
+
+def section_layers(args, emit):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = []
+    # (spatial size, channels, how many such convs / batch norms a ResNet-32 step has)
+    for hw, c, n_layers in ((32, 16, 11), (16, 32, 10), (8, 64, 10)):
+        rows.extend(_layer_rows(args, emit, hw, c, n_layers, rng))
     _common.print_table(
-        "One layer of each stage (batch %d), forward + backward; x layers = per-step estimate"
-        % b,
+        f"One layer of each stage (batch {args.batch_size}), forward + backward; "
+        "x layers = per-step estimate",
         [
             {
                 "shape": "x".join(map(str, r["shape"][1:])),
@@ -415,17 +444,31 @@ def section_layers(args, emit):
 
 
 def section_variants(args, emit):
+    opts = args.compiler_options
     builders = {
-        "default (make_train_step, flax, f32, NHWC)": lambda: trainer_step(args)[0],
-        "plain jit, no shard_map": lambda: plain_jit_step(args),
-        "bfloat16 compute (make_train_step)": lambda: trainer_step(args, dtype="bfloat16")[0],
-        "flax-free NHWC, autodiff BN": lambda: functional_step(args),
-        "flax-free NCHW, autodiff BN": lambda: functional_step(args, layout="NCHW"),
-        "flax-free NHWC, fused BN (custom_vjp)": lambda: functional_step(args, bn="fused"),
-        "flax-free NCHW, fused BN (custom_vjp)": lambda: functional_step(
-            args, layout="NCHW", bn="fused"
+        "default (make_train_step, flax, f32, NHWC)": lambda: trainer_step(
+            args, compiler_options=opts
+        )[0],
+        "plain jit, no shard_map": lambda: plain_jit_step(args, compiler_options=opts),
+        "bfloat16 compute (make_train_step)": lambda: trainer_step(
+            args, dtype="bfloat16", compiler_options=opts
+        )[0],
+        "flax-free NHWC, autodiff BN": lambda: functional_step(args, compiler_options=opts),
+        "flax-free NCHW, autodiff BN": lambda: functional_step(
+            args, layout="NCHW", compiler_options=opts
         ),
-        "flax-free NHWC, no BN (diagnostic)": lambda: functional_step(args, bn="none"),
+        "flax-free NHWC, fused BN (custom_vjp)": lambda: functional_step(
+            args, bn="fused", compiler_options=opts
+        ),
+        "flax-free NCHW, fused BN (custom_vjp)": lambda: functional_step(
+            args, layout="NCHW", bn="fused", compiler_options=opts
+        ),
+        "flax-free NHWC, fused BN, bfloat16": lambda: functional_step(
+            args, bn="fused", dtype="bfloat16", compiler_options=opts
+        ),
+        "flax-free NHWC, no BN (diagnostic)": lambda: functional_step(
+            args, bn="none", compiler_options=opts
+        ),
     }
     if args.variants:
         keep = [k for k in builders if any(v in k for v in args.variants)]
@@ -446,6 +489,7 @@ def section_variants(args, emit):
                 {
                     "bench": "cpu_step_variant",
                     "variant": name,
+                    "compiler_options": opts or {},
                     "model": args.model,
                     "batch_size": args.batch_size,
                     "step_median_s": s["median_wall_s"],
@@ -459,7 +503,8 @@ def section_variants(args, emit):
             )
         )
     _common.print_table(
-        "Step variants (interleaved, same process; < 1 = faster than the default)",
+        "Step variants (interleaved, same process; < 1 = faster than the default)"
+        + (f"; every variant compiled with {opts}" if opts else ""),
         [
             {
                 "variant": r["variant"],
@@ -473,6 +518,113 @@ def section_variants(args, emit):
             for r in rows
         ],
         ("variant", "step s", "IQR s", "cpu s", "x default", "x default cpu", "compile s"),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# options: XLA debug options per executable, interleaved with the default in one process.
+
+
+def section_options(args, emit):
+    import jax
+    import numpy as np
+
+    sets = [("default", {}, "float32")]
+    for name, opts in OPTION_SETS:
+        if args.options is None or any(o in name for o in args.options):
+            sets.append((name, opts, "float32"))
+    sets.append(("best options + bfloat16", BEST_OPTIONS, "bfloat16"))
+    sets.append(("bfloat16 (no options)", {}, "bfloat16"))
+    fns, infos, compile_s, errors = {}, {}, {}, {}
+    default_hlo = None
+    for name, opts, dtype in sets:
+        start = time.perf_counter()
+        try:
+            call, info = trainer_step(args, dtype=dtype, compiler_options=opts)
+            _common.block(call())
+        except Exception as e:  # an option this jaxlib does not accept
+            errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            continue
+        fns[name], infos[name] = call, info
+        compile_s[name] = time.perf_counter() - start
+        step = info["step"]
+        if hasattr(step, "as_text"):  # a Compiled (options given)
+            text = step.as_text()
+        else:
+            text = step.lower(info["box"]["state"], info["batch"], info["key"]).compile().as_text()
+        text = re.sub(r", metadata=\{[^}]*\}", "", text[text.index("ENTRY") :])
+        if name == "default":
+            default_hlo = text
+        infos[name]["same_hlo"] = text == default_hlo
+    samples = _common.time_interleaved(fns, repeats=args.steps, warmup=args.warmup - 1)
+    # Same initial state and batch everywhere: the losses after the same number of steps
+    # show whether an option changes the numerics.
+    losses = {}
+    for name, call in fns.items():
+        losses[name] = float(np.asarray(jax.device_get(call()["loss"])))
+    base = _common.summarize(samples["default"])
+    rows = []
+    for name, opts, dtype in sets:
+        if name in errors:
+            rows.append(
+                emit(
+                    {
+                        "bench": "cpu_step_options",
+                        "variant": name,
+                        "options": opts,
+                        "error": errors[name],
+                    }
+                )
+            )
+            continue
+        s = _common.summarize(samples[name])
+        rows.append(
+            emit(
+                {
+                    "bench": "cpu_step_options",
+                    "variant": name,
+                    "options": opts,
+                    "dtype": dtype,
+                    "step_median_s": s["median_wall_s"],
+                    "step_iqr_s": s.get("iqr_wall_s"),
+                    "step_median_cpu_s": s["median_cpu_s"],
+                    "ratio_to_default": _common.ratio(s["median_wall_s"], base["median_wall_s"]),
+                    "ratio_to_default_cpu": _common.ratio(s["median_cpu_s"], base["median_cpu_s"]),
+                    "same_hlo_as_default": infos[name]["same_hlo"],
+                    "loss_after_steps": losses[name],
+                    "loss_rel_diff_to_default": abs(losses[name] - losses["default"])
+                    / abs(losses["default"]),
+                    "compile_and_first_step_s": compile_s[name],
+                    "timed_steps": s["repeats"],
+                }
+            )
+        )
+    _common.print_table(
+        "XLA compile options on the trainer's step (interleaved, same process; "
+        "same HLO = the option changed nothing in the compiled program)",
+        [
+            {
+                "variant": r["variant"],
+                "step s": r.get("step_median_s", "error"),
+                "IQR s": r.get("step_iqr_s", ""),
+                "cpu s": r.get("step_median_cpu_s", ""),
+                "x default": r.get("ratio_to_default", ""),
+                "x default cpu": r.get("ratio_to_default_cpu", ""),
+                "same HLO": r.get("same_hlo_as_default", ""),
+                "loss diff": r.get("loss_rel_diff_to_default", ""),
+            }
+            for r in rows
+        ],
+        (
+            "variant",
+            "step s",
+            "IQR s",
+            "cpu s",
+            "x default",
+            "x default cpu",
+            "same HLO",
+            "loss diff",
+        ),
     )
 
 
@@ -575,9 +727,9 @@ _PREFIX_SHIM = "import os, sys; os.execvp(sys.argv[1], sys.argv[1:])"
 
 def section_input(args, emit):
     import numpy as np
-    from experiments import input_pipeline
 
     import lpjax.training as training
+    from experiments import input_pipeline
 
     rng = np.random.default_rng(0)
     n = 10 * args.batch_size
@@ -712,19 +864,45 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (>= 1)")
     parser.add_argument("--profile-steps", type=int, default=2)
     parser.add_argument("--input-repeats", type=int, default=3, help="timed loops per kind")
-    parser.add_argument("--variants", type=lambda s: [v for v in s.split(",") if v], default=None,
-                        help="substrings of the variant names to run (default: all)")
-    parser.add_argument("--flags", type=lambda s: [v for v in s.split(",") if v], default=None,
-                        help="substrings of the flag-set names to run (default: all)")
+    parser.add_argument(
+        "--variants",
+        type=lambda s: [v for v in s.split(",") if v],
+        default=None,
+        help="substrings of the variant names to run (default: all)",
+    )
+    parser.add_argument(
+        "--flags",
+        type=lambda s: [v for v in s.split(",") if v],
+        default=None,
+        help="substrings of the flag-set names to run (default: all)",
+    )
+    parser.add_argument(
+        "--options",
+        type=lambda s: [v for v in s.split(",") if v],
+        default=None,
+        help="substrings of the compile-option set names to run (default: all)",
+    )
+    parser.add_argument(
+        "--compiler-options",
+        type=json.loads,
+        default=None,
+        help="XLA options for every step of the variants section, as JSON, "
+        'e.g. \'{"xla_cpu_enable_fast_math": true}\' ("best": the best set)',
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to test the script")
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     parser.add_argument("--child-default-step", action="store_true", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
+    if "--compiler-options" in argv and argv[argv.index("--compiler-options") + 1] == "best":
+        argv = list(argv)
+        argv[argv.index("--compiler-options") + 1] = json.dumps(BEST_OPTIONS)
     args = parser.parse_args(argv)
     args.warmup = max(args.warmup, 1)
     if args.smoke:
         args.batch_size, args.steps, args.warmup, args.profile_steps = 8, 2, 1, 1
         args.input_repeats = 1
-        args.flags = args.flags or ["fast math"]
+        args.flags = args.flags or ["best"]
+        args.options = args.options or ["fast math"]
         args.model = "resnet32"
 
     _common.configure_xla()

@@ -50,9 +50,10 @@ def make_inputs(batch_size: int, num_classes: int, num_steps: int, step_size: fl
 def measure_one(batch_size, num_classes, num_steps, *, step_size, repeats) -> dict:
     """Times and sizes the solver and the CE baseline at one (B, C, K), in this process."""
     import jax
-    import lpjax
     import numpy as np
     import optax
+
+    import lpjax
 
     rss_start = _common.max_rss_bytes()
     logits, labels, signs, bounds = make_inputs(batch_size, num_classes, num_steps, step_size)

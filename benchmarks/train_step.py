@@ -60,6 +60,7 @@ def method_config(name: str, num_classes: int):
 def class_counts(name: str, num_classes: int):
     """Long-tailed counts (r = 100) for the methods that use them, balanced otherwise."""
     import numpy as np
+
     from experiments import input_pipeline
 
     if name in ("la", "la_lpl"):
@@ -69,8 +70,9 @@ def class_counts(name: str, num_classes: int):
 
 def max_inner_steps(name, config, counts, logits, labels) -> int | None:
     """How many inner steps the solver runs on these plain logits (None if not LPL)."""
-    import lpjax
     import numpy as np
+
+    import lpjax
 
     lpl = config.lpl
     if name in ("lpl_fixed", "lpl_varied"):
@@ -102,9 +104,9 @@ def build_method(name, num_classes, model_name, args, mesh, images, labels):
     import jax
     import jax.numpy as jnp
     import optax
-    from experiments import methods, models
 
     import lpjax.training as training
+    from experiments import methods, models
 
     dtype = jnp.dtype(args.dtype)
     model = models.create_model(
@@ -121,9 +123,7 @@ def build_method(name, num_classes, model_name, args, mesh, images, labels):
     method = methods.make_method(
         config, counts, steps_per_epoch=390, feature_dim=features.shape[-1]
     )
-    tx = optax.chain(
-        optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9, nesterov=True)
-    )
+    tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9, nesterov=True))
     state = training.create_train_state(
         model, tx, method.transform, input_shape=input_shape, key=jax.random.key(0), mesh=mesh
     )
@@ -162,12 +162,100 @@ def build_method(name, num_classes, model_name, args, mesh, images, labels):
     }
 
 
-def run(args, emit) -> list[dict]:
+def run_classes(args, emit, mesh, counter, num_classes) -> list[dict]:
+    """Builds, warms up and times every method at one number of classes."""
     import jax
     import numpy as np
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
+    import lpjax.training as training
+
+    rng = np.random.default_rng(num_classes)
+    host_images = rng.standard_normal((args.batch_size, 32, 32, 3), dtype=np.float32)
+    host_labels = rng.permutation(np.arange(args.batch_size) % num_classes).astype(np.int32)
+    batch = training.global_batch(mesh, {"image": host_images, "label": host_labels})
+    key = jax.device_put(jax.random.key(1), NamedSharding(mesh, P()))
+
+    built = {
+        name: build_method(
+            name, num_classes, args.model, args, mesh, batch["image"], batch["label"]
+        )
+        for name in args.methods
+    }
+
+    def make_call(b):
+        def call():
+            b["state"], metrics = b["step"](b["state"], batch, key)  # the state is donated
+            return metrics
+
+        return call
+
+    calls = {name: make_call(b) for name, b in built.items()}
+    for call in calls.values():  # warm-up: compile and run each step
+        for _ in range(args.warmup):
+            _common.block(call())
+
+    counter.reset()
+    guard = "passed"
+    try:
+        with jax.transfer_guard("disallow"):
+            samples = _common.time_interleaved(calls, repeats=args.steps, warmup=0)
+    except Exception as e:  # a transfer inside the step: report it, time without the guard
+        guard = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        samples = _common.time_interleaved(calls, repeats=args.steps, warmup=0)
+    compiles, traces = counter.compiles, counter.traces
+
+    # The loss part alone (jitted, one device, no mesh), interleaved the same way.
+    loss_samples = _common.time_interleaved(
+        {name: (lambda b=b: b["loss_fn"](*b["loss_args"])) for name, b in built.items()},
+        repeats=max(args.steps, 20),
+        warmup=1,
+    )
+
+    base = _common.summarize(samples["ce"]) if "ce" in samples else None
+    base_loss = _common.summarize(loss_samples["ce"]) if "ce" in loss_samples else None
+    rows = []
+    for name, b in built.items():
+        s = _common.summarize(samples[name])
+        ls = _common.summarize(loss_samples[name])
+        rec = {
+            "bench": "train_step",
+            "model": args.model,
+            "dtype": args.dtype,
+            "num_classes": num_classes,
+            "batch_size": args.batch_size,
+            "num_devices": len(mesh.devices.flat),
+            "method": name,
+            "inner_steps": b["inner_steps"],
+            "num_params": b["num_params"],
+            "step_median_s": s["median_wall_s"],
+            "step_iqr_s": s.get("iqr_wall_s"),
+            "step_min_s": s["min_wall_s"],
+            "step_median_cpu_s": s["median_cpu_s"],
+            "images_per_s": args.batch_size / s["median_wall_s"],
+            "loss_only_median_ms": 1e3 * ls["median_wall_s"],
+            "loss_only_median_cpu_ms": 1e3 * ls["median_cpu_s"],
+            "timed_steps": s["repeats"],
+            "transfer_guard": guard,
+            "compiles_after_warmup": compiles,
+            "traces_after_warmup": traces,
+        }
+        if base:
+            rec["ratio_to_ce"] = _common.ratio(s["median_wall_s"], base["median_wall_s"])
+            rec["ratio_to_ce_cpu"] = _common.ratio(s["median_cpu_s"], base["median_cpu_s"])
+            rec["ratio_to_ce_min"] = _common.ratio(s["min_wall_s"], base["min_wall_s"])
+        if base and base_loss:
+            # Added cost of the method's loss part, as a fraction of CE's whole step.
+            extra = ls["median_wall_s"] - base_loss["median_wall_s"]
+            rec["loss_overhead_of_ce_step"] = extra / base["median_wall_s"]
+            extra_cpu = ls["median_cpu_s"] - base_loss["median_cpu_s"]
+            rec["loss_overhead_of_ce_step_cpu"] = extra_cpu / base["median_cpu_s"]
+        rows.append(emit(rec))
+    return rows
+
+
+def run(args, emit) -> list[dict]:
     import lpjax.training as training
 
     mesh = training.make_data_mesh()
@@ -176,92 +264,7 @@ def run(args, emit) -> list[dict]:
     counter = _common.CompileCounter()
     rows = []
     for num_classes in args.num_classes:
-        rng = np.random.default_rng(num_classes)
-        host_images = rng.standard_normal((args.batch_size, 32, 32, 3), dtype=np.float32)
-        host_labels = rng.permutation(np.arange(args.batch_size) % num_classes).astype(np.int32)
-        batch = training.global_batch(mesh, {"image": host_images, "label": host_labels})
-        key = jax.device_put(jax.random.key(1), NamedSharding(mesh, P()))
-
-        built = {}
-        for name in args.methods:
-            built[name] = build_method(
-                name, num_classes, args.model, args, mesh, batch["image"], batch["label"]
-            )
-
-        # Warm-up: compile and run each step (the state is donated, so carry it along).
-        for name, b in built.items():
-            for _ in range(args.warmup):
-                b["state"], metrics = b["step"](b["state"], batch, key)
-                _common.block(metrics)
-
-        def make_call(name):
-            def call():
-                b = built[name]
-                b["state"], metrics = b["step"](b["state"], batch, key)
-                return metrics
-
-            return call
-
-        counter.reset()
-        guard = "passed"
-        try:
-            with jax.transfer_guard("disallow"):
-                samples = _common.time_interleaved(
-                    {name: make_call(name) for name in built}, repeats=args.steps, warmup=0
-                )
-        except Exception as e:  # a transfer inside the step: report it, time without guard
-            guard = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            samples = _common.time_interleaved(
-                {name: make_call(name) for name in built}, repeats=args.steps, warmup=0
-            )
-        compiles, traces = counter.compiles, counter.traces
-
-        # The loss part alone (jitted, one device, no mesh), interleaved the same way.
-        loss_samples = _common.time_interleaved(
-            {name: (lambda b=b: b["loss_fn"](*b["loss_args"])) for name, b in built.items()},
-            repeats=max(args.steps, 20),
-            warmup=1,
-        )
-
-        base = _common.summarize(samples["ce"]) if "ce" in samples else None
-        base_loss = _common.summarize(loss_samples["ce"]) if "ce" in loss_samples else None
-        for name, b in built.items():
-            s = _common.summarize(samples[name])
-            ls = _common.summarize(loss_samples[name])
-            rec = {
-                "bench": "train_step",
-                "model": args.model,
-                "dtype": args.dtype,
-                "num_classes": num_classes,
-                "batch_size": args.batch_size,
-                "num_devices": len(mesh.devices.flat),
-                "method": name,
-                "inner_steps": b["inner_steps"],
-                "num_params": b["num_params"],
-                "step_median_s": s["median_wall_s"],
-                "step_iqr_s": s.get("iqr_wall_s"),
-                "step_min_s": s["min_wall_s"],
-                "step_median_cpu_s": s["median_cpu_s"],
-                "images_per_s": args.batch_size / s["median_wall_s"],
-                "loss_only_median_ms": 1e3 * ls["median_wall_s"],
-                "loss_only_median_cpu_ms": 1e3 * ls["median_cpu_s"],
-                "timed_steps": s["repeats"],
-                "transfer_guard": guard,
-                "compiles_after_warmup": compiles,
-                "traces_after_warmup": traces,
-            }
-            if base:
-                rec["ratio_to_ce"] = _common.ratio(s["median_wall_s"], base["median_wall_s"])
-                rec["ratio_to_ce_cpu"] = _common.ratio(s["median_cpu_s"], base["median_cpu_s"])
-                rec["ratio_to_ce_min"] = _common.ratio(s["min_wall_s"], base["min_wall_s"])
-            if base and base_loss:
-                # Added cost of the method's loss part, as a fraction of CE's whole step.
-                extra = ls["median_wall_s"] - base_loss["median_wall_s"]
-                rec["loss_overhead_of_ce_step"] = extra / base["median_wall_s"]
-                extra_cpu = ls["median_cpu_s"] - base_loss["median_cpu_s"]
-                rec["loss_overhead_of_ce_step_cpu"] = extra_cpu / base["median_cpu_s"]
-            rows.append(emit(rec))
-        del built
+        rows.extend(run_classes(args, emit, mesh, counter, num_classes))
     counter.close()
     return rows
 
@@ -353,7 +356,18 @@ def device_sweep(args, emit) -> None:
             }
             for r in sorted(rows, key=lambda r: (r["num_classes"], r["method"], r["num_devices"]))
         ],
-        ("C", "method", "devices", "step s", "cpu s", "img/s", "x first", "x CE", "compiles", "guard"),
+        (
+            "C",
+            "method",
+            "devices",
+            "step s",
+            "cpu s",
+            "img/s",
+            "x first",
+            "x CE",
+            "compiles",
+            "guard",
+        ),
     )
 
 

@@ -1,0 +1,186 @@
+"""Candidate reformulations of the inner solver's loop, timed against ``lpjax.lpl_perturbation``.
+
+Evidence for a proposed change to lpjax/_solver.py (nothing here is used by the library).
+Same inputs as inner_solver.py (every class signed, bounds = K * alpha). Variants:
+
+* ``lpjax``: the library's solver (the baseline of every ratio);
+* ``no_count_division``: the step direction ``g_c / ||g_c||`` does not change when
+  ``g_c`` is scaled by ``1 / N_c > 0``, so the class sums are normalised directly, with the
+  floor scaled to match (``max(||s_c||, N_c * 1e-12)``); saves one ``[slots, C]`` pass
+  per step;
+* ``carry_logits``: as above, and the loop carries the perturbed logits ``u^k`` (``[B, C]``)
+  instead of the class perturbations, so the separate gather of ``delta[slot]`` before the
+  softmax disappears (the update's gather is fused into the add); the result is
+  ``u^K - u``, which is the definition of delta in the method spec.
+
+Each variant's largest difference to the library's result is reported (float32 rounding).
+
+    python benchmarks/solver_variants.py [--repeats 15] [--out F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import _common
+
+SIZES = ((128, 100, 50), (256, 1000, 50), (256, 8142, 50))
+
+
+def _slots(labels, num_classes, signs, bounds, step_size, dtype):
+    """Per-slot bookkeeping, as in lpjax/_solver.py (no ``where``, no ``axis_name``)."""
+    import jax
+    import jax.numpy as jnp
+
+    valid = (labels >= 0) & (labels < num_classes)
+    weight = valid.astype(dtype)
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype) * weight[:, None]
+    masked = jnp.where(valid, labels, num_classes)
+    num_slots = masked.shape[0]
+    slot_classes = jnp.unique(masked, size=num_slots, fill_value=num_classes)
+    slot = jnp.minimum(jnp.searchsorted(slot_classes, masked), num_slots - 1)
+    ratio = bounds / step_size
+    tolerance = jnp.maximum(1e-6, 4 * jnp.finfo(ratio.dtype).eps * ratio)
+    steps = jnp.floor(ratio + tolerance).astype(jnp.int32)
+    class_steps = jnp.where(signs != 0, steps, 0)
+    slot_steps = jnp.append(class_steps, 0)[slot_classes]
+    slot_signs = jnp.append(signs.astype(dtype), 0)[slot_classes]
+    counts = jax.ops.segment_sum(weight, slot, num_segments=num_slots)
+    return weight, onehot, slot, slot_steps, slot_signs, jnp.maximum(counts, 1)[:, None]
+
+
+def no_count_division(logits, labels, signs, bounds, step_size):
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    dtype = jnp.float32
+    u = logits.astype(dtype)
+    b, c = u.shape
+    weight, onehot, slot, slot_steps, slot_signs, counts = _slots(
+        labels, c, signs, bounds, step_size, dtype
+    )
+
+    def step(k, slot_delta):
+        residual = (jax.nn.softmax(u + slot_delta[slot]) - onehot) * weight[:, None]
+        class_sum = jax.ops.segment_sum(residual, slot, num_segments=b)
+        norm = jnp.linalg.norm(class_sum, axis=-1, keepdims=True)
+        direction = class_sum / jnp.maximum(norm, counts * 1e-12)
+        moving = jnp.where(k < slot_steps, slot_signs, 0)
+        return slot_delta + (step_size * moving)[:, None] * direction
+
+    slot_delta = lax.fori_loop(0, jnp.max(slot_steps), step, jnp.zeros((b, c), dtype))
+    return (slot_delta[slot] * weight[:, None]).astype(logits.dtype)
+
+
+def carry_logits(logits, labels, signs, bounds, step_size):
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    dtype = jnp.float32
+    u = logits.astype(dtype)
+    b, c = u.shape
+    weight, onehot, slot, slot_steps, slot_signs, counts = _slots(
+        labels, c, signs, bounds, step_size, dtype
+    )
+
+    def step(k, v):
+        residual = (jax.nn.softmax(v) - onehot) * weight[:, None]
+        class_sum = jax.ops.segment_sum(residual, slot, num_segments=b)
+        norm = jnp.linalg.norm(class_sum, axis=-1, keepdims=True)
+        direction = class_sum / jnp.maximum(norm, counts * 1e-12)
+        moving = jnp.where(k < slot_steps, slot_signs, 0)
+        update = (step_size * moving)[:, None] * direction
+        return v + update[slot] * weight[:, None]
+
+    v = lax.fori_loop(0, jnp.max(slot_steps), step, u)
+    return ((v - u) * weight[:, None]).astype(logits.dtype)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--step-size", type=float, default=0.01)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    _common.configure_xla()
+
+    import jax
+    import jax.numpy as jnp
+    from inner_solver import make_inputs
+
+    import lpjax
+
+    emit = _common.Emitter(args.out)
+    emit({"bench": "solver_variants_machine", **_common.machine_info()})
+    alpha = args.step_size
+    sizes = ((16, 10, 5), (32, 100, 5)) if args.smoke else SIZES
+    rows = []
+    for b, c, k in sizes:
+        logits, labels, signs, bounds = make_inputs(b, c, k, alpha)
+        fns = {
+            "lpjax": jax.jit(
+                lambda lg, y, s, bd: lpjax.lpl_perturbation(
+                    lg, y, signs=s, bounds=bd, step_size=alpha
+                )
+            ),
+            "no_count_division": jax.jit(
+                lambda lg, y, s, bd: no_count_division(lg, y, s, bd, alpha)
+            ),
+            "carry_logits": jax.jit(lambda lg, y, s, bd: carry_logits(lg, y, s, bd, alpha)),
+        }
+        args_ = (logits, labels, signs, bounds)
+        reference = fns["lpjax"](*args_)
+        errors = {name: float(jnp.abs(f(*args_) - reference).max()) for name, f in fns.items()}
+        samples = _common.time_interleaved(
+            {name: (lambda f=f, a=args_: f(*a)) for name, f in fns.items()},
+            repeats=min(args.repeats, 5) if args.smoke else args.repeats,
+            warmup=1,
+        )
+        base = _common.summarize(samples["lpjax"])
+        for name in fns:
+            s = _common.summarize(samples[name])
+            rows.append(
+                emit(
+                    {
+                        "bench": "solver_variant",
+                        "variant": name,
+                        "batch_size": b,
+                        "num_classes": c,
+                        "num_steps": k,
+                        "median_ms": 1e3 * s["median_wall_s"],
+                        "median_cpu_ms": 1e3 * s["median_cpu_s"],
+                        "ratio_to_lpjax": _common.ratio(s["median_wall_s"], base["median_wall_s"]),
+                        "ratio_to_lpjax_cpu": _common.ratio(
+                            s["median_cpu_s"], base["median_cpu_s"]
+                        ),
+                        "max_abs_diff_to_lpjax": errors[name],
+                    }
+                )
+            )
+    _common.print_table(
+        "Solver loop variants (interleaved; ratio to lpjax.lpl_perturbation)",
+        [
+            {
+                "B": r["batch_size"],
+                "C": r["num_classes"],
+                "K": r["num_steps"],
+                "variant": r["variant"],
+                "ms": r["median_ms"],
+                "cpu ms": r["median_cpu_ms"],
+                "x lpjax": r["ratio_to_lpjax"],
+                "x lpjax cpu": r["ratio_to_lpjax_cpu"],
+                "max |diff|": r["max_abs_diff_to_lpjax"],
+            }
+            for r in rows
+        ],
+        ("B", "C", "K", "variant", "ms", "cpu ms", "x lpjax", "x lpjax cpu", "max |diff|"),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
