@@ -39,12 +39,9 @@ def configure_xla(num_devices: int | None = None, extra_flags: Iterable[str] = (
     """Sets ``XLA_FLAGS`` (fake host devices, extra flags); must run before jax is imported."""
     if "jax" in sys.modules:
         raise RuntimeError("configure_xla must be called before jax is imported.")
-    flags = [
-        f
-        for f in os.environ.get("XLA_FLAGS", "").split()
-        if not f.startswith("--xla_force_host_platform_device_count")
-    ]
-    if num_devices is not None:
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    if num_devices is not None:  # replaces a device count already in XLA_FLAGS
+        flags = [f for f in flags if not f.startswith("--xla_force_host_platform_device_count")]
         flags.append(f"--xla_force_host_platform_device_count={int(num_devices)}")
     flags.extend(extra_flags)
     os.environ["XLA_FLAGS"] = " ".join(flags)

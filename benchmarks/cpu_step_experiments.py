@@ -73,11 +73,24 @@ OPTION_SETS = (
 BEST_OPTIONS = _ynn("INDIVIDUAL_DOT,REDUCE,ELTWISE")
 BEST_XLA_FLAGS = ["--xla_cpu_experimental_ynn_fusion_type=+eltwise,-individual_convolution"]
 
-# Flags that act on the whole process (or that compile options cannot express).
+# Flags that act on the whole process (or that compile options cannot express): name,
+# XLA flags, extra arguments of the child process.
 FLAG_SETS = (
-    ("thunk runtime off (deprecated)", ["--xla_cpu_use_thunk_runtime=false"]),
-    ("eigen single-threaded", ["--xla_cpu_multi_thread_eigen=false"]),
-    ("best options as XLA_FLAGS", BEST_XLA_FLAGS),
+    ("thunk runtime off (deprecated)", ["--xla_cpu_use_thunk_runtime=false"], []),
+    ("eigen single-threaded", ["--xla_cpu_multi_thread_eigen=false"], []),
+    ("best options as XLA_FLAGS", BEST_XLA_FLAGS, []),
+    ("2 fake devices", ["--xla_force_host_platform_device_count=2"], ["--all-devices"]),
+    ("4 fake devices", ["--xla_force_host_platform_device_count=4"], ["--all-devices"]),
+    (
+        "2 fake devices + best options",
+        ["--xla_force_host_platform_device_count=2", *BEST_XLA_FLAGS],
+        ["--all-devices"],
+    ),
+    (
+        "4 fake devices + best options",
+        ["--xla_force_host_platform_device_count=4", *BEST_XLA_FLAGS],
+        ["--all-devices"],
+    ),
 )
 
 
@@ -100,11 +113,12 @@ def make_optimizer():
     return optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9, nesterov=True))
 
 
-def trainer_step(args, *, dtype="float32", compiler_options=None):
+def trainer_step(args, *, dtype="float32", compiler_options=None, all_devices=False):
     """The trainer's step (make_train_step, CE) on one device: ``(call, info)``.
 
     ``compiler_options`` (XLA debug options, e.g. ``{"xla_cpu_enable_fast_math": True}``)
     apply to this executable only: the step is lowered and compiled with them.
+    ``all_devices``: split the batch over every (fake) device instead of using one.
     """
     import jax
     import jax.numpy as jnp
@@ -115,7 +129,7 @@ def trainer_step(args, *, dtype="float32", compiler_options=None):
     import lpjax.training as training
     from experiments import models
 
-    mesh = training.make_data_mesh(jax.devices()[:1])
+    mesh = training.make_data_mesh(None if all_devices else jax.devices()[:1])
     model = models.create_model(
         args.model, num_classes=args.num_classes, dtype=jnp.dtype(dtype), bn_axis_name="data"
     )
@@ -278,9 +292,12 @@ def categorize(name: str, instructions: dict, computations: dict, batch_size: in
 def section_profile(args, emit):
     import jax
 
-    call, info = trainer_step(args)
+    call, info = trainer_step(args, compiler_options=args.compiler_options)
     step, box, batch, key = info["step"], info["box"], info["batch"], info["key"]
-    compiled = step.lower(box["state"], batch, key).compile()
+    if hasattr(step, "cost_analysis"):  # already compiled (with compiler options)
+        compiled = step
+    else:
+        compiled = step.lower(box["state"], batch, key).compile()
     cost = compiled.cost_analysis() or {}
     if isinstance(cost, list):
         cost = cost[0]
@@ -320,10 +337,16 @@ def section_profile(args, emit):
                 kind = categorize(event.name, instructions, computations, args.batch_size)
                 per_category[kind] += ms
                 per_instruction[event.name] += ms
+    # Thunks that hand their work to the Eigen pool (e.g. Eigen convolutions) return
+    # before the work is done, so part of the CPU time is not attributed to any thunk.
+    per_category["(not attributed: CPU time - thunk time)"] = max(
+        0.0, 1e3 * timing["median_cpu_s"] - sum(per_category.values())
+    )
     total = sum(per_category.values())
     rec = emit(
         {
             "bench": "cpu_step_profile",
+            "compiler_options": args.compiler_options or {},
             "model": args.model,
             "batch_size": args.batch_size,
             "step_median_s": timing["median_wall_s"],
@@ -346,9 +369,12 @@ def section_profile(args, emit):
         }
     )
     _common.print_table(
-        f"Profile of the default step ({rec['step_median_s']:.3f} s wall, "
+        "Profile of the default step"
+        + (f" with {args.compiler_options}" if args.compiler_options else "")
+        + f" ({rec['step_median_s']:.3f} s wall, "
         f"{rec['step_median_cpu_s']:.3f} s CPU; {flops / 1e9:.1f} GFLOP/step = "
-        f"{rec['gflops_per_s']:.0f} GFLOP/s). Thunk time summed over threads:",
+        f"{rec['gflops_per_s']:.0f} GFLOP/s). Thunk time summed over threads; share of the "
+        "CPU time:",
         [{"category": k, "ms/step": v, "share": v / total} for k, v in per_category.most_common()],
         ("category", "ms/step", "share"),
     )
@@ -379,9 +405,10 @@ def _layer_rows(args, emit, hw, c, n_layers, rng) -> list[dict]:
         y, _, _ = (rf._bn_fused if bn == "fused" else rf._bn_autodiff)(x, p, "NHWC", True)
         return jnp.vdot(y, r)
 
-    conv_f = jax.jit(lambda x, w: rf._conv(x, w, 1, "NHWC"))
-    conv_g = jax.jit(jax.grad(conv_loss, argnums=(0, 1)), static_argnums=2)
-    bn_g = jax.jit(jax.grad(bn_loss, argnums=(0, 1)), static_argnums=2)
+    opts = args.compiler_options or None
+    conv_f = jax.jit(lambda x, w: rf._conv(x, w, 1, "NHWC"), compiler_options=opts)
+    conv_g = jax.jit(jax.grad(conv_loss, argnums=(0, 1)), static_argnums=2, compiler_options=opts)
+    bn_g = jax.jit(jax.grad(bn_loss, argnums=(0, 1)), static_argnums=2, compiler_options=opts)
     fns = {
         "conv fwd": lambda: conv_f(x, w),
         "conv fwd+bwd": lambda: conv_g(x, w, "NHWC", r),
@@ -400,6 +427,7 @@ def _layer_rows(args, emit, hw, c, n_layers, rng) -> list[dict]:
             emit(
                 {
                     "bench": "cpu_step_layers",
+                    "compiler_options": args.compiler_options or {},
                     "shape": [b, hw, hw, c],
                     "op": name,
                     "median_ms": 1e3 * s["median_wall_s"],
@@ -423,7 +451,8 @@ def section_layers(args, emit):
         rows.extend(_layer_rows(args, emit, hw, c, n_layers, rng))
     _common.print_table(
         f"One layer of each stage (batch {args.batch_size}), forward + backward; "
-        "x layers = per-step estimate",
+        "x layers = per-step estimate"
+        + (f"; compiled with {args.compiler_options}" if args.compiler_options else ""),
         [
             {
                 "shape": "x".join(map(str, r["shape"][1:])),
@@ -535,13 +564,18 @@ def section_options(args, emit):
             sets.append((name, opts, "float32"))
     sets.append(("best options + bfloat16", BEST_OPTIONS, "bfloat16"))
     sets.append(("bfloat16 (no options)", {}, "bfloat16"))
-    fns, infos, compile_s, errors = {}, {}, {}, {}
+    fns, infos, compile_s, errors, first_losses = {}, {}, {}, {}, {}
     default_hlo = None
     for name, opts, dtype in sets:
         start = time.perf_counter()
         try:
             call, info = trainer_step(args, dtype=dtype, compiler_options=opts)
-            _common.block(call())
+            # The first two steps start from the same state and batch in every variant:
+            # their losses show what an option does to the numerics (forward pass, then
+            # one update), before the trajectories drift apart.
+            first_losses[name] = [
+                float(np.asarray(jax.device_get(call()["loss"]))) for _ in range(2)
+            ]
         except Exception as e:  # an option this jaxlib does not accept
             errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
             continue
@@ -557,12 +591,8 @@ def section_options(args, emit):
             default_hlo = text
         infos[name]["same_hlo"] = text == default_hlo
     samples = _common.time_interleaved(fns, repeats=args.steps, warmup=args.warmup - 1)
-    # Same initial state and batch everywhere: the losses after the same number of steps
-    # show whether an option changes the numerics.
-    losses = {}
-    for name, call in fns.items():
-        losses[name] = float(np.asarray(jax.device_get(call()["loss"])))
     base = _common.summarize(samples["default"])
+    ref = first_losses["default"]
     rows = []
     for name, opts, dtype in sets:
         if name in errors:
@@ -591,17 +621,18 @@ def section_options(args, emit):
                     "ratio_to_default": _common.ratio(s["median_wall_s"], base["median_wall_s"]),
                     "ratio_to_default_cpu": _common.ratio(s["median_cpu_s"], base["median_cpu_s"]),
                     "same_hlo_as_default": infos[name]["same_hlo"],
-                    "loss_after_steps": losses[name],
-                    "loss_rel_diff_to_default": abs(losses[name] - losses["default"])
-                    / abs(losses["default"]),
+                    "first_two_losses": first_losses[name],
+                    "loss_rel_diff_step1": abs(first_losses[name][0] - ref[0]) / abs(ref[0]),
+                    "loss_rel_diff_step2": abs(first_losses[name][1] - ref[1]) / abs(ref[1]),
                     "compile_and_first_step_s": compile_s[name],
                     "timed_steps": s["repeats"],
                 }
             )
         )
     _common.print_table(
-        "XLA compile options on the trainer's step (interleaved, same process; "
-        "same HLO = the option changed nothing in the compiled program)",
+        "XLA compile options on the trainer's step (interleaved, same process; same HLO = "
+        "the optimised HLO is unchanged (codegen flags such as fast math still act); loss "
+        "diff 1/2 = relative difference of the loss of step 1/2 to the default's)",
         [
             {
                 "variant": r["variant"],
@@ -611,7 +642,8 @@ def section_options(args, emit):
                 "x default": r.get("ratio_to_default", ""),
                 "x default cpu": r.get("ratio_to_default_cpu", ""),
                 "same HLO": r.get("same_hlo_as_default", ""),
-                "loss diff": r.get("loss_rel_diff_to_default", ""),
+                "loss diff 1": r.get("loss_rel_diff_step1", ""),
+                "loss diff 2": r.get("loss_rel_diff_step2", ""),
             }
             for r in rows
         ],
@@ -623,7 +655,8 @@ def section_options(args, emit):
             "x default",
             "x default cpu",
             "same HLO",
-            "loss diff",
+            "loss diff 1",
+            "loss diff 2",
         ),
     )
 
@@ -638,7 +671,7 @@ def child_default_step(args, emit):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
-        call, _ = trainer_step(args)
+        call, info = trainer_step(args, all_devices=args.all_devices)
         _common.block(call())
         compile_s = time.perf_counter() - start
     samples = _common.time_interleaved({"step": call}, repeats=args.steps, warmup=args.warmup - 1)
@@ -651,6 +684,7 @@ def child_default_step(args, emit):
             "step_min_s": s["min_wall_s"],
             "compile_and_first_step_s": compile_s,
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "num_devices": len(info["mesh"].devices.flat),
             "load_average_1m": round(os.getloadavg()[0], 2),
         }
     )
@@ -672,20 +706,20 @@ def section_flags(args, emit):
         str(args.warmup),
     ]
     base_flags = os.environ.get("XLA_FLAGS", "")
-    runs = [("baseline (no flags)", [], None)]
-    for name, flags in FLAG_SETS:
+    runs = [("baseline (no flags)", [], [], None)]
+    for name, flags, extra in FLAG_SETS:
         if args.flags and not any(f in name for f in args.flags):
             continue
-        runs.append((name, flags, None))
+        runs.append((name, flags, extra, None))
     if shutil.which("taskset") and (not args.flags or any("core" in f for f in args.flags)):
-        runs.append(("one core (taskset -c 0)", [], ["taskset", "-c", "0"]))
-    runs.append(("baseline (no flags), again", [], None))
+        runs.append(("one core (taskset -c 0)", [], [], ["taskset", "-c", "0"]))
+    runs.append(("baseline (no flags), again", [], [], None))
     results = []
-    for name, flags, prefix in runs:
+    for name, flags, extra, prefix in runs:
         env = {"XLA_FLAGS": " ".join([base_flags, *flags]).strip()}
-        cmd = child
+        cmd = [*child, *extra]
         if prefix:  # run python under the prefix command
-            cmd = ["-c", _PREFIX_SHIM, *prefix, sys.executable, *child]
+            cmd = ["-c", _PREFIX_SHIM, *prefix, sys.executable, *cmd]
         out, rc = _common.run_json_subprocess(cmd, env=env)
         rec = {"bench": "cpu_step_flags", "variant": name, "flags": flags, "returncode": rc}
         if out:
@@ -708,12 +742,13 @@ def section_flags(args, emit):
                 "cpu s": r.get("step_median_cpu_s", ""),
                 "x base": r.get("ratio_to_baseline", ""),
                 "x base cpu": r.get("ratio_to_baseline_cpu", ""),
+                "devices": r.get("num_devices", ""),
                 "compile s": r.get("compile_and_first_step_s", ""),
                 "load": r.get("load_average_1m", ""),
             }
             for r in results
         ],
-        ("variant", "step s", "cpu s", "x base", "x base cpu", "compile s", "load"),
+        ("variant", "step s", "cpu s", "x base", "x base cpu", "devices", "compile s", "load"),
     )
 
 
@@ -886,12 +921,13 @@ def main(argv=None) -> int:
         "--compiler-options",
         type=json.loads,
         default=None,
-        help="XLA options for every step of the variants section, as JSON, "
+        help="XLA options for the profile, layers and variants sections, as JSON, "
         'e.g. \'{"xla_cpu_enable_fast_math": true}\' ("best": the best set)',
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to test the script")
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     parser.add_argument("--child-default-step", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--all-devices", action="store_true", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else argv
     if "--compiler-options" in argv and argv[argv.index("--compiler-options") + 1] == "best":
         argv = list(argv)

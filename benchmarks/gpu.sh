@@ -10,8 +10,9 @@
 #
 # Runs: train_step.py for ResNet-32 at C = 10 and 100 and WRN-28-10 at C = 10, methods CE
 # and LPL (fixed, 50 inner steps), batch 128; then inner_solver.py (all sizes and sweeps,
-# in one process). Each command has its own time limit, so the whole script stays under
-# five minutes even if one part is slow; a part that times out is reported and skipped.
+# in one process) and solver_variants.py (loop formulations, e.g. a static trip count).
+# Each command has its own time limit, so the whole script stays under five minutes even
+# if one part is slow; a part that times out is reported and skipped.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ while [[ $# -gt 0 ]]; do
     --install) INSTALL=1 ;;
     --smoke) SMOKE=1 ;;
     --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -34,6 +35,9 @@ mkdir -p "$OUT"
 if [[ $INSTALL == 1 ]]; then
   python -m pip install -e ".[train]" "jax[cuda12]" || exit 1
 fi
+
+# Compiled programs are cached across runs of this script (a rerun skips most compiling).
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$(dirname "$OUT")/.jax_cache}"
 
 START=$(date +%s)
 run() {  # run LIMIT_SECONDS NAME COMMAND...: log to $OUT/NAME.log, JSON lines to $OUT/NAME.jsonl
@@ -62,10 +66,10 @@ cat "$OUT/environment.txt" | head -5
 
 if [[ $SMOKE == 1 ]]; then
   RESNET=small_cnn; WRN=small_cnn; BATCH=16; STEPS=2; WARMUP=1; SOLVER_FLAGS=(--smoke)
-  LIMIT_R=60; LIMIT_W=60; LIMIT_S=60
+  LIMIT_R=60; LIMIT_W=60; LIMIT_S=60; LIMIT_V=60
 else
   RESNET=resnet32; WRN=wrn28_10; BATCH=128; STEPS=20; WARMUP=3; SOLVER_FLAGS=(--repeats 20)
-  LIMIT_R=100; LIMIT_W=95; LIMIT_S=75
+  LIMIT_R=120; LIMIT_W=100; LIMIT_S=45; LIMIT_V=30
 fi
 
 run "$LIMIT_R" train_step_resnet32 python benchmarks/train_step.py --model "$RESNET" \
@@ -75,5 +79,8 @@ run "$LIMIT_W" train_step_wrn28_10 python benchmarks/train_step.py --model "$WRN
   --num-classes 10 --methods ce,lpl_fixed --batch-size "$BATCH" --steps "$STEPS" \
   --warmup "$WARMUP"
 run "$LIMIT_S" inner_solver python benchmarks/inner_solver.py --in-process "${SOLVER_FLAGS[@]}"
+VARIANT_FLAGS=()
+[[ $SMOKE == 1 ]] && VARIANT_FLAGS=(--smoke)
+run "$LIMIT_V" solver_variants python benchmarks/solver_variants.py "${VARIANT_FLAGS[@]}"
 
 echo "results in $OUT (total $(( $(date +%s) - START ))s)"

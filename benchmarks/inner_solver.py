@@ -168,7 +168,8 @@ def _growth(records: dict, first: tuple, last: tuple, emit) -> dict | None:
         "temp_memory_ratio": _common.ratio(b["solver_temp_bytes"], a["solver_temp_bytes"]),
         "total_memory_ratio": _common.ratio(b["solver_total_bytes"], a["solver_total_bytes"]),
     }
-    out["within_10x"] = bool(out["time_ratio"] <= 10.0 and out["total_memory_ratio"] <= 10.0)
+    if out["size_ratio"] <= 10.0:  # the check only means something for a <= 10x problem
+        out["within_10x"] = bool(out["time_ratio"] <= 10.0 and out["total_memory_ratio"] <= 10.0)
     return emit(out)
 
 
@@ -247,7 +248,7 @@ def main(argv=None) -> int:
                 "cpu time x": g["cpu_time_ratio"],
                 "temp mem x": g["temp_memory_ratio"],
                 "total mem x": g["total_memory_ratio"],
-                "<=10x": g["within_10x"],
+                "<=10x": g.get("within_10x", "-"),
             }
             for g in growth
         ],

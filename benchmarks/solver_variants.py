@@ -1,17 +1,21 @@
 """Candidate reformulations of the inner solver's loop, timed against ``lpjax.lpl_perturbation``.
 
 Evidence for a proposed change to lpjax/_solver.py (nothing here is used by the library).
-Same inputs as inner_solver.py (every class signed, bounds = K * alpha). Variants:
+Same inputs as inner_solver.py (every class signed, bounds = K * alpha); the variants
+compute ``softmax(u) - onehot(y)`` as the library does (the true-class entry as
+``-sum_{j != y} p_j``). Variants:
 
 * ``lpjax``: the library's solver (the baseline of every ratio);
 * ``no_count_division``: the step direction ``g_c / ||g_c||`` does not change when
   ``g_c`` is scaled by ``1 / N_c > 0``, so the class sums are normalised directly, with the
   floor scaled to match (``max(||s_c||, N_c * 1e-12)``); saves one ``[slots, C]`` pass
   per step;
-* ``carry_logits``: as above, and the loop carries the perturbed logits ``u^k`` (``[B, C]``)
-  instead of the class perturbations, so the separate gather of ``delta[slot]`` before the
-  softmax disappears (the update's gather is fused into the add); the result is
-  ``u^K - u``, which is the definition of delta in the method spec.
+* ``static_loop``: the library's arithmetic with a static trip count (``max_steps`` a
+  Python int, as a config's ``floor(max eps / alpha)`` would give) and ``unroll=5``;
+* ``carry_logits``: as ``no_count_division``, and the loop carries the perturbed logits
+  ``u^k`` (``[B, C]``) instead of the class perturbations, so the separate gather of
+  ``delta[slot]`` before the softmax disappears (the update's gather is fused into the
+  add); the result is ``u^K - u``, which is the definition of delta in the method spec.
 
 Each variant's largest difference to the library's result is reported (float32 rounding).
 
@@ -25,7 +29,7 @@ import sys
 
 import _common
 
-SIZES = ((128, 100, 50), (256, 1000, 50), (256, 8142, 50))
+SIZES = ((128, 10, 40), (128, 100, 50), (256, 1000, 50), (256, 8142, 50))
 
 
 def _slots(labels, num_classes, signs, bounds, step_size, dtype):
@@ -50,6 +54,45 @@ def _slots(labels, num_classes, signs, bounds, step_size, dtype):
     return weight, onehot, slot, slot_steps, slot_signs, jnp.maximum(counts, 1)[:, None]
 
 
+def _softmax_minus_onehot(logits, onehot):
+    """As lpjax/_solver.py computes it: ``-sum_{j != y} p_j`` on the true class."""
+    import jax
+
+    others = jax.nn.softmax(logits) * (1 - onehot)
+    return others - onehot * others.sum(axis=-1, keepdims=True)
+
+
+def static_loop(logits, labels, signs, bounds, step_size, *, max_steps, unroll):
+    """The library's arithmetic, with a trip count known at trace time, partly unrolled.
+
+    ``max_steps`` (a Python int, e.g. ``floor(max eps / alpha)`` from the config) replaces
+    the traced ``max_c K_c``; classes with fewer steps are masked as before. A static
+    trip count lets XLA drop the per-iteration loop condition (on a GPU: a device-to-host
+    copy of the predicate every iteration) and unroll.
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    dtype = jnp.float32
+    u = logits.astype(dtype)
+    b, c = u.shape
+    weight, onehot, slot, slot_steps, slot_signs, counts = _slots(
+        labels, c, signs, bounds, step_size, dtype
+    )
+
+    def step(k, slot_delta):
+        residual = _softmax_minus_onehot(u + slot_delta[slot], onehot) * weight[:, None]
+        class_grad = jax.ops.segment_sum(residual, slot, num_segments=b) / counts
+        norm = jnp.linalg.norm(class_grad, axis=-1, keepdims=True)
+        direction = class_grad / jnp.maximum(norm, 1e-12)
+        moving = jnp.where(k < slot_steps, slot_signs, 0)
+        return slot_delta + (step_size * moving)[:, None] * direction
+
+    slot_delta = lax.fori_loop(0, max_steps, step, jnp.zeros((b, c), dtype), unroll=unroll)
+    return (slot_delta[slot] * weight[:, None]).astype(logits.dtype)
+
+
 def no_count_division(logits, labels, signs, bounds, step_size):
     import jax
     import jax.numpy as jnp
@@ -63,7 +106,7 @@ def no_count_division(logits, labels, signs, bounds, step_size):
     )
 
     def step(k, slot_delta):
-        residual = (jax.nn.softmax(u + slot_delta[slot]) - onehot) * weight[:, None]
+        residual = _softmax_minus_onehot(u + slot_delta[slot], onehot) * weight[:, None]
         class_sum = jax.ops.segment_sum(residual, slot, num_segments=b)
         norm = jnp.linalg.norm(class_sum, axis=-1, keepdims=True)
         direction = class_sum / jnp.maximum(norm, counts * 1e-12)
@@ -87,7 +130,7 @@ def carry_logits(logits, labels, signs, bounds, step_size):
     )
 
     def step(k, v):
-        residual = (jax.nn.softmax(v) - onehot) * weight[:, None]
+        residual = _softmax_minus_onehot(v, onehot) * weight[:, None]
         class_sum = jax.ops.segment_sum(residual, slot, num_segments=b)
         norm = jnp.linalg.norm(class_sum, axis=-1, keepdims=True)
         direction = class_sum / jnp.maximum(norm, counts * 1e-12)
@@ -131,6 +174,9 @@ def main(argv=None) -> int:
                 lambda lg, y, s, bd: no_count_division(lg, y, s, bd, alpha)
             ),
             "carry_logits": jax.jit(lambda lg, y, s, bd: carry_logits(lg, y, s, bd, alpha)),
+            "static_loop": jax.jit(
+                lambda lg, y, s, bd, k=k: static_loop(lg, y, s, bd, alpha, max_steps=k, unroll=5)
+            ),
         }
         args_ = (logits, labels, signs, bounds)
         reference = fns["lpjax"](*args_)

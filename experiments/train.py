@@ -137,6 +137,22 @@ def _initialize_distributed(config: ml_collections.ConfigDict) -> None:
     jax.distributed.initialize(**kwargs)
 
 
+def _compiler_options(config: ml_collections.ConfigDict) -> dict | None:
+    """XLA options for the train and predict steps (on CPU, faster convolutions).
+
+    The option is experimental; a jaxlib that rejects it trains without it.
+    """
+    if not config.cpu_fast_convolutions or jax.default_backend() != "cpu":
+        return None
+    options = training.CPU_FAST_CONVOLUTIONS
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=options).lower(1.0).compile()
+    except Exception as error:  # noqa: BLE001 - any rejection means: run without
+        print(f"note: this jaxlib rejects {options} ({error}); training without it.")
+        return None
+    return options
+
+
 def _check_config(config: ml_collections.ConfigDict) -> None:
     if config.checkpoint_every_steps % config.log_every_steps:
         raise ValueError(
@@ -219,14 +235,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     start_step = int(state.step)
 
     writer = reporting.MetricWriter(workdir, resume_step=start_step, enabled=is_chief)
+    compiler_options = _compiler_options(config)
     train_step = training.make_train_step(
         model,
         tx,
         method.loss_fn,
         mesh=mesh,
         example_weights_fn=method.example_weights_fn,
+        compiler_options=compiler_options,
     )
-    predict = training.make_predict_step(model, mesh=mesh, logit_transform=method.predict_transform)
+    predict = training.make_predict_step(
+        model,
+        mesh=mesh,
+        logit_transform=method.predict_transform,
+        compiler_options=compiler_options,
+    )
 
     window: list[dict] = []
     window_start = time.perf_counter()

@@ -7,6 +7,7 @@ same code runs on one device, eight, or a multi-host TPU slice.
 """
 
 from lpjax.training._step import (
+    CPU_FAST_CONVOLUTIONS,
     DATA_AXIS,
     TrainState,
     create_train_state,
@@ -17,6 +18,7 @@ from lpjax.training._step import (
 )
 
 __all__ = (
+    "CPU_FAST_CONVOLUTIONS",
     "DATA_AXIS",
     "TrainState",
     "create_train_state",

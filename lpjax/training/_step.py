@@ -18,6 +18,15 @@ import lpjax
 
 DATA_AXIS = "data"
 
+# XLA:CPU options that run convolutions on XLA's own (Eigen) kernels and only dots,
+# reductions and elementwise work on YNNPACK: a ResNet-32 train step takes 0.6x the
+# default time on a 2-core CPU (benchmarks/RESULTS.md). Experimental, jaxlib-specific.
+CPU_FAST_CONVOLUTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": (
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_ELTWISE"
+    )
+}
+
 # loss_fn(logits, labels, transform_state, *, where, axis_name, **extra_args)
 #   -> (per-example loss [batch], perturbed logits, new transform state)
 PerExampleLoss = Callable[..., tuple[jax.Array, jax.Array, Any]]
@@ -100,6 +109,7 @@ def make_train_step(
     mesh: Mesh,
     example_weights_fn: ExampleWeights | None = None,
     labels_key: str = "label",
+    compiler_options: Mapping[str, Any] | None = None,
 ) -> Callable[[TrainState, Mapping[str, jax.Array], jax.Array], tuple[TrainState, dict]]:
     """Builds ``train_step(state, batch, key) -> (state, metrics)``, jitted over ``mesh``.
 
@@ -123,6 +133,8 @@ def make_train_step(
       mesh: a mesh with a ``"data"`` axis.
       example_weights_fn: optional ``(labels, step) -> [batch]`` loss weights.
       labels_key: the batch entry holding the labels.
+      compiler_options: XLA options for this executable only (``jax.jit``'s
+        ``compiler_options``), e.g. :data:`CPU_FAST_CONVOLUTIONS`.
 
     Returns:
       The jitted step. ``metrics`` holds the global ``loss`` (the objective:
@@ -191,7 +203,7 @@ def make_train_step(
         out_specs=(replicated, replicated),
         check_vma=False,
     )
-    return jax.jit(sharded_step, donate_argnums=0)
+    return jax.jit(sharded_step, donate_argnums=0, compiler_options=compiler_options)
 
 
 def _train_metrics(logits, perturbed, labels, mask) -> dict:
@@ -225,6 +237,7 @@ def make_predict_step(
     *,
     mesh: Mesh,
     logit_transform: lpjax.LogitTransform | None = None,
+    compiler_options: Mapping[str, Any] | None = None,
 ) -> Callable[[TrainState, Mapping[str, jax.Array]], jax.Array]:
     """Builds ``predict(state, batch) -> logits`` (eval mode), split along ``"data"``.
 
@@ -250,4 +263,4 @@ def make_predict_step(
         out_specs=P(DATA_AXIS),
         check_vma=False,
     )
-    return jax.jit(sharded)
+    return jax.jit(sharded, compiler_options=compiler_options)
