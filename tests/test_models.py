@@ -308,8 +308,10 @@ def test_cosine_classifier_gives_scaled_cosines():
     logits, features = model.apply(variables, x, train=False, return_features=True)
     kernel = np.asarray(variables["params"]["classifier"]["kernel"])
     f = np.asarray(features, np.float64)
-    expected = 30.0 * (f / np.linalg.norm(f, axis=1, keepdims=True)) @ (
-        kernel / np.linalg.norm(kernel, axis=0, keepdims=True)
+    expected = (
+        30.0
+        * (f / np.linalg.norm(f, axis=1, keepdims=True))
+        @ (kernel / np.linalg.norm(kernel, axis=0, keepdims=True))
     )
     np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-4, atol=1e-4)
     assert np.all(np.abs(np.asarray(logits)) <= 30.0 + 1e-4)
