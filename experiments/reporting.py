@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from collections.abc import Mapping, Sequence
 
@@ -85,9 +86,9 @@ def multilabel_results(logits: np.ndarray, labels: np.ndarray, positive_counts: 
 class MetricWriter:
     """Writes metrics as JSON lines (``metrics.jsonl``) and TensorBoard events.
 
-    On resume from a checkpoint at ``resume_step``, records after that step are
-    dropped from ``metrics.jsonl`` (they will be written again), so a resumed
-    run's log equals an uninterrupted one's.
+    On resume from a checkpoint at ``resume_step``, records after that step (and
+    a last line torn by a kill) are dropped from ``metrics.jsonl``; they will be
+    written again, so a resumed run's log equals an uninterrupted one's.
     """
 
     def __init__(self, workdir: pathlib.Path, *, resume_step: int, enabled: bool = True):
@@ -97,12 +98,10 @@ class MetricWriter:
         if not enabled:
             return
         if self._path.exists():
-            kept = [
-                line
-                for line in self._path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= resume_step
-            ]
-            self._path.write_text("".join(line + "\n" for line in kept))
+            kept = [r for r in self.records() if r["step"] <= resume_step]
+            tmp = self._path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            os.replace(tmp, self._path)
         from tensorboardX import SummaryWriter
 
         self._tensorboard = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1)
@@ -121,7 +120,13 @@ class MetricWriter:
     def records(self) -> list[dict]:
         if not self._path.exists():
             return []
-        return [json.loads(line) for line in self._path.read_text().splitlines() if line.strip()]
+        records = []
+        for line in self._path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # a line torn by a kill mid-write
+                continue
+        return records
 
     def close(self) -> None:
         if self._tensorboard is not None:
