@@ -310,23 +310,15 @@ def load_digits_longtail(
     return train, test
 
 
-def load_tfds_image_classification(
-    name: str, *, split: str, data_dir: str | None = None, download: bool = False
-) -> Dataset:
-    """Loads a tensorflow-datasets image classification split ("cifar10", "cifar100").
-
-    The whole split is read into memory (uint8 NHWC images, int32 labels). With
-    ``download=False`` (the default) the network is never touched: if the data set is not
-    prepared in ``data_dir`` a :class:`DatasetNotPreparedError` saying how to prepare it is
-    raised at once. ``download=True`` calls ``builder.download_and_prepare()`` first.
+def _open_tfds_split(name: str, split: str, data_dir: str | None, download: bool):
+    """``(builder, tf.data.Dataset of examples)`` for a split, never touching the network
+    unless ``download`` (a missing data set raises :class:`DatasetNotPreparedError` at once).
 
     Works under ``tfds.testing.mock_data`` (which ignores ``data_dir``, makes
     ``download_and_prepare`` a no-op and fakes the data in ``as_dataset``): the prepared
     check is done by tfds's own ``as_dataset`` (which the mock patches), and
     ``builder.is_prepared()`` only decides whether a failure there means "not prepared".
     """
-    if name not in _TFDS_STATS:
-        raise ValueError(f"unsupported data set {name!r}; expected one of {sorted(_TFDS_STATS)}.")
     import tensorflow as tf
 
     try:  # TensorFlow only feeds NumPy here; the accelerators belong to JAX.
@@ -340,11 +332,7 @@ def load_tfds_image_classification(
         builder.download_and_prepare()
     prepared = builder.is_prepared()
     try:
-        # Not batch_size=-1: tfds then batches by info.splits.total_num_examples, which is 0
-        # under mock_data, i.e. by sys.maxsize, and TensorFlow aborts the process.
-        ds = builder.as_dataset(
-            split=split, batch_size=_TFDS_READ_CHUNK, as_supervised=True, shuffle_files=False
-        )
+        return builder, builder.as_dataset(split=split, shuffle_files=False)
     except Exception as err:  # an unprepared set: any failure here means "not prepared"
         if prepared:
             raise
@@ -358,17 +346,90 @@ def load_tfds_image_classification(
             f"(copy the folder to this machine if needed), or pass --config.download=True "
             f"to let the trainer download it."
         ) from err
+
+
+def _read_all(ds, to_image_and_label) -> tuple[np.ndarray, np.ndarray]:
+    """Maps examples to ``(image, label)`` and reads the whole split into NumPy.
+
+    Read in fixed chunks, not ``batch_size=-1``: tfds would batch by the split size, which
+    is 0 under mock_data, i.e. by sys.maxsize, and TensorFlow aborts the process.
+    """
+    import tensorflow_datasets as tfds
+
+    ds = ds.map(to_image_and_label).batch(_TFDS_READ_CHUNK)
     chunks = list(tfds.as_numpy(ds))
-    images = np.concatenate([c[0] for c in chunks]).astype(np.uint8, copy=False)
-    labels = np.concatenate([c[1] for c in chunks]).astype(np.int32)
+    return np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks])
+
+
+def load_tfds_image_classification(
+    name: str, *, split: str, data_dir: str | None = None, download: bool = False
+) -> Dataset:
+    """Loads a tensorflow-datasets image classification split ("cifar10", "cifar100").
+
+    The whole split is read into memory (uint8 NHWC images, int32 labels). With
+    ``download=False`` (the default) the network is never touched: if the data set is not
+    prepared in ``data_dir`` a :class:`DatasetNotPreparedError` saying how to prepare it is
+    raised at once. ``download=True`` calls ``builder.download_and_prepare()`` first.
+    """
+    if name not in _TFDS_STATS:
+        raise ValueError(f"unsupported data set {name!r}; expected one of {sorted(_TFDS_STATS)}.")
+    builder, ds = _open_tfds_split(name, split, data_dir, download)
+    images, labels = _read_all(ds, lambda ex: (ex["image"], ex["label"]))
     mean, std = _TFDS_STATS[name]
     return Dataset(
-        images=images,
-        labels=labels,
+        images=images.astype(np.uint8, copy=False),
+        labels=labels.astype(np.int32),
         num_classes=builder.info.features["label"].num_classes,
         mean=np.asarray(mean, np.float32),
         std=np.asarray(std, np.float32),
         name=name if split == "train" else f"{name}_{split}",
+    )
+
+
+# ImageNet statistics, the usual normalisation for natural photographs such as VOC's.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_tfds_voc(
+    *,
+    split: str,
+    image_size: int,
+    year: str = "2007",
+    data_dir: str | None = None,
+    download: bool = False,
+) -> Dataset:
+    """PASCAL VOC as image-level multi-label classification (tensorflow-datasets ``voc``).
+
+    An image's label set is the set of its object classes (20 classes, multi-hot). Images
+    are resized (bilinear, aspect ratio not kept) to ``image_size`` x ``image_size`` and
+    held in memory as uint8: VOC 2007 trainval at 128 pixels takes 250 MB. Splits:
+    ``"trainval"`` / ``"train"`` / ``"validation"`` / ``"test"``. Same download rules as
+    :func:`load_tfds_image_classification`.
+    """
+    import tensorflow as tf
+
+    name = f"voc/{year}"
+    builder, ds = _open_tfds_split(name, split, data_dir, download)
+    num_classes = builder.info.features["objects"]["label"].num_classes
+
+    def to_image_and_label(example):
+        image = tf.image.resize(example["image"], (image_size, image_size), antialias=True)
+        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+        counts = tf.reduce_sum(
+            tf.one_hot(example["objects"]["label"], num_classes, dtype=tf.int32), axis=0
+        )
+        labels = tf.minimum(counts, 1)  # several objects of a class: one positive label
+        return image, labels
+
+    images, labels = _read_all(ds, to_image_and_label)
+    return Dataset(
+        images=images,
+        labels=labels.astype(np.int32),
+        num_classes=num_classes,
+        mean=np.asarray(IMAGENET_MEAN, np.float32),
+        std=np.asarray(IMAGENET_STD, np.float32),
+        name=f"voc{year}_{split}",
     )
 
 

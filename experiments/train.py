@@ -47,6 +47,14 @@ def load_data(config: ml_collections.ConfigDict):
             imbalance_ratio=config.imbalance_ratio,
             seed=config.seed,
         )
+    if config.dataset == "voc2007":
+        kwargs = dict(
+            image_size=config.image_size, data_dir=config.data_dir or None, download=config.download
+        )
+        return (
+            input_pipeline.load_tfds_voc(split="trainval", **kwargs),
+            input_pipeline.load_tfds_voc(split="test", **kwargs),
+        )
     if config.dataset in ("cifar10", "cifar100"):
         kwargs = dict(data_dir=config.data_dir or None, download=config.download)
         train = input_pipeline.load_tfds_image_classification(
@@ -57,7 +65,7 @@ def load_data(config: ml_collections.ConfigDict):
         return train, test
     raise ValueError(
         f"Unknown dataset {config.dataset!r}; valid: digits_lt, multilabel_digits, "
-        "cifar10, cifar100."
+        "cifar10, cifar100, voc2007."
     )
 
 

@@ -304,3 +304,13 @@ def test_multilabel_digits():
     again, _ = ip.load_multilabel_digits(num_train=2000, num_test=500, imbalance_ratio=10, seed=0)
     np.testing.assert_array_equal(again.images, train.images)
     np.testing.assert_array_equal(again.labels, train.labels)
+
+
+def test_voc_image_level_multilabel_on_mocked_data():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=10):
+        voc = ip.load_tfds_voc(split="trainval", image_size=24)
+    assert voc.images.shape == (10, 24, 24, 3) and voc.images.dtype == np.uint8
+    assert voc.labels.shape == (10, 20) and set(np.unique(voc.labels)) <= {0, 1}
+    assert voc.is_multilabel and voc.num_classes == 20
+    np.testing.assert_array_equal(voc.class_counts, voc.labels.sum(0))

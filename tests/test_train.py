@@ -211,3 +211,27 @@ def test_two_processes_of_four_devices_equal_one_of_eight(tmp_path):
     single = _run_trainer(tmp_path / "one_host", devices=8)
     _finish(single)
     _assert_same_run(tmp_path / "one_host", tmp_path / "two_hosts")
+
+
+def test_voc2007_multilabel_end_to_end_on_mocked_data(tmp_path):
+    config = configuration.load_config(REPO / "experiments" / "configs" / "voc2007.py")
+    config = configuration.apply_overrides(
+        config,
+        {
+            "model": "small_cnn",  # the config's ResNet-32 at 128 pixels is a GPU job
+            "image_size": "16",
+            "num_epochs": "1",
+            "batch_size": "16",
+            "eval_batch_size": "16",
+            "log_every_steps": "1",
+            "checkpoint_every_steps": "2",
+            "warmup_epochs": "0",
+        },
+    )
+    with tfds.testing.mock_data(num_examples=48):
+        results = train_lib.train_and_evaluate(config, tmp_path)
+    assert results["num_steps"] == 3
+    assert len(results["per_class_ap"]) == 20
+    for key in ("mAP", "head_mAP", "medium_mAP", "tail_mAP"):
+        assert 0.0 <= results[key] <= 1.0
+    assert (tmp_path / "per_class_ap.png").exists()

@@ -8,11 +8,12 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     # What to train.
     config.method = "ce"  # see experiments/methods.py: METHODS (single-label) / MULTILABEL_METHODS
-    config.dataset = "digits_lt"  # digits_lt | multilabel_digits | cifar10 | cifar100
+    config.dataset = "digits_lt"  # digits_lt | multilabel_digits | cifar10 | cifar100 | voc2007
     config.imbalance_ratio = 1.0  # n_max / n_min of the exponential profile; 1 = balanced
     config.data_dir = ""  # tensorflow-datasets directory ("" = tfds default)
     config.multilabel_num_train = 4000  # multilabel_digits: composed training images
     config.multilabel_num_test = 1000  # multilabel_digits: composed test images
+    config.image_size = 128  # voc2007: images are resized to image_size x image_size
     config.download = False  # let tfds download and prepare the data set (needs network)
     config.model = "small_cnn"  # resnet32 | resnet110 | se_resnet110 | wrn16_8 | wrn28_10 | ...
     config.dtype = "float32"  # computation dtype of the model: float32 | bfloat16
