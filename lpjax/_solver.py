@@ -164,12 +164,12 @@ def lpl_perturbation(
 
     def step(k, slot_delta):
         residual = _softmax_minus_onehot(u + slot_delta[slot], onehot) * weight[:, None]
-        class_grad = _batch.sum_over_devices(
+        class_sum = _batch.sum_over_devices(
             jax.ops.segment_sum(residual, slot, num_segments=num_slots), axis_name
         )
-        class_grad = class_grad / slot_counts
-        norm = jnp.linalg.norm(class_grad, axis=-1, keepdims=True)
-        direction = class_grad / jnp.maximum(norm, 1e-12)
+        # g_c / max(|g_c|, 1e-12) with g_c = class_sum / N_c, without dividing by N_c.
+        norm = jnp.linalg.norm(class_sum, axis=-1, keepdims=True)
+        direction = class_sum / jnp.maximum(norm, slot_counts * 1e-12)
         moving = jnp.where(k < slot_steps, slot_signs, 0)
         return slot_delta + (step_size * moving)[:, None] * direction
 
