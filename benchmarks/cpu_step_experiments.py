@@ -889,6 +889,11 @@ def section_input(args, emit):
     )
 
 
+def _comma_list(text: str) -> list[str]:
+    """``"a,b,"`` -> ``["a", "b"]`` (command-line lists of names)."""
+    return [v for v in text.split(",") if v]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated")
@@ -901,19 +906,19 @@ def main(argv=None) -> int:
     parser.add_argument("--input-repeats", type=int, default=3, help="timed loops per kind")
     parser.add_argument(
         "--variants",
-        type=lambda s: [v for v in s.split(",") if v],
+        type=_comma_list,
         default=None,
         help="substrings of the variant names to run (default: all)",
     )
     parser.add_argument(
         "--flags",
-        type=lambda s: [v for v in s.split(",") if v],
+        type=_comma_list,
         default=None,
         help="substrings of the flag-set names to run (default: all)",
     )
     parser.add_argument(
         "--options",
-        type=lambda s: [v for v in s.split(",") if v],
+        type=_comma_list,
         default=None,
         help="substrings of the compile-option set names to run (default: all)",
     )
