@@ -22,7 +22,10 @@ Loaders:
 * :func:`load_digits_longtail` -- scikit-learn's 8x8 digits, long-tailed, with a balanced
   held-out test split (no download needed; the CPU-sized benchmark);
 * :func:`load_multilabel_digits` -- 1..3 digits side by side on an 8x24 canvas, multi-hot
-  labels with long-tailed class frequencies.
+  labels with long-tailed class frequencies;
+* :func:`load_fashion_mnist_longtail` -- Fashion-MNIST, long-tailed, with a balanced
+  validation split held out of the training pool (from the original IDX files, e.g.
+  Debian's ``dataset-fashion-mnist``, or from tensorflow-datasets).
 
 :func:`longtail_class_counts` / :func:`make_longtail` build the exponential long-tailed
 profiles of the LDAM and logit-adjustment papers (CIFAR-10-LT / CIFAR-100-LT).
@@ -32,7 +35,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gzip
 import math
+import pathlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -44,10 +49,14 @@ __all__ = [
     "CIFAR100_STD",
     "DIGITS_DEFAULT_IMBALANCE_RATIO",
     "DIGITS_DEFAULT_TEST_PER_CLASS",
+    "FASHION_MNIST_IDX_DIR",
+    "FASHION_MNIST_VALIDATION_PER_CLASS",
     "Dataset",
     "DatasetNotPreparedError",
     "eval_batches",
     "load_digits_longtail",
+    "load_fashion_mnist",
+    "load_fashion_mnist_longtail",
     "load_multilabel_digits",
     "load_tfds_image_classification",
     "longtail_class_counts",
@@ -61,6 +70,8 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+FASHION_MNIST_MEAN = (0.2860,)  # the 60k training images
+FASHION_MNIST_STD = (0.3530,)
 _TFDS_STATS = {
     "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
     "cifar100": (CIFAR100_MEAN, CIFAR100_STD),
@@ -75,6 +86,19 @@ _TFDS_STATS = {
 # The counts depend only on these two numbers, not on the seed.
 DIGITS_DEFAULT_IMBALANCE_RATIO = 15.0
 DIGITS_DEFAULT_TEST_PER_CLASS = 40
+
+# Fashion-MNIST: where Debian's package dataset-fashion-mnist puts the four original IDX
+# files, and the balanced validation split held out of each class's 6,000 training images
+# before the long-tailed subsampling (so n_max = 5,500 and no validation image is ever
+# trained on, at any ratio or seed).
+FASHION_MNIST_IDX_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_VALIDATION_PER_CLASS = 500
+_FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# The validation split is the same for every run: it is drawn with this fixed seed.
+_FASHION_MNIST_VALIDATION_SEED = 20_230_101
 
 # Augmentation (CIFAR recipe): reflect-pad by 4, random crop back to HxW, random h-flip.
 _AUGMENT_PAD = 4
@@ -384,6 +408,119 @@ def load_tfds_image_classification(
         std=np.asarray(std, np.float32),
         name=name if split == "train" else f"{name}_{split}",
     )
+
+
+def _read_idx(path: pathlib.Path) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format; ``.gz`` or not) as a uint8 array of its shape.
+
+    Header: two zero bytes, the type code (0x08 = unsigned byte), the number of
+    dimensions, then each dimension as a big-endian uint32.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise ValueError(f"{str(path)!r} is not an unsigned-byte IDX file.")
+    ndim = data[3]
+    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    offset = 4 + 4 * ndim
+    if len(data) - offset != math.prod(shape):
+        raise ValueError(f"{str(path)!r} is truncated: shape {shape}, {len(data) - offset} bytes.")
+    return np.frombuffer(data, np.uint8, offset=offset).reshape(shape)
+
+
+def _find_idx(directory: pathlib.Path, stem: str) -> pathlib.Path | None:
+    for name in (f"{stem}.gz", stem):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def load_fashion_mnist(
+    split: str, *, idx_dir: str | None = None, data_dir: str | None = None, download: bool = False
+) -> Dataset:
+    """One Fashion-MNIST split (``"train"``, 60k, or ``"test"``, 10k) as uint8 ``[N, 28, 28, 1]``.
+
+    Sources, in order:
+
+    1. the original IDX files (``train-images-idx3-ubyte[.gz]`` ...) in ``idx_dir``
+       (default :data:`FASHION_MNIST_IDX_DIR`, where ``apt-get install dataset-fashion-mnist``
+       puts them on Debian and Ubuntu) -- no network, no TensorFlow;
+    2. tensorflow-datasets' ``fashion_mnist`` in ``data_dir`` (prepared, or downloaded if
+       ``download``; same images in the same order).
+
+    If neither has the data a :class:`DatasetNotPreparedError` says how to get it.
+    """
+    if split not in _FASHION_MNIST_FILES:
+        raise ValueError(f"Fashion-MNIST split must be 'train' or 'test'; got {split!r}.")
+    directory = pathlib.Path(idx_dir or FASHION_MNIST_IDX_DIR)
+    image_file, label_file = (_find_idx(directory, stem) for stem in _FASHION_MNIST_FILES[split])
+    if image_file and label_file:
+        images, labels = _read_idx(image_file), _read_idx(label_file)
+        if images.ndim != 3 or labels.shape != images.shape[:1]:
+            raise ValueError(
+                f"{str(directory)!r}: images {images.shape} and labels {labels.shape} do not match."
+            )
+        images = images[..., None]
+    else:
+        try:
+            _, ds = _open_tfds_split("fashion_mnist", split, data_dir, download)
+        except DatasetNotPreparedError as error:
+            raise DatasetNotPreparedError(
+                f"Fashion-MNIST is neither in {str(directory)!r} (the four IDX files) nor "
+                f"prepared for tensorflow-datasets. Offline: `apt-get install "
+                f"dataset-fashion-mnist` (Debian/Ubuntu), or put the IDX files in a folder and "
+                f"pass --config.fashion_mnist_dir=FOLDER. With network: "
+                f"--config.download=True.\n{error}"
+            ) from None
+        images, labels = _read_all(ds, lambda ex: (ex["image"], ex["label"]))
+    return Dataset(
+        images=images.astype(np.uint8, copy=False),
+        labels=labels.astype(np.int32),
+        num_classes=10,
+        mean=np.asarray(FASHION_MNIST_MEAN, np.float32),
+        std=np.asarray(FASHION_MNIST_STD, np.float32),
+        name="fashion_mnist" if split == "train" else f"fashion_mnist_{split}",
+    )
+
+
+def load_fashion_mnist_longtail(
+    *,
+    imbalance_ratio: float,
+    seed: int,
+    validation_per_class: int = FASHION_MNIST_VALIDATION_PER_CLASS,
+    idx_dir: str | None = None,
+    data_dir: str | None = None,
+    download: bool = False,
+) -> tuple[Dataset, Dataset, Dataset]:
+    """Long-tailed Fashion-MNIST: ``(train, validation, test)``.
+
+    1. ``validation_per_class`` images of every class (500: 5,000 in all) are held out of
+       the 60k training images with a fixed seed -- the same balanced validation split for
+       every run, never trained on at any ratio;
+    2. the remaining 5,500 per class are made long-tailed with :func:`make_longtail`
+       (``n_c = floor(5500 r^(-c/9))``, the images chosen by ``seed``): 13,646 images at
+       r = 100 (5500, 3297, 1976, 1184, 710, 425, 255, 153, 91, 55), 15,395 at r = 50 and
+       22,474 at r = 10;
+    3. the 10k test split stays balanced (1,000 per class).
+
+    Hyperparameters are chosen on the validation split; the test split is only reported.
+    """
+    full = load_fashion_mnist("train", idx_dir=idx_dir, data_dir=data_dir, download=download)
+    test = load_fashion_mnist("test", idx_dir=idx_dir, data_dir=data_dir, download=download)
+    rng = np.random.default_rng(_FASHION_MNIST_VALIDATION_SEED)
+    pool_idx, val_idx = _per_class_split(
+        full.labels, full.num_classes, lambda n: int(validation_per_class), rng
+    )
+    pool = dataclasses.replace(full, images=full.images[pool_idx], labels=full.labels[pool_idx])
+    validation = dataclasses.replace(
+        full,
+        images=full.images[val_idx],
+        labels=full.labels[val_idx],
+        name="fashion_mnist_validation",
+    )
+    train = make_longtail(pool, imbalance_ratio, seed=seed)
+    return train, validation, test
 
 
 # ImageNet statistics, the usual normalisation for natural photographs such as VOC's.

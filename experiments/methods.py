@@ -27,7 +27,10 @@ SINGLE_LABEL_METHODS = (
     "ldam_drw",  # LDAM + deferred class-balanced re-weighting
     "lpl_fixed",  # LPL, fixed bounds (config.lpl, delta_epsilon ignored)
     "lpl_varied",  # LPL, varied bounds (config.lpl.delta_epsilon > 0)
+    "lpl_balanced",  # LPL, the mean rule per batch whatever config.lpl.split says
     "la_lpl",  # logit adjustment, then LPL on the adjusted logits
+    "lpl_adaptive",  # adaptive LPL: bounds steered to a target loss ratio (docs/method.md 8)
+    "la_lpl_adaptive",  # logit adjustment, then adaptive LPL
     "isda",  # implicit semantic data augmentation (Wang et al.)
 )
 MULTILABEL_METHODS = (
@@ -77,12 +80,12 @@ def make_method(
         )
     lpl = config.lpl
 
-    def lpl_transform(delta_epsilon):
-        if lpl.split == "balanced":
+    def lpl_transform(delta_epsilon, split=lpl.split):
+        if split == "balanced":
             return lpjax.lpl_balanced_transform(
                 epsilon=lpl.epsilon, step_size=lpl.step_size, delta_epsilon=delta_epsilon
             )
-        if lpl.split == "longtail":
+        if split == "longtail":
             return lpjax.lpl_longtail_transform(
                 counts,
                 num_head_classes=lpl.num_head_classes,
@@ -118,11 +121,19 @@ def make_method(
         if lpl.delta_epsilon <= 0:
             raise ValueError("lpl_varied needs config.lpl.delta_epsilon > 0.")
         transform = lpl_transform(lpl.delta_epsilon)
+    elif name == "lpl_balanced":
+        transform = lpl_transform(lpl.delta_epsilon, split="balanced")
     elif name == "la_lpl":
         transform = lpjax.chain(
             lpjax.logit_adjustment_transform(counts, tau=config.la_tau),
             lpl_transform(lpl.delta_epsilon),
         )
+    elif name in ("lpl_adaptive", "la_lpl_adaptive"):
+        transform = _adaptive_lpl(lpl, counts)
+        if name == "la_lpl_adaptive":
+            transform = lpjax.chain(
+                lpjax.logit_adjustment_transform(counts, tau=config.la_tau), transform
+            )
     else:  # isda
         if feature_dim is None:
             raise ValueError("isda needs the model's feature dimension.")
@@ -137,6 +148,31 @@ def make_method(
         loss_fn=lpjax.perturbed_softmax_cross_entropy(transform),
         example_weights_fn=example_weights_fn,
         predict_transform=predict_transform,
+    )
+
+
+def _adaptive_lpl(lpl: ml_collections.ConfigDict, counts: np.ndarray) -> lpjax.LogitTransform:
+    """Adaptive LPL with ``lpl.split``'s signs and the target ``lpl.adaptive_target``."""
+    if lpl.split == "longtail":
+        signs, targets = lpjax.longtail_signs_and_bounds(
+            counts, num_head_classes=lpl.num_head_classes, epsilon=lpl.adaptive_target
+        )
+        signs_and_targets = lambda logits, labels, where, axis_name: (signs, targets)
+    elif lpl.split == "balanced":
+
+        def signs_and_targets(logits, labels, where, axis_name):
+            return lpjax.balanced_signs_and_bounds(
+                logits, labels, epsilon=lpl.adaptive_target, where=where, axis_name=axis_name
+            )
+    else:
+        raise ValueError(f"config.lpl.split must be 'balanced' or 'longtail'; got {lpl.split!r}.")
+    return lpjax.lpl_adaptive_transform(
+        signs_and_targets,
+        num_classes=len(counts),
+        step_size=lpl.step_size,
+        initial_epsilon=lpl.epsilon,
+        rate=lpl.adaptive_rate,
+        max_epsilon=lpl.max_epsilon,
     )
 
 

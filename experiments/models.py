@@ -36,6 +36,7 @@ __all__ = [
     "resnet110",
     "se_resnet110",
     "small_cnn",
+    "small_cnn28",
     "wrn16_8",
     "wrn28_10",
 ]
@@ -241,21 +242,24 @@ class WideResNet(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """Tiny CNN for 8x8x1 scikit-learn digits: three 3x3 conv-BN-ReLU layers (16, 32, 64
-    channels, the last with stride 2), global average pool, dense.
+    """Tiny CNN: three 3x3 conv-BN-ReLU layers (16, 32, 64 channels), global average pool,
+    dense. About 24k parameters, not from a paper. Features: D = 64.
 
-    A test-scale stand-in (about 24k parameters), not from a paper. Features: D = 64.
+    ``strides`` are the three layers' strides: ``(1, 1, 2)`` (``small_cnn``) for 8x8 digits;
+    ``(2, 1, 2)`` (``small_cnn28``) for 28x28 Fashion-MNIST, which it sees at 14x14 and 7x7
+    (about 21 ms for a training step of 128 images on two CPU cores).
     """
 
     num_classes: int
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
     cosine_scale: float | None = None  # a CosineClassifier of this scale instead of nn.Dense
+    strides: tuple[int, int, int] = (1, 1, 2)
 
     @nn.compact
     def __call__(self, x, *, train: bool, return_features: bool = False):
         x = x.astype(self.dtype)
-        for width, stride in ((16, 1), (32, 1), (64, 2)):
+        for width, stride in zip((16, 32, 64), self.strides, strict=True):
             x = _conv(width, 3, stride, self.dtype)(x)
             x = nn.relu(_bn(train, self.dtype, self.bn_axis_name)(x))
         return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features, self.cosine_scale)
@@ -285,6 +289,10 @@ def small_cnn(num_classes: int, **kwargs) -> SmallCNN:
     return SmallCNN(num_classes=num_classes, **kwargs)
 
 
+def small_cnn28(num_classes: int, **kwargs) -> SmallCNN:
+    return SmallCNN(num_classes=num_classes, strides=(2, 1, 2), **kwargs)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet32": resnet32,
     "resnet110": resnet110,
@@ -292,6 +300,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "wrn16_8": wrn16_8,
     "wrn28_10": wrn28_10,
     "small_cnn": small_cnn,
+    "small_cnn28": small_cnn28,
 }
 
 

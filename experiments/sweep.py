@@ -27,6 +27,7 @@ class Run:
     method: str
     seed: int
     workdir: pathlib.Path
+    settings: tuple[str, ...] = ()  # this run's own --config.KEY=VALUE overrides
 
     def command(self, overrides: list[str]) -> list[str]:
         return [
@@ -39,6 +40,7 @@ class Run:
             str(self.workdir),
             f"--config.method={self.method}",
             f"--config.seed={self.seed}",
+            *self.settings,
             *overrides,
         ]
 
@@ -60,7 +62,7 @@ def plan(grid: list[str], seeds: list[int], root: pathlib.Path) -> list[Run]:
     return runs
 
 
-def _execute(run: Run, overrides: list[str]) -> tuple[Run, int, str]:
+def execute(run: Run, overrides: list[str]) -> tuple[Run, int, str]:
     run.workdir.mkdir(parents=True, exist_ok=True)
     with (run.workdir / "train.log").open("a") as log:
         code = subprocess.call(run.command(overrides), stdout=log, stderr=subprocess.STDOUT)
@@ -87,7 +89,7 @@ def main(argv: list[str]) -> int:
     print(f"{len(runs)} runs, {len(runs) - len(pending)} already finished.", flush=True)
     failures = []
     with concurrent.futures.ThreadPoolExecutor(args.processes) as pool:
-        futures = [pool.submit(_execute, run, overrides) for run in pending]
+        futures = [pool.submit(execute, run, overrides) for run in pending]
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             run, code, log = future.result()
             status = "ok" if code == 0 else f"FAILED (exit {code}, see {log})"

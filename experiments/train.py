@@ -35,38 +35,48 @@ class WorkdirConfigMismatchError(ValueError):
 
 
 def load_data(config: ml_collections.ConfigDict):
-    """``(train, test)`` datasets named by ``config.dataset``."""
+    """``(train, validation, test)`` named by ``config.dataset``; ``validation`` may be None.
+
+    Only ``fashion_mnist_lt`` has a validation split (held out of the training pool);
+    hyperparameters are chosen on it, never on the test split.
+    """
+    tfds_kwargs = dict(data_dir=config.data_dir or None, download=config.download)
+    if config.dataset == "fashion_mnist_lt":
+        return input_pipeline.load_fashion_mnist_longtail(
+            imbalance_ratio=config.imbalance_ratio,
+            seed=config.seed,
+            idx_dir=config.fashion_mnist_dir or None,
+            **tfds_kwargs,
+        )
     if config.dataset == "digits_lt":
-        return input_pipeline.load_digits_longtail(
+        train, test = input_pipeline.load_digits_longtail(
             imbalance_ratio=config.imbalance_ratio, seed=config.seed
         )
-    if config.dataset == "multilabel_digits":
-        return input_pipeline.load_multilabel_digits(
+    elif config.dataset == "multilabel_digits":
+        train, test = input_pipeline.load_multilabel_digits(
             num_train=config.multilabel_num_train,
             num_test=config.multilabel_num_test,
             imbalance_ratio=config.imbalance_ratio,
             seed=config.seed,
         )
-    if config.dataset == "voc2007":
-        kwargs = dict(
-            image_size=config.image_size, data_dir=config.data_dir or None, download=config.download
-        )
-        return (
-            input_pipeline.load_tfds_voc(split="trainval", **kwargs),
-            input_pipeline.load_tfds_voc(split="test", **kwargs),
-        )
-    if config.dataset in ("cifar10", "cifar100"):
-        kwargs = dict(data_dir=config.data_dir or None, download=config.download)
+    elif config.dataset == "voc2007":
+        kwargs = dict(image_size=config.image_size, **tfds_kwargs)
+        train = input_pipeline.load_tfds_voc(split="trainval", **kwargs)
+        test = input_pipeline.load_tfds_voc(split="test", **kwargs)
+    elif config.dataset in ("cifar10", "cifar100"):
         train = input_pipeline.load_tfds_image_classification(
-            config.dataset, split="train", **kwargs
+            config.dataset, split="train", **tfds_kwargs
         )
-        test = input_pipeline.load_tfds_image_classification(config.dataset, split="test", **kwargs)
+        test = input_pipeline.load_tfds_image_classification(
+            config.dataset, split="test", **tfds_kwargs
+        )
         train = input_pipeline.make_longtail(train, config.imbalance_ratio, seed=config.seed)
-        return train, test
-    raise ValueError(
-        f"Unknown dataset {config.dataset!r}; valid: digits_lt, multilabel_digits, "
-        "cifar10, cifar100, voc2007."
-    )
+    else:
+        raise ValueError(f"Unknown dataset {config.dataset!r}; valid: {', '.join(DATASETS)}.")
+    return train, None, test
+
+
+DATASETS = ("digits_lt", "fashion_mnist_lt", "multilabel_digits", "cifar10", "cifar100", "voc2007")
 
 
 def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
@@ -190,11 +200,19 @@ def _gather_predictions(predict, state, mesh, dataset, config) -> np.ndarray:
     return np.concatenate(outputs)[: len(dataset)]
 
 
-def _evaluate(predict, state, mesh, train, test, config) -> dict:
-    logits = _gather_predictions(predict, state, mesh, test, config)
-    if test.is_multilabel:
-        return reporting.multilabel_results(logits, test.labels, train.class_counts)
-    return reporting.classification_results(logits, test.labels, train.class_counts)
+def _evaluate(predict, state, mesh, train, validation, test, config) -> dict:
+    """Test metrics, and the validation split's prefixed with ``validation_`` if there is one."""
+    results = {}
+    for prefix, dataset in (("", test), ("validation_", validation)):
+        if dataset is None:
+            continue
+        logits = _gather_predictions(predict, state, mesh, dataset, config)
+        if dataset.is_multilabel:
+            metrics = reporting.multilabel_results(logits, dataset.labels, train.class_counts)
+        else:
+            metrics = reporting.classification_results(logits, dataset.labels, train.class_counts)
+        results.update({prefix + k: v for k, v in metrics.items()})
+    return results
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
@@ -205,7 +223,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     _check_workdir(workdir, config)
     is_chief = jax.process_index() == 0
 
-    train, test = load_data(config)
+    train, validation, test = load_data(config)
     mesh = training.make_data_mesh()
     model = models.create_model(
         config.model,
@@ -294,7 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         epoch_done = done % steps_per_epoch == 0
         epoch = done // steps_per_epoch
         if epoch_done and (epoch % config.eval_every_epochs == 0 or done == total_steps):
-            eval_results = _evaluate(predict, state, mesh, train, test, config)
+            eval_results = _evaluate(predict, state, mesh, train, validation, test, config)
             writer.write(done, {f"eval_{k}": v for k, v in eval_results.items() if v is not None})
         if done % config.checkpoint_every_steps == 0 or done == total_steps:
             manager.save(done, args=ocp.args.StandardSave(state))
@@ -302,7 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     manager.wait_until_finished()
 
     if eval_results is None:  # resumed after the last step, or no full epoch
-        eval_results = _evaluate(predict, state, mesh, train, test, config)
+        eval_results = _evaluate(predict, state, mesh, train, validation, test, config)
     results = _final_results(config, train, writer.records(), eval_results, total_steps)
     if is_chief:
         _write_outputs(workdir, config, train, results)

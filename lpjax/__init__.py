@@ -7,6 +7,12 @@ reduces over the batch takes ``axis_name`` for data parallelism under
 ``jax.shard_map`` or ``jax.pmap``.
 """
 
+from lpjax._adaptive import (
+    AdaptiveLplState,
+    adaptive_bounds_update,
+    lpl_adaptive_longtail_transform,
+    lpl_adaptive_transform,
+)
 from lpjax._checks import validate_labels
 from lpjax._diagnostics import relative_loss_variation
 from lpjax._isda import (
@@ -47,10 +53,12 @@ from lpjax._transforms import (
 __version__ = "0.1.0"
 
 __all__ = (
+    "AdaptiveLplState",
     "EmptyState",
     "IsdaState",
     "LogitTransform",
     "TransformState",
+    "adaptive_bounds_update",
     "asymmetric_loss",
     "balanced_signs_and_bounds",
     "balanced_softmax_transform",
@@ -66,6 +74,8 @@ __all__ = (
     "logit_adjustment",
     "logit_adjustment_transform",
     "longtail_signs_and_bounds",
+    "lpl_adaptive_longtail_transform",
+    "lpl_adaptive_transform",
     "lpl_balanced_transform",
     "lpl_longtail_transform",
     "lpl_multilabel_balanced_transform",

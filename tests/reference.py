@@ -159,3 +159,31 @@ def relative_loss_variation(logits, perturbed_logits, labels, where=None):
         if members.size:
             out[c] = np.mean((loss_p[members] - loss[members]) / loss[members])
     return out
+
+
+def adaptive_bounds_update(bounds, signs, targets, loss_sums, perturbed_sums, rate, lo, hi):
+    """Section 8: ``eps_c <- clip(eps_c exp(rate clip(k_c - s_c log(L'_c / L_c), -1, 1)))``,
+    only for signed classes with positive, finite loss sums."""
+    new = np.array(bounds, np.float64)
+    for c in range(len(new)):
+        L, Lp = float(loss_sums[c]), float(perturbed_sums[c])
+        if signs[c] == 0 or not (np.isfinite(L) and np.isfinite(Lp) and L > 0 and Lp > 0):
+            continue
+        error = min(max(targets[c] - signs[c] * math.log(Lp / L), -1.0), 1.0)
+        new[c] = min(max(new[c] * math.exp(rate * error), lo), hi)
+    return new
+
+
+def adaptive_lpl_step(logits, labels, bounds, signs, targets, step_size, rate, lo, hi, where=None):
+    """Section 8, one batch: LPL with the current bounds, then the bound update."""
+    u = np.asarray(logits, np.float64)
+    labels = np.asarray(labels)
+    num_classes = u.shape[1]
+    delta = lpl_perturbation(u, labels, signs, bounds, step_size, where)
+    valid = valid_mask(labels, num_classes, where)
+    safe = np.where(valid, labels, 0)
+    loss, loss_p = cross_entropy(u, safe), cross_entropy(u + delta, safe)
+    sums = np.array([loss[valid & (labels == c)].sum() for c in range(num_classes)])
+    sums_p = np.array([loss_p[valid & (labels == c)].sum() for c in range(num_classes)])
+    new = adaptive_bounds_update(bounds, signs, targets, sums, sums_p, rate, lo, hi)
+    return u + delta, new

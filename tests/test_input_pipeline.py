@@ -1,5 +1,7 @@
 """Tests for experiments/input_pipeline.py (host-memory, step-indexed input pipeline)."""
 
+import os
+import pathlib
 import time
 
 import numpy as np
@@ -314,3 +316,121 @@ def test_voc_image_level_multilabel_on_mocked_data():
     assert voc.labels.shape == (10, 20) and set(np.unique(voc.labels)) <= {0, 1}
     assert voc.is_multilabel and voc.num_classes == 20
     np.testing.assert_array_equal(voc.class_counts, voc.labels.sum(0))
+
+
+# ----------------------------------------------------------------------------- Fashion-MNIST
+
+
+def _write_idx(path, array, *, gz=True):
+    """An unsigned-byte IDX file, written by hand from the format's definition."""
+    import gzip
+
+    array = np.asarray(array, np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    data = header + array.tobytes()
+    if gz:
+        with gzip.open(f"{path}.gz", "wb") as f:
+            f.write(data)
+    else:
+        pathlib.Path(path).write_bytes(data)
+
+
+def _fake_fashion_dir(tmp_path, per_class=30, test_per_class=4, gz=True):
+    rng = np.random.default_rng(0)
+    labels = rng.permutation(np.repeat(np.arange(10), per_class)).astype(np.uint8)
+    images = rng.integers(0, 256, (labels.size, 28, 28), dtype=np.uint8)
+    test_labels = np.repeat(np.arange(10), test_per_class).astype(np.uint8)
+    test_images = rng.integers(0, 256, (test_labels.size, 28, 28), dtype=np.uint8)
+    for stem, array in (
+        ("train-images-idx3-ubyte", images),
+        ("train-labels-idx1-ubyte", labels),
+        ("t10k-images-idx3-ubyte", test_images),
+        ("t10k-labels-idx1-ubyte", test_labels),
+    ):
+        _write_idx(tmp_path / stem, array, gz=gz)
+    return images, labels, test_images, test_labels
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_reads_idx_files(tmp_path, gz):
+    images, labels, test_images, test_labels = _fake_fashion_dir(tmp_path, gz=gz)
+    train = ip.load_fashion_mnist("train", idx_dir=str(tmp_path))
+    test = ip.load_fashion_mnist("test", idx_dir=str(tmp_path))
+    np.testing.assert_array_equal(train.images[..., 0], images)
+    np.testing.assert_array_equal(train.labels, labels)
+    np.testing.assert_array_equal(test.images[..., 0], test_images)
+    assert train.images.shape == (300, 28, 28, 1) and train.images.dtype == np.uint8
+    assert train.labels.dtype == np.int32 and train.num_classes == 10
+    np.testing.assert_allclose(train.mean, [0.2860]) and np.testing.assert_allclose(
+        test.std, [0.3530]
+    )
+
+
+def test_fashion_mnist_rejects_broken_idx(tmp_path):
+    _fake_fashion_dir(tmp_path, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(ValueError, match="truncated"):
+        ip.load_fashion_mnist("train", idx_dir=str(tmp_path))
+    path.write_bytes(b"\x00\x00\x0d\x01" + b"\x00" * 8)  # float32 type code
+    with pytest.raises(ValueError, match="unsigned-byte IDX"):
+        ip.load_fashion_mnist("train", idx_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="'train' or 'test'"):
+        ip.load_fashion_mnist("validation", idx_dir=str(tmp_path))
+
+
+def test_fashion_mnist_longtail_splits(tmp_path):
+    _fake_fashion_dir(tmp_path, per_class=30)
+    kwargs = dict(imbalance_ratio=5.0, validation_per_class=5, idx_dir=str(tmp_path))
+    train, validation, test = ip.load_fashion_mnist_longtail(seed=0, **kwargs)
+    other_train, other_validation, _ = ip.load_fashion_mnist_longtail(seed=1, **kwargs)
+    # n_c = floor(25 * 5^(-c/9)) of the 25 images per class left after validation.
+    want = [int(25 * 5.0 ** (-c / 9)) for c in range(10)]
+    np.testing.assert_array_equal(train.class_counts, want)
+    np.testing.assert_array_equal(validation.class_counts, np.full(10, 5))
+    np.testing.assert_array_equal(test.class_counts, np.full(10, 4))
+    # The validation split is the same for every seed; no validation image is trained on.
+    np.testing.assert_array_equal(validation.images, other_validation.images)
+    assert not np.array_equal(train.images, other_train.images)
+    as_rows = lambda d: {row.tobytes() for row in d.images}  # noqa: E731
+    assert not as_rows(validation) & (as_rows(train) | as_rows(other_train))
+
+
+def test_fashion_mnist_missing_everywhere_fails_fast_with_both_routes(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(ip.DatasetNotPreparedError) as info:
+        ip.load_fashion_mnist("train", idx_dir=str(tmp_path), data_dir=str(tmp_path))
+    message = str(info.value)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing was downloaded
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert "--config.fashion_mnist_dir" in message and "--config.download=True" in message
+
+
+def test_fashion_mnist_from_tfds_under_mock_data(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=40):
+        ds = ip.load_fashion_mnist("test", idx_dir=str(tmp_path))
+    assert ds.images.shape == (40, 28, 28, 1) and ds.images.dtype == np.uint8
+    assert ds.labels.min() >= 0 and ds.labels.max() < 10
+
+
+_DEBIAN_FILES = pathlib.Path(ip.FASHION_MNIST_IDX_DIR) / "train-images-idx3-ubyte.gz"
+
+
+@pytest.mark.skipif(
+    not _DEBIAN_FILES.exists() and not os.environ.get("LPJAX_REQUIRE_FASHION_MNIST"),
+    reason="apt-get install dataset-fashion-mnist (CI sets LPJAX_REQUIRE_FASHION_MNIST)",
+)
+def test_real_fashion_mnist_longtail_counts():
+    train, validation, test = ip.load_fashion_mnist_longtail(imbalance_ratio=100, seed=0)
+    np.testing.assert_array_equal(
+        train.class_counts, [5500, 3297, 1976, 1184, 710, 425, 255, 153, 91, 55]
+    )
+    assert len(validation) == 5000 and len(test) == 10_000
+    np.testing.assert_array_equal(test.class_counts, np.full(10, 1000))
+    # The published per-pixel statistics of the 60k training images.
+    full = ip.load_fashion_mnist("train")
+    assert len(full) == 60_000
+    np.testing.assert_allclose(full.images.mean() / 255, 0.2860, atol=1e-4)

@@ -8,7 +8,8 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     # What to train.
     config.method = "ce"  # see experiments/methods.py: METHODS (single-label) / MULTILABEL_METHODS
-    config.dataset = "digits_lt"  # digits_lt | multilabel_digits | cifar10 | cifar100 | voc2007
+    config.dataset = "digits_lt"  # see experiments/train.py: DATASETS
+    config.fashion_mnist_dir = ""  # fashion_mnist_lt: folder of the IDX files ("" = Debian's)
     config.imbalance_ratio = 1.0  # n_max / n_min of the exponential profile; 1 = balanced
     config.data_dir = ""  # tensorflow-datasets directory ("" = tfds default)
     config.multilabel_num_train = 4000  # multilabel_digits: composed training images
@@ -50,6 +51,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.lpl.delta_epsilon = 0.2  # d_eps of varied bounds (lpl_varied, la_lpl); 0 = fixed
     config.lpl.step_size = 0.01  # inner PGD step alpha; K_c = floor(eps_c / alpha)
     config.lpl.num_head_classes = 4  # longtail split: this many most frequent classes are head
+    # Adaptive LPL (lpl_adaptive, la_lpl_adaptive; docs/method.md, section 8): lpl.epsilon is
+    # every class's initial bound, then each bound steers its class's log loss ratio
+    # log(L'_c / L_c) toward s_c * (adaptive_target + delta_epsilon-style spread 0).
+    config.lpl.adaptive_target = 0.3  # kappa: target |log(L'_c / L_c)| of every signed class
+    config.lpl.adaptive_rate = 0.05  # eta: a bound changes by at most a factor e^eta a step
+    config.lpl.max_epsilon = 10.0  # bounds stay in [step_size, max_epsilon]
 
     # Book-keeping.
     config.log_every_steps = 10  # train metrics are averaged and written every this many steps
