@@ -95,7 +95,7 @@ def _class_loss_sums(logits, labels, valid, num_classes, axis_name):
     """Summed softmax cross-entropy per class over the valid samples of all devices."""
     safe_labels = jnp.where(valid, labels, 0)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, safe_labels)
-    loss = jnp.where(valid, loss, 0)
+    loss = jnp.where(valid, loss, 0)  # also drops NaN losses of excluded samples
     sums = jax.ops.segment_sum(loss, safe_labels, num_segments=num_classes)
     return _batch.sum_over_devices(sums, axis_name)
 
@@ -109,6 +109,7 @@ def lpl_adaptive_transform(
     rate: float = 0.05,
     max_epsilon: float = 10.0,
     min_epsilon: float | None = None,
+    max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> LogitTransform:
     r"""Adaptive LPL: LPL whose per-class bounds follow a target loss variation.
 
@@ -123,7 +124,9 @@ def lpl_adaptive_transform(
        :math:`u + \delta`), summed over ``axis_name``, update the bounds by
        :func:`adaptive_bounds_update`.
 
-    The inner solver runs at most ``max_epsilon / step_size`` steps. The bounds are
+    The inner solver runs at most ``max_epsilon / step_size`` steps (which must not
+    exceed ``max_inner_steps``). Samples with a non-finite logit or masked out enter no
+    statistic and get no perturbation. The bounds are
     replicated state (identical on every device), checkpointed with the train state.
 
     Args:
@@ -159,6 +162,7 @@ def lpl_adaptive_transform(
             f"need min_epsilon <= initial_epsilon <= max_epsilon; got {min_epsilon}, "
             f"{initial_epsilon}, {max_epsilon}."
         )
+    _solver.check_inner_steps(jnp.asarray([max_epsilon]), step_size, max_inner_steps)
     num_classes = int(num_classes)
 
     def init():
@@ -184,11 +188,12 @@ def lpl_adaptive_transform(
             step_size=step_size,
             where=where,
             axis_name=axis_name,
+            max_inner_steps=max_inner_steps,
         )
         perturbed = logits + delta
         dtype = _checks.compute_dtype(logits.dtype)
         plain = lax.stop_gradient(logits).astype(dtype)
-        valid = _batch.valid_samples(labels, num_classes, where)
+        valid = _batch.valid_samples(labels, num_classes, where, plain)
         loss_sums = _class_loss_sums(plain, labels, valid, num_classes, axis_name)
         perturbed_sums = _class_loss_sums(
             plain + delta.astype(dtype), labels, valid, num_classes, axis_name
@@ -219,6 +224,7 @@ def lpl_adaptive_longtail_transform(
     rate: float = 0.05,
     max_epsilon: float = 10.0,
     min_epsilon: float | None = None,
+    max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> LogitTransform:
     r"""Adaptive LPL with LPL's head/tail split: head losses scaled toward
     :math:`e^{-\kappa_c}`, tail losses toward :math:`e^{+\kappa_c}`.
@@ -242,4 +248,5 @@ def lpl_adaptive_longtail_transform(
         rate=rate,
         max_epsilon=max_epsilon,
         min_epsilon=min_epsilon,
+        max_inner_steps=max_inner_steps,
     )

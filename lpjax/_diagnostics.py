@@ -25,7 +25,7 @@ def relative_loss_variation(
     Positive :math:`v_c`: the perturbation raises class :math:`c`'s loss
     (positive augmentation, more emphasis); negative: it lowers it. Samples
     whose plain loss is exactly 0 (the ratio is undefined) are left out, as
-    are masked samples. Computed in float32 (at least).
+    are masked samples and samples whose loss is not finite. Computed in float32 (at least).
 
     Args:
       logits: ``[batch, num_classes]`` plain logits ``u``.
@@ -66,7 +66,7 @@ def relative_loss_variation(
     perturbed_loss = optax.softmax_cross_entropy_with_integer_labels(
         jnp.asarray(perturbed_logits, dtype), safe_labels
     )
-    valid = valid & (loss > 0)
+    valid = valid & (loss > 0) & jnp.isfinite(loss) & jnp.isfinite(perturbed_loss)
     ratio = jnp.where(valid, (perturbed_loss - loss) / jnp.where(valid, loss, 1), 0)
     onehot = jax.nn.one_hot(safe_labels, num_classes, dtype=dtype) * valid[:, None]
     counts = _batch.sum_over_devices(onehot.sum(axis=0), axis_name)

@@ -57,24 +57,33 @@ def _check_multilabel_labels(labels, shape: tuple[int, int], *, binary: bool = T
             )
 
 
-def _entry_masks(labels, where, dtype) -> tuple[jax.Array, jax.Array]:
+def _entry_masks(labels, where, dtype, logits) -> tuple[jax.Array, jax.Array]:
     """Float ``[batch, num_classes]`` 0/1 masks of the valid positive and negative entries.
 
-    An entry is valid when its sample is (``where``) and its label is 0 or 1;
-    other values (possible only in traced labels) belong to neither polarity.
+    An entry is valid when its sample is (``where``, and all its ``logits`` are finite)
+    and its label is 0 or 1; other values (possible only in traced labels) belong to
+    neither polarity.
     """
     labels = jnp.asarray(labels)
-    positive = labels == 1
-    negative = labels == 0
+    sample = _batch.finite_samples(logits)
     if where is not None:
-        positive = positive & where[:, None]
-        negative = negative & where[:, None]
+        sample = sample & where
+    positive = (labels == 1) & sample[:, None]
+    negative = (labels == 0) & sample[:, None]
     return positive.astype(dtype), negative.astype(dtype)
 
 
 def _polarity_sums(values, positive, negative, axis_name) -> jax.Array:
-    """``[2, num_classes]`` sums of ``values``: negative entries (row 0), positive (row 1)."""
-    sums = jnp.stack([(values * negative).sum(axis=0), (values * positive).sum(axis=0)])
+    """``[2, num_classes]`` sums of ``values``: negative entries (row 0), positive (row 1).
+
+    Entries outside both masks are dropped with ``where`` (a NaN there times 0 would be NaN).
+    """
+    sums = jnp.stack(
+        [
+            jnp.where(negative > 0, values, 0).sum(axis=0),
+            jnp.where(positive > 0, values, 0).sum(axis=0),
+        ]
+    )
     return _batch.sum_over_devices(sums, axis_name)
 
 
@@ -89,8 +98,13 @@ def multilabel_lpl_perturbation(
     step_size: float | jax.typing.ArrayLike,
     where: jax.typing.ArrayLike | None = None,
     axis_name=None,
+    max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> jax.Array:
     r"""Multi-label LPL: one scalar perturbation per class and label polarity.
+
+    Samples with a non-finite logit count as masked (no statistic, no perturbation);
+    bounds needing more than ``max_inner_steps`` steps raise (concrete) or are clamped
+    (traced), as in :func:`lpjax.lpl_perturbation`.
 
     Class :math:`c` has :math:`\delta_c^+`, added to the logits of its positive
     entries (:math:`y_{ic} = 1`), and :math:`\delta_c^-`, added to its negative
@@ -176,11 +190,13 @@ def multilabel_lpl_perturbation(
     _checks.check_nonnegative("negative_bounds", negative_bounds)
     _checks.check_signs("positive_signs", positive_signs)
     _checks.check_signs("negative_signs", negative_signs)
+    for bounds_, signs_ in ((positive_bounds, positive_signs), (negative_bounds, negative_signs)):
+        _solver.check_inner_steps(bounds_, step_size, max_inner_steps, signs_)
 
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)
     u = lax.stop_gradient(logits).astype(dtype)
-    positive, negative = _entry_masks(lax.stop_gradient(labels), where, dtype)
+    positive, negative = _entry_masks(lax.stop_gradient(labels), where, dtype, u)
     # Row 0: negative entries, row 1: positive entries.
     signs = lax.stop_gradient(jnp.stack([jnp.asarray(negative_signs), jnp.asarray(positive_signs)]))
     bounds = lax.stop_gradient(
@@ -191,7 +207,9 @@ def multilabel_lpl_perturbation(
 
     counts = _polarity_sums(jnp.ones_like(u), positive, negative, axis_name)
     steps = jnp.where(
-        (signs != 0) & (counts > 0), _solver.num_inner_steps(bounds.astype(dtype), step_size), 0
+        (signs != 0) & (counts > 0),
+        _solver.num_inner_steps(bounds.astype(dtype), step_size, max_inner_steps),
+        0,
     )
     counts = jnp.maximum(counts, 1)
 
@@ -205,7 +223,9 @@ def multilabel_lpl_perturbation(
         return polarity_delta + step_size * moving * grad
 
     polarity_delta = lax.fori_loop(0, jnp.max(steps), step, jnp.zeros((2, num_classes), dtype))
-    delta = positive * polarity_delta[1] + negative * polarity_delta[0]
+    delta = jnp.where(
+        positive > 0, polarity_delta[1], jnp.where(negative > 0, polarity_delta[0], 0)
+    )
     return lax.stop_gradient(delta.astype(logits.dtype))
 
 
@@ -347,7 +367,7 @@ def multilabel_balanced_signs_and_bounds(
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)
     u = lax.stop_gradient(logits).astype(dtype)
-    positive, negative = _entry_masks(lax.stop_gradient(labels), where, dtype)
+    positive, negative = _entry_masks(lax.stop_gradient(labels), where, dtype, u)
     # sigma(u) for positives, 1 - sigma(u) = sigma(-u) for negatives, without cancellation.
     correct_prob = jax.nn.sigmoid(jnp.where(positive > 0, u, -u))
 
@@ -371,7 +391,9 @@ def _require_multilabel_labels(labels, logits, transform_name: str) -> jax.Array
     return jnp.asarray(labels)
 
 
-def _multilabel_lpl_transform(signs_and_bounds, step_size) -> _transforms.LogitTransform:
+def _multilabel_lpl_transform(
+    signs_and_bounds, step_size, max_inner_steps=_solver.DEFAULT_MAX_INNER_STEPS
+) -> _transforms.LogitTransform:
     """Multi-label LPL on the incoming logits, signs and bounds from ``signs_and_bounds``."""
     _checks.check_positive_scalar("step_size", step_size)
 
@@ -390,6 +412,7 @@ def _multilabel_lpl_transform(signs_and_bounds, step_size) -> _transforms.LogitT
             step_size=step_size,
             where=where,
             axis_name=axis_name,
+            max_inner_steps=max_inner_steps,
         )
         return logits + delta
 
@@ -433,6 +456,10 @@ def lpl_multilabel_longtail_transform(
         negative_sign=negative_sign,
         negative_epsilon=negative_epsilon,
     )
+    _checks.check_positive_scalar("step_size", step_size)
+    pos_signs, neg_signs, pos_bounds, neg_bounds = signs_and_bounds
+    _solver.check_inner_steps(pos_bounds, step_size, _solver.DEFAULT_MAX_INNER_STEPS, pos_signs)
+    _solver.check_inner_steps(neg_bounds, step_size, _solver.DEFAULT_MAX_INNER_STEPS, neg_signs)
     return _multilabel_lpl_transform(
         lambda logits, labels, where, axis_name: signs_and_bounds, step_size
     )

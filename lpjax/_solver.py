@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from lpjax import _batch, _checks
@@ -12,16 +15,47 @@ from lpjax import _batch, _checks
 # number of steps is not rounded down by floating-point error.
 _STEP_COUNT_TOLERANCE = 1e-6
 
+# The most inner steps one call may take (per class): concrete bounds that need more
+# raise; traced ones are clamped to it, so no input makes the solver loop for ever.
+DEFAULT_MAX_INNER_STEPS = 10_000
 
-def num_inner_steps(bounds: jax.Array, step_size) -> jax.Array:
-    """Per-class step counts ``K_c = floor(eps_c / alpha + 1e-6)`` (int32).
+
+def num_inner_steps(bounds: jax.Array, step_size, max_steps: int = DEFAULT_MAX_INNER_STEPS):
+    """Per-class step counts ``K_c = min(floor(eps_c / alpha + 1e-6), max_steps)`` (int32).
 
     The ratio is formed in the bounds' float dtype; the tolerance also covers
     one float32 rounding of the ratio, so ``eps = 10 * alpha`` gives 10 steps.
+    An infinite ratio (``alpha = 0``) gives ``max_steps``, a NaN one 0.
     """
-    ratio = bounds / step_size
+    bounds = jnp.asarray(bounds)
+    ratio = bounds / jnp.asarray(step_size, bounds.dtype)
     tolerance = jnp.maximum(_STEP_COUNT_TOLERANCE, 4 * jnp.finfo(ratio.dtype).eps * ratio)
-    return jnp.floor(ratio + tolerance).astype(jnp.int32)
+    steps = jnp.minimum(jnp.floor(ratio + tolerance), max_steps)
+    return jnp.where(jnp.isnan(steps), 0, steps).astype(jnp.int32)
+
+
+def check_inner_steps(bounds, step_size, max_steps: int, signs=None) -> None:
+    """Raises if concrete ``bounds`` / ``step_size`` need more than ``max_steps`` steps.
+
+    Traced values cannot be checked; :func:`num_inner_steps` clamps them instead.
+    """
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_inner_steps must be an int >= 1; got {max_steps!r}.")
+    if not (_checks.is_concrete(bounds) and _checks.is_concrete(step_size)):
+        return
+    bounds = np.asarray(bounds, np.float64)
+    if signs is not None and _checks.is_concrete(signs):
+        bounds = np.where(np.asarray(signs) != 0, bounds, 0)
+    if bounds.size == 0:
+        return
+    needed = math.floor(float(bounds.max()) / float(step_size) + _STEP_COUNT_TOLERANCE)
+    if needed > max_steps:
+        raise ValueError(
+            f"LPL would take {needed:,} inner steps (largest bound eps = "
+            f"{float(bounds.max()):g}, step_size alpha = {float(step_size):g}), more than "
+            f"max_inner_steps = {max_steps:,}. Lower the bounds, raise step_size, or pass a "
+            "larger max_inner_steps."
+        )
 
 
 def _softmax_minus_onehot(logits: jax.Array, onehot: jax.Array) -> jax.Array:
@@ -60,6 +94,7 @@ def lpl_perturbation(
     step_size: float | jax.typing.ArrayLike,
     where: jax.typing.ArrayLike | None = None,
     axis_name=None,
+    max_inner_steps: int = DEFAULT_MAX_INNER_STEPS,
 ) -> jax.Array:
     r"""Class-level logit perturbation found by LPL's PGD-like inner solver.
 
@@ -89,6 +124,10 @@ def lpl_perturbation(
     ``signs``, ``bounds`` and ``step_size`` may be traced: changing them does not
     recompile.
 
+    A sample with a NaN or infinite logit is treated as masked: it enters no
+    class statistic and gets a zero perturbation (its own loss stays whatever
+    its logits give, e.g. NaN), so it cannot change any other sample's result.
+
     Args:
       logits: ``[batch, num_classes]`` floating logits ``u``.
       labels: ``[batch]`` integer labels. A label outside ``[0, num_classes)``
@@ -103,6 +142,9 @@ def lpl_perturbation(
       axis_name: mapped axis (``jax.shard_map`` / ``jax.pmap``) the batch is
         split over; class statistics are then summed over all devices, so the
         result equals that of the whole batch on one device.
+      max_inner_steps: the most steps a class may take. Concrete bounds and
+        step size that need more raise ``ValueError``; traced ones are clamped
+        to it (a traced ``step_size`` of 0 runs ``max_inner_steps`` null steps).
 
     Returns:
       ``[batch, num_classes]`` perturbation ``delta`` in the logits' dtype;
@@ -131,6 +173,7 @@ def lpl_perturbation(
     _checks.check_positive_scalar("step_size", step_size)
     _checks.check_nonnegative("bounds", bounds)
     _checks.check_signs("signs", signs)
+    check_inner_steps(bounds, step_size, max_inner_steps, signs)
 
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)
@@ -140,7 +183,7 @@ def lpl_perturbation(
     bounds = lax.stop_gradient(jnp.asarray(bounds)).astype(dtype)
     step_size = lax.stop_gradient(jnp.asarray(step_size, dtype))
 
-    valid = _batch.valid_samples(labels, num_classes, where)
+    valid = _batch.valid_samples(labels, num_classes, where, u)
     weight = valid.astype(dtype)
     onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype) * weight[:, None]
 
@@ -154,7 +197,7 @@ def lpl_perturbation(
     slot_classes = jnp.unique(global_labels, size=num_slots, fill_value=num_classes)
     slot = jnp.minimum(jnp.searchsorted(slot_classes, masked_labels), num_slots - 1)
 
-    class_steps = jnp.where(signs != 0, num_inner_steps(bounds, step_size), 0)
+    class_steps = jnp.where(signs != 0, num_inner_steps(bounds, step_size, max_inner_steps), 0)
     slot_steps = jnp.append(class_steps, 0)[slot_classes]
     slot_signs = jnp.append(signs, 0)[slot_classes]
     slot_counts = _batch.sum_over_devices(
@@ -163,7 +206,8 @@ def lpl_perturbation(
     slot_counts = jnp.maximum(slot_counts, 1)[:, None]
 
     def step(k, slot_delta):
-        residual = _softmax_minus_onehot(u + slot_delta[slot], onehot) * weight[:, None]
+        residual = _softmax_minus_onehot(u + slot_delta[slot], onehot)
+        residual = jnp.where(valid[:, None], residual, 0)  # NaN * 0 would be NaN
         class_sum = _batch.sum_over_devices(
             jax.ops.segment_sum(residual, slot, num_segments=num_slots), axis_name
         )
@@ -176,5 +220,5 @@ def lpl_perturbation(
     slot_delta = lax.fori_loop(
         0, jnp.max(slot_steps), step, jnp.zeros((num_slots, num_classes), dtype)
     )
-    delta = slot_delta[slot] * weight[:, None]
+    delta = jnp.where(valid[:, None], slot_delta[slot], 0)
     return lax.stop_gradient(delta.astype(logits.dtype))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import operator
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from lpjax import _batch, _checks
@@ -30,7 +31,8 @@ def balanced_signs_and_bounds(
     Hard classes (mean true-class probability below the mean over the classes
     present) are maximised, easy ones minimised. Classes absent from the batch
     get sign 0 and bound 0 (they do not enter :math:`\tau`). A class exactly at
-    the threshold (e.g. the only class of a batch) gets sign 0.
+    the threshold (e.g. the only class of a batch) gets sign 0. Samples with a
+    non-finite logit count as masked.
     ``delta_epsilon = 0`` gives fixed bounds, ``> 0`` varied bounds. Computed in
     float32 (at least) and returned under ``stop_gradient``.
 
@@ -64,9 +66,10 @@ def balanced_signs_and_bounds(
 
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)
-    probs = jax.nn.softmax(lax.stop_gradient(logits).astype(dtype))
+    u = lax.stop_gradient(logits).astype(dtype)
     labels = jnp.asarray(labels)
-    valid = _batch.valid_samples(labels, num_classes, where)
+    valid = _batch.valid_samples(labels, num_classes, where, u)
+    probs = jnp.where(valid[:, None], jax.nn.softmax(u), 0)  # NaN * 0 would be NaN
     onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype) * valid[:, None].astype(dtype)
 
     counts = _batch.sum_over_devices(onehot.sum(axis=0), axis_name)
@@ -124,8 +127,12 @@ def longtail_signs_and_bounds(
       Li et al., "Class-Level Logit Perturbation", TNNLS 2023, Sec. IV (long-tailed split).
     """
     num_classes = _checks.check_class_counts(class_counts)
-    if isinstance(num_head_classes, bool) or not isinstance(num_head_classes, (int, np.integer)):
-        raise TypeError(f"num_head_classes must be an int; got {num_head_classes!r}.")
+    try:
+        if isinstance(num_head_classes, bool) or jnp.ndim(num_head_classes) != 0:
+            raise TypeError
+        num_head_classes = operator.index(num_head_classes)  # int, NumPy or JAX integer
+    except TypeError:
+        raise TypeError(f"num_head_classes must be an int; got {num_head_classes!r}.") from None
     if not 0 <= num_head_classes <= num_classes:
         raise ValueError(
             f"num_head_classes must lie in [0, num_classes] = [0, {num_classes}]; "

@@ -76,6 +76,10 @@ def chain(*transforms: LogitTransform) -> LogitTransform:
         return tuple(t.init() for t in transforms)
 
     def apply(logits, labels, state, *, where=None, axis_name=None, **extra_args):
+        if not isinstance(state, tuple):
+            raise TypeError(
+                f"a chain's state is the tuple returned by its init(); got {type(state).__name__}."
+            )
         if len(state) != len(transforms):
             raise ValueError(
                 f"chain of {len(transforms)} transforms got a state of {len(state)} entries."
@@ -144,7 +148,7 @@ def ldam_transform(class_counts, *, max_margin: float = 0.5, scale: float = 30.0
     return _stateless(perturb)
 
 
-def _lpl_transform(signs_and_bounds, step_size) -> LogitTransform:
+def _lpl_transform(signs_and_bounds, step_size, max_inner_steps) -> LogitTransform:
     """LPL on the incoming logits, with signs and bounds from ``signs_and_bounds``."""
     _checks.check_positive_scalar("step_size", step_size)
 
@@ -159,6 +163,7 @@ def _lpl_transform(signs_and_bounds, step_size) -> LogitTransform:
             step_size=step_size,
             where=where,
             axis_name=axis_name,
+            max_inner_steps=max_inner_steps,
         )
         return logits + delta
 
@@ -166,16 +171,24 @@ def _lpl_transform(signs_and_bounds, step_size) -> LogitTransform:
 
 
 def lpl_balanced_transform(
-    *, epsilon: float, step_size: float, delta_epsilon: float = 0.0
+    *,
+    epsilon: float,
+    step_size: float,
+    delta_epsilon: float = 0.0,
+    max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> LogitTransform:
     """LPL for balanced data: the mean-threshold split recomputed on every batch.
 
     Signs and bounds from :func:`lpjax.balanced_signs_and_bounds` on the
     incoming logits, then :func:`lpjax.lpl_perturbation`. ``delta_epsilon = 0``
-    is LPL with fixed bounds, ``> 0`` with varied bounds. Li et al., TNNLS 2023.
+    is LPL with fixed bounds, ``> 0`` with varied bounds. The largest bound,
+    ``epsilon + delta_epsilon``, may need at most ``max_inner_steps`` steps (else
+    ``ValueError`` here). Li et al., TNNLS 2023.
     """
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)
+    _checks.check_positive_scalar("step_size", step_size)
+    _solver.check_inner_steps(jnp.asarray([epsilon + delta_epsilon]), step_size, max_inner_steps)
 
     def signs_and_bounds(logits, labels, where, axis_name):
         return _splits.balanced_signs_and_bounds(
@@ -187,7 +200,7 @@ def lpl_balanced_transform(
             axis_name=axis_name,
         )
 
-    return _lpl_transform(signs_and_bounds, step_size)
+    return _lpl_transform(signs_and_bounds, step_size, max_inner_steps)
 
 
 def lpl_longtail_transform(
@@ -197,12 +210,14 @@ def lpl_longtail_transform(
     epsilon: float,
     step_size: float,
     delta_epsilon: float = 0.0,
+    max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> LogitTransform:
     """LPL for long-tailed data: head classes minimised, tail classes maximised.
 
     Signs and bounds from :func:`lpjax.longtail_signs_and_bounds` (fixed for the
     whole run), then :func:`lpjax.lpl_perturbation` on every batch. Chain after
-    :func:`logit_adjustment_transform` for LA + LPL. Li et al., TNNLS 2023.
+    :func:`logit_adjustment_transform` for LA + LPL. Bounds needing more than
+    ``max_inner_steps`` steps raise ``ValueError`` here. Li et al., TNNLS 2023.
     """
     signs, bounds = _splits.longtail_signs_and_bounds(
         class_counts,
@@ -210,7 +225,11 @@ def lpl_longtail_transform(
         epsilon=epsilon,
         delta_epsilon=delta_epsilon,
     )
-    return _lpl_transform(lambda logits, labels, where, axis_name: (signs, bounds), step_size)
+    _checks.check_positive_scalar("step_size", step_size)
+    _solver.check_inner_steps(bounds, step_size, max_inner_steps, signs)
+    return _lpl_transform(
+        lambda logits, labels, where, axis_name: (signs, bounds), step_size, max_inner_steps
+    )
 
 
 def perturbed_softmax_cross_entropy(
