@@ -140,6 +140,16 @@ def _jsonable(value):
     return [None if not np.isfinite(x) else float(x) for x in array.ravel()]
 
 
+def jsonable_tree(value):
+    """Metrics (a dict of arrays, or one array) as JSON values; non-finite entries -> None."""
+    if isinstance(value, Mapping):
+        return {k: jsonable_tree(v) for k, v in value.items()}
+    array = np.asarray(value)
+    if array.ndim == 0:
+        return float(array) if np.isfinite(array) else None
+    return [None if not np.isfinite(x) else float(x) for x in array.ravel()]
+
+
 def plot_per_class(
     series: Mapping[str, Sequence[float | None]],
     class_counts: np.ndarray,

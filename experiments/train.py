@@ -11,10 +11,14 @@ With no ``--config`` it trains LA + LPL on long-tailed scikit-learn digits
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
+import signal
 import sys
+import threading
 import time
 
 import jax
@@ -30,8 +34,36 @@ from experiments import configuration, input_pipeline, methods, models, reportin
 from lpjax import training
 
 
-class WorkdirConfigMismatchError(ValueError):
+class UserError(ValueError):
+    """A mistake in the command line, the config or the work directory: one line, exit 2."""
+
+
+class WorkdirConfigMismatchError(UserError):
     """The work directory holds a run made with another config."""
+
+
+class WorkdirLockedError(UserError):
+    """Another process is training in the work directory."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss or gradient became NaN or infinite."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM / SIGINT (or a multi-host preemption) stopped the run after a checkpoint."""
+
+    def __init__(self, signum: int | None, step: int, workdir: pathlib.Path):
+        self.signum, self.step = signum, step
+        name = signal.Signals(signum).name if signum else "a preemption notice"
+        super().__init__(
+            f"stopped by {name} after step {step}; checkpoint saved in {workdir}. "
+            "Run the same command again to resume."
+        )
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGTERM)
 
 
 def load_data(config: ml_collections.ConfigDict):
@@ -171,19 +203,215 @@ def _compiler_options(config: ml_collections.ConfigDict) -> dict | None:
     return options
 
 
-def _check_config(config: ml_collections.ConfigDict) -> None:
+_SCHEDULE_FIELDS = {"multistep": ("milestones", "decay_factor")}
+
+
+def validate_config(config: ml_collections.ConfigDict) -> list[str]:
+    """Checks the whole config before anything is written; returns notes on ignored options.
+
+    Raises:
+      UserError: naming the first field that is wrong.
+    """
+    from experiments.configs import common
+
+    def fail(message):
+        raise UserError(message)
+
+    if config.dataset not in DATASETS:
+        fail(f"config.dataset {config.dataset!r} is unknown; valid: {', '.join(DATASETS)}.")
+    if config.method not in methods.SINGLE_LABEL_METHODS + methods.MULTILABEL_METHODS:
+        fail(
+            f"config.method {config.method!r} is unknown; valid: "
+            f"{', '.join(methods.SINGLE_LABEL_METHODS + methods.MULTILABEL_METHODS)}."
+        )
+    multilabel = config.dataset in ("multilabel_digits", "voc2007")
+    if multilabel != (config.method in methods.MULTILABEL_METHODS):
+        kind = "multi-label" if multilabel else "single-label"
+        fail(f"config.method {config.method!r} does not apply to the {kind} {config.dataset}.")
+    if config.model not in models.MODELS:
+        fail(f"config.model {config.model!r} is unknown; valid: {', '.join(models.MODELS)}.")
+    for field in (
+        "num_epochs",
+        "batch_size",
+        "eval_batch_size",
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "eval_every_epochs",
+    ):
+        if config[field] < 1:
+            fail(f"config.{field} must be >= 1; got {config[field]}.")
     if config.checkpoint_every_steps % config.log_every_steps:
-        raise ValueError(
+        fail(
             "config.checkpoint_every_steps must be a multiple of config.log_every_steps "
             f"(so a checkpoint never splits a logging window); got "
             f"{config.checkpoint_every_steps} and {config.log_every_steps}."
         )
     for field in ("batch_size", "eval_batch_size"):
         if config[field] % jax.device_count():
-            raise ValueError(
+            fail(
                 f"config.{field} ({config[field]}) must be divisible by the number of "
                 f"devices ({jax.device_count()})."
             )
+    if config.learning_rate <= 0 or config.weight_decay < 0:
+        fail("config.learning_rate must be > 0 and config.weight_decay >= 0.")
+    if config.warmup_epochs < 0:
+        fail(f"config.warmup_epochs must be >= 0; got {config.warmup_epochs}.")
+    if config.schedule not in ("multistep", "cosine", "constant"):
+        fail(f"config.schedule must be multistep, cosine or constant; got {config.schedule!r}.")
+    if config.schedule == "multistep" and any(m <= 0 for m in config.milestones):
+        fail(f"config.milestones must be > 0; got {tuple(config.milestones)}.")
+    if config.imbalance_ratio < 1:
+        fail(f"config.imbalance_ratio must be >= 1; got {config.imbalance_ratio}.")
+    defaults = common.get_base_config()
+    notes = []
+    if config.warmup_epochs > config.num_epochs:
+        notes.append(
+            f"config.warmup_epochs = {config.warmup_epochs} > num_epochs: the learning rate "
+            "never reaches config.learning_rate."
+        )
+    if config.schedule == "multistep":
+        late = [m for m in config.milestones if m >= config.num_epochs]
+        if late:
+            notes.append(f"config.milestones {late} lie beyond num_epochs = {config.num_epochs}.")
+    for schedule, fields in _SCHEDULE_FIELDS.items():
+        if config.schedule != schedule:
+            notes += [
+                f"config.{f} = {config[f]!r} is ignored by the {config.schedule} schedule."
+                for f in fields
+                if config[f] != defaults[f]
+            ]
+    return notes
+
+
+def _check_data(config: ml_collections.ConfigDict, train) -> None:
+    if config.batch_size > len(train):
+        raise UserError(
+            f"config.batch_size ({config.batch_size}) is larger than the {len(train)} "
+            f"training images of {config.dataset}."
+        )
+
+
+def _check_workdir_path(workdir: pathlib.Path) -> None:
+    """Refuses a work directory path that is a file, or under one."""
+    for path in (workdir, *workdir.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise UserError(f"the work directory {str(workdir)!r}: {str(path)!r} is a file.")
+            if not os.access(path, os.W_OK):
+                raise UserError(f"the work directory {str(workdir)!r}: {str(path)!r} is read-only.")
+            return
+
+
+@contextlib.contextmanager
+def _workdir_lock(workdir: pathlib.Path, enabled: bool):
+    """An exclusive ``flock`` on ``WORKDIR/.lock`` for the run's lifetime.
+
+    The kernel releases it when the process ends, however it ends, so a crashed
+    or killed run never leaves the directory locked.
+    """
+    if not enabled:
+        yield
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    with open(workdir / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkdirLockedError(
+                f"the work directory {str(workdir)!r} is in use by another training process."
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class _StopSignals:
+    """Turns SIGTERM / SIGINT into a request to stop after the current step.
+
+    A second SIGINT (Ctrl-C twice) stops at once. On several processes the stop is the
+    preemption sync point of ``jax.distributed`` (JAX's coordination service receives
+    the preemption notice), so that every process saves the same step.
+    """
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def requested(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.signum is not None
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _checkpoint_manager(workdir: pathlib.Path, config) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        workdir / "checkpoints",
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=config.keep_checkpoints, enable_async_checkpointing=False
+        ),
+    )
+
+
+def _save(manager, step: int, state, history: dict) -> None:
+    """Saves the train state and the run's history (what results.json needs) atomically."""
+    if step in manager.all_steps():
+        return
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), history=ocp.args.JsonSave(history)
+        ),
+    )
+
+
+def _restore(manager, state, workdir: pathlib.Path):
+    """``(state, history)`` from the newest checkpoint that restores; older ones if it fails.
+
+    A checkpoint that cannot be restored (torn, corrupt) is reported and deleted, so
+    at most one checkpoint interval is lost; if none restores, a one-line error.
+    """
+    steps = sorted(manager.all_steps(), reverse=True)
+    for step in steps:
+        try:
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(state), history=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as error:  # noqa: BLE001 - any failure: fall back to an older one
+            print(
+                f"warning: checkpoint {step} in {workdir / 'checkpoints'} cannot be restored "
+                f"({type(error).__name__}: {str(error)[:200]}); trying an older one.",
+                file=sys.stderr,
+            )
+            if jax.process_index() == 0:
+                manager.delete(step)
+            continue
+        return restored.state, dict(restored.history)
+    if steps:
+        raise UserError(
+            f"no checkpoint in {str(workdir / 'checkpoints')!r} can be restored; delete the "
+            "work directory to start over."
+        )
+    return state, {"windows": [], "final_train_loss": None, "pending": []}
 
 
 def _gather_predictions(predict, state, mesh, dataset, config) -> np.ndarray:
@@ -216,14 +444,30 @@ def _evaluate(predict, state, mesh, train, validation, test, config) -> dict:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
-    """Trains ``config.method`` as configured, resuming from ``workdir``; returns the results."""
+    """Trains ``config.method`` as configured, resuming from ``workdir``; returns the results.
+
+    Raises:
+      UserError: a wrong config or work directory, found before anything is written.
+      input_pipeline.DatasetNotPreparedError: the data set is not on disk.
+      TrainingInterrupted: SIGTERM / SIGINT; a checkpoint of the last step was saved.
+      NonFiniteLossError: the loss or gradient became non-finite; the last checkpoint
+        is the last good state.
+    """
     workdir = pathlib.Path(workdir).resolve()
     _initialize_distributed(config)
-    _check_config(config)
-    _check_workdir(workdir, config)
-    is_chief = jax.process_index() == 0
-
+    for note in validate_config(config):
+        print(f"note: {note}")
+    _check_workdir_path(workdir)
     train, validation, test = load_data(config)
+    _check_data(config, train)
+    is_chief = jax.process_index() == 0
+    with _workdir_lock(workdir, enabled=is_chief), _StopSignals() as stop:
+        _check_workdir(workdir, config)
+        return _train(config, workdir, train, validation, test, stop)
+
+
+def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict:
+    is_chief = jax.process_index() == 0
     mesh = training.make_data_mesh()
     model = models.create_model(
         config.model,
@@ -250,14 +494,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     state = training.create_train_state(
         model, tx, method.transform, input_shape=input_shape, key=init_key, mesh=mesh
     )
-    manager = ocp.CheckpointManager(
-        workdir / "checkpoints",
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=config.keep_checkpoints, enable_async_checkpointing=False
-        ),
-    )
-    if manager.latest_step() is not None:
-        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
+    manager = _checkpoint_manager(workdir, config)
+    state, history = _restore(manager, state, workdir)
     start_step = int(state.step)
 
     writer = reporting.MetricWriter(workdir, resume_step=start_step, enabled=is_chief)
@@ -277,7 +515,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         compiler_options=compiler_options,
     )
 
-    window: list[dict] = []
+    # Per-step metrics since the last log line; carried in checkpoints so that a run
+    # stopped between two log lines logs the same windows when it resumes.
+    window: list[dict] = list(history.pop("pending"))
     window_start = time.perf_counter()
     eval_results = None
     progress = tqdm(
@@ -303,10 +543,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         done = step + 1
         if done % config.log_every_steps == 0 or done == total_steps:
             summary = _summarise_window(jax.device_get(window))
+            _check_finite(summary, done - len(window) + 1, done, manager, workdir)
             elapsed = time.perf_counter() - window_start
             summary["train_images_per_second"] = len(window) * config.batch_size / elapsed
             summary["train_learning_rate"] = float(schedule(step))
             writer.write(done, summary)
+            _record_window(history, summary)
             progress.set_postfix(loss=f"{summary['train_loss']:.3f}")
             window, window_start = [], time.perf_counter()
         epoch_done = done % steps_per_epoch == 0
@@ -314,18 +556,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         if epoch_done and (epoch % config.eval_every_epochs == 0 or done == total_steps):
             eval_results = _evaluate(predict, state, mesh, train, validation, test, config)
             writer.write(done, {f"eval_{k}": v for k, v in eval_results.items() if v is not None})
-        if done % config.checkpoint_every_steps == 0 or done == total_steps:
-            manager.save(done, args=ocp.args.StandardSave(state))
+        stopping = done < total_steps and stop.requested(done)
+        if done % config.checkpoint_every_steps == 0 or done == total_steps or stopping:
+            pending = [reporting.jsonable_tree(m) for m in jax.device_get(window)]
+            _save(manager, done, state, {**history, "pending": pending})
+        if stopping:
+            manager.wait_until_finished()
+            writer.close()
+            progress.close()
+            raise TrainingInterrupted(stop.signum, done, workdir)
     progress.close()
     manager.wait_until_finished()
 
     if eval_results is None:  # resumed after the last step, or no full epoch
         eval_results = _evaluate(predict, state, mesh, train, validation, test, config)
-    results = _final_results(config, train, writer.records(), eval_results, total_steps)
+    results = _final_results(config, train, history, eval_results, total_steps)
     if is_chief:
         _write_outputs(workdir, config, train, results)
     writer.close()
     return results
+
+
+def _check_finite(summary: dict, first: int, last: int, manager, workdir) -> None:
+    for name in ("train_loss", "train_grad_norm"):
+        if not np.isfinite(summary[name]):
+            kept = manager.latest_step()
+            where = f"checkpoint {kept}" if kept is not None else "no checkpoint yet"
+            raise NonFiniteLossError(
+                f"the training {name.removeprefix('train_')} became non-finite in steps "
+                f"{first}-{last}; the last good state is {where} in {workdir}. Lower the "
+                "learning rate or the perturbation bounds."
+            )
+
+
+def _record_window(history: dict, summary: dict) -> None:
+    """Adds a logging window to the run's history (checkpointed with the state)."""
+    history["final_train_loss"] = summary["train_loss"]
+    if "train_relative_loss_variation" in summary:
+        history["windows"].append(reporting.jsonable_tree(summary["train_relative_loss_variation"]))
 
 
 def _summarise_window(window: list[dict]) -> dict:
@@ -347,15 +615,15 @@ def _mean_where_defined(values: np.ndarray) -> np.ndarray:
     return np.where(defined.any(0), total / np.maximum(defined.sum(0), 1), np.nan)
 
 
-def _final_results(config, train, records, eval_results, total_steps) -> dict:
-    """``results.json``: the final model's test metrics, final train loss, loss variation.
+def _final_results(config, train, history, eval_results, total_steps) -> dict:
+    """``results.json``: the final model's metrics, final train loss, loss variation.
 
+    Built from the checkpointed history, never from ``metrics.jsonl``.
     ``relative_loss_variation`` is, per class, the median over the run's logging
     windows of the window's mean ``(l' - l) / l``: late in training the plain
     loss of well-fit classes tends to 0 and single windows explode, the median
     shows what the perturbation does over the run.
     """
-    train_records = [r for r in records if "train_loss" in r]
     results = {
         "method": config.method,
         "dataset": config.dataset,
@@ -365,15 +633,10 @@ def _final_results(config, train, records, eval_results, total_steps) -> dict:
         "num_steps": total_steps,
         "class_counts": train.class_counts.tolist(),
         **eval_results,
-        "final_train_loss": train_records[-1]["train_loss"] if train_records else None,
+        "final_train_loss": history["final_train_loss"],
     }
-    variations = [
-        [np.nan if v is None else v for v in r["train_relative_loss_variation"]]
-        for r in train_records
-        if "train_relative_loss_variation" in r
-    ]
-    if variations:
-        columns = np.array(variations).T
+    if history["windows"]:
+        columns = np.array(history["windows"], np.float64).T  # None -> NaN
         results["relative_loss_variation"] = [
             float(np.median(c[np.isfinite(c)])) if np.isfinite(c).any() else None for c in columns
         ]
@@ -417,7 +680,7 @@ def parse_args(argv: list[str]) -> tuple[ml_collections.ConfigDict, pathlib.Path
         name, has_value, value = arg.partition("=")
         if name in ("--config", "--workdir") and not has_value:
             if not args:
-                raise ValueError(f"{name} needs a value.")
+                raise UserError(f"{name} needs a value.")
             value = args.pop(0)
         if name == "--config":
             config_path = value
@@ -429,23 +692,34 @@ def parse_args(argv: list[str]) -> tuple[ml_collections.ConfigDict, pathlib.Path
             print(__doc__)
             sys.exit(0)
         else:
-            raise ValueError(
+            raise UserError(
                 f"Unrecognised argument {arg!r}; expected --config PATH, --workdir DIR or "
                 "--config.KEY=VALUE."
             )
-    config = configuration.apply_overrides(configuration.load_config(config_path), overrides)
+    try:
+        config = configuration.apply_overrides(configuration.load_config(config_path), overrides)
+    except ValueError as error:  # unknown key, unparsable value, config without get_config
+        raise UserError(str(error)) from None
     if workdir is None:
         stem = pathlib.Path(config_path).stem if config_path else "default"
         workdir = pathlib.Path("workdirs") / f"{stem}_{config.method}_seed{config.seed}"
     return config, pathlib.Path(workdir)
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
+    """Runs the command line; returns the exit status (2: a user error, one line)."""
     try:
         config, workdir = parse_args(argv)
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
-    results = train_and_evaluate(config, workdir)
+        results = train_and_evaluate(config, workdir)
+    except (UserError, FileNotFoundError, input_pipeline.DatasetNotPreparedError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as interrupted:
+        print(f"\n{interrupted}", file=sys.stderr)
+        return interrupted.exit_code
     if jax.process_index() == 0:
         print(f"\nResults of {config.method} on {config.dataset} in {workdir}:")
         for name in (
@@ -453,6 +727,7 @@ def main(argv: list[str]) -> None:
             "many_shot_accuracy",
             "medium_shot_accuracy",
             "few_shot_accuracy",
+            "validation_accuracy",
             "mAP",
             "head_mAP",
             "medium_mAP",
@@ -461,7 +736,8 @@ def main(argv: list[str]) -> None:
             if name in results:
                 value = results[name]
                 print(f"  {name:22s} {'-' if value is None else f'{100 * value:.2f}%'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -138,7 +138,8 @@ def make_train_step(
 
     Returns:
       The jitted step. ``metrics`` holds the global ``loss`` (the objective:
-      weighted mean of ``loss_fn``), ``plain_loss`` and ``accuracy`` on the plain logits,
+      weighted mean of ``loss_fn``), ``grad_norm`` (global L2 norm of the summed
+      gradients), ``plain_loss`` and ``accuracy`` on the plain logits,
       and ``relative_loss_variation`` ``[C]`` (NaN for classes absent from the
       batch) for single-label data.
     """
@@ -189,6 +190,7 @@ def make_train_step(
         )
         metrics = {
             "loss": lax.psum(local_loss, DATA_AXIS),
+            "grad_norm": optax.global_norm(grads),
             **_train_metrics(logits, perturbed, labels, mask),
         }
         return new_state, metrics
