@@ -3,9 +3,11 @@
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -264,3 +266,150 @@ def test_voc2007_multilabel_end_to_end_on_mocked_data(tmp_path):
     for key in ("mAP", "head_mAP", "medium_mAP", "tail_mAP"):
         assert 0.0 <= results[key] <= 1.0
     assert (tmp_path / "per_class_ap.png").exists()
+
+
+# ----------------------------------------------------------------------------- reliability
+
+
+def _interrupt_at(monkeypatch, step, action):
+    original = input_pipeline.train_batch
+
+    def patched(dataset, s, **kwargs):
+        if s == step:
+            action()
+        return original(dataset, s, **kwargs)
+
+    monkeypatch.setattr(input_pipeline, "train_batch", patched)
+    return original
+
+
+def test_sigterm_saves_the_current_step_and_resume_is_exact(tmp_path, monkeypatch):
+    config = short_default_config()
+    reference = train_lib.train_and_evaluate(config, tmp_path / "uninterrupted")
+    original = _interrupt_at(monkeypatch, 13, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    with pytest.raises(train_lib.TrainingInterrupted, match="SIGTERM after step 14") as info:
+        train_lib.train_and_evaluate(config, tmp_path / "resumed")
+    assert info.value.exit_code == 143
+    # Step 14 (the one running when the signal came) finished and was checkpointed,
+    # although it is not a checkpoint step; the log was flushed up to step 12.
+    steps = [p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()]
+    assert "14" in steps and not (tmp_path / "resumed" / "results.json").exists()
+    monkeypatch.setattr(input_pipeline, "train_batch", original)
+    # The log may even be lost: results come from the checkpointed history.
+    (tmp_path / "resumed" / "metrics.jsonl").unlink()
+    resumed = train_lib.train_and_evaluate(config, tmp_path / "resumed")
+    assert resumed == reference
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
+    config = short_default_config()
+    reference = train_lib.train_and_evaluate(config, tmp_path)
+    latest = tmp_path / "checkpoints" / "16"
+    for path in latest.rglob("*"):
+        if path.is_file():
+            path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    (tmp_path / "results.json").unlink()
+    assert train_lib.train_and_evaluate(config, tmp_path) == reference
+    assert "warning: checkpoint 16" in capsys.readouterr().err
+    # Every checkpoint broken: one line naming the directory.
+    for path in (tmp_path / "checkpoints").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"")
+    with pytest.raises(train_lib.UserError, match="no checkpoint in .* can be restored"):
+        train_lib.train_and_evaluate(config, tmp_path)
+
+
+def test_non_finite_loss_stops_the_run_and_names_the_steps(tmp_path, monkeypatch):
+    original = input_pipeline.train_batch
+
+    def poisoned(dataset, step, **kwargs):
+        batch = original(dataset, step, **kwargs)
+        if step == 9:  # 0-based: the 10th step, in the logging window of steps 9-12
+            batch["image"] = np.full_like(batch["image"], np.nan)
+        return batch
+
+    monkeypatch.setattr(input_pipeline, "train_batch", poisoned)
+    with pytest.raises(train_lib.NonFiniteLossError, match="steps 9-12.*checkpoint 8"):
+        train_lib.train_and_evaluate(short_default_config(), tmp_path)
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [8]  # nothing after the poisoned step was saved
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config.method=foo"], "config.method 'foo' is unknown"),
+        (["--config.num_epochs=-1"], "config.num_epochs must be >= 1"),
+        (["--config.batch_size=1024"], "larger than the 512 training images"),
+        (["--config.lpl.eps=0.1"], "Unknown config key 'lpl.eps'"),
+        (["--config.method=bce"], "does not apply to the single-label digits_lt"),
+        (["--config.schedule=linear"], "schedule must be multistep, cosine or constant"),
+    ],
+)
+def test_config_errors_exit_2_in_one_line_before_writing(tmp_path, capsys, args, message):
+    workdir = tmp_path / "run"
+    assert train_lib.main([*args, "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not workdir.exists()
+
+
+def test_unusable_workdirs_are_refused(tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("")
+    assert train_lib.main(["--workdir", str(file / "run")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    workdir = tmp_path / "busy"
+    with train_lib._workdir_lock(workdir, enabled=True):
+        assert train_lib.main(["--workdir", str(workdir)]) == 2
+    assert "in use by another training process" in capsys.readouterr().err
+    assert not (workdir / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_lock_of_a_killed_process_is_released(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import pathlib, sys, time; from experiments import train; "
+            f"ctx = train._workdir_lock(pathlib.Path({str(tmp_path)!r}), True); ctx.__enter__(); "
+            "print('locked', flush=True); time.sleep(600)",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(train_lib.WorkdirLockedError):
+        with train_lib._workdir_lock(tmp_path, enabled=True):
+            pass
+    holder.kill()
+    holder.wait()
+    with train_lib._workdir_lock(tmp_path, enabled=True):
+        pass
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_command_line_exits_143_and_resumes_exactly(tmp_path):
+    args = [f"--config.{k}={v}" for k, v in {**SHORT, "num_epochs": "20"}.items()]
+    command = [sys.executable, "-m", "experiments.train", *args]
+    reference = subprocess.run([*command, "--workdir", str(tmp_path / "a")], cwd=REPO)
+    assert reference.returncode == 0
+    process = subprocess.Popen(
+        [*command, "--workdir", str(tmp_path / "b")],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log = tmp_path / "b" / "metrics.jsonl"
+    while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143, err
+    assert "stopped by SIGTERM after step" in err and "Traceback" not in err
+    assert subprocess.run([*command, "--workdir", str(tmp_path / "b")], cwd=REPO).returncode == 0
+    _assert_same_run(tmp_path / "a", tmp_path / "b")
