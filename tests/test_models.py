@@ -153,6 +153,7 @@ def test_small_cnn_is_small():
         ("wrn16_8", 512),
         ("wrn28_10", 640),
         ("small_cnn", 64),
+        ("small_cnn28", 64),
     ],
 )
 def test_abstract_outputs_and_classifier(name, dim):
@@ -219,7 +220,7 @@ def test_wrn_dropout_only_in_train_mode():
 
 def test_registry_and_unknown_name():
     assert set(MODELS) == {"resnet32", "resnet110", "se_resnet110", "wrn16_8", "wrn28_10",
-                           "small_cnn"}  # fmt: skip
+                           "small_cnn", "small_cnn28"}  # fmt: skip
     m = create_model("wrn16_8", num_classes=5, dropout_rate=0.0, bn_axis_name="data")
     assert isinstance(m, WideResNet) and m.dropout_rate == 0.0 and m.bn_axis_name == "data"
     assert isinstance(create_model("se_resnet110", num_classes=5), SEResNetCifar)

@@ -90,7 +90,7 @@ def fashion_mnist_longtail(imbalance_ratio: float):
     config.model = "small_cnn28"  # 16-32-64 channels at 14x14 and 7x7, 24k parameters
     config.augment = True  # reflect-pad 4, random 28x28 crop, horizontal flip
     config.num_epochs = 15  # ~1,600 (r=100) to ~2,600 (r=10) steps
-    config.batch_size = 128
+    config.batch_size = 128  # the CIFAR recipes' batch size
     config.learning_rate = 0.1  # peak rate of the cosine schedule
     config.weight_decay = 5e-4  # a small network: stronger decay than the CIFAR recipes
     config.schedule = "cosine"  # smooth decay to zero
@@ -98,11 +98,11 @@ def fashion_mnist_longtail(imbalance_ratio: float):
     config.drw_start_epoch = 12  # ldam_drw: re-weight the last fifth of training
     config.lpl.split = "longtail"  # head/tail split by training counts
     config.lpl.num_head_classes = 4  # the four most frequent classes are head
-    config.lpl.epsilon = 0.2
-    config.lpl.delta_epsilon = 0.3
-    config.lpl.step_size = 0.01
-    config.log_every_steps = 50
-    config.checkpoint_every_steps = 500
+    config.lpl.epsilon = 0.2  # the study's command line sets each variant's validated bounds
+    config.lpl.delta_epsilon = 0.3  # varied bounds (lpl_varied, lpl_balanced, la_lpl)
+    config.lpl.step_size = 0.01  # inner step alpha
+    config.log_every_steps = 50  # train metrics every 50 steps
+    config.checkpoint_every_steps = 500  # a multiple of log_every_steps
     config.eval_every_epochs = 5  # validation and test accuracy every 5 epochs and at the end
     config.eval_batch_size = 1000  # divides the 5,000 validation and 10,000 test images
     return config
