@@ -2,7 +2,6 @@
 
 import os
 import pathlib
-import time
 
 import numpy as np
 import pytest
@@ -202,15 +201,6 @@ def test_small_images_are_not_augmented():
     np.testing.assert_allclose(b["image"], (ds.images[idx] - ds.mean) / ds.std, atol=1e-5)
 
 
-def test_augmented_batch_is_fast():
-    ds = _toy_dataset(n=1024)
-    ip.train_batch(ds, 0, global_batch_size=128, seed=0, augment=True)
-    start = time.perf_counter()
-    for step in range(20):
-        ip.train_batch(ds, step, global_batch_size=128, seed=0, augment=True)
-    assert (time.perf_counter() - start) / 20 < 0.1  # a few ms in practice
-
-
 def test_eval_batches_padding_and_mask():
     ds = _indexed_dataset(np.arange(23) % 4, 4)
     batches = list(ip.eval_batches(ds, global_batch_size=8))
@@ -260,10 +250,8 @@ def test_tfds_loader_under_mock_data(name, num_classes, tmp_path):
 
 def test_tfds_loader_not_prepared_fails_fast(tmp_path):
     pytest.importorskip("tensorflow_datasets")
-    start = time.perf_counter()
     with pytest.raises(ip.DatasetNotPreparedError) as info:
         ip.load_tfds_image_classification("cifar10", split="train", data_dir=str(tmp_path))
-    assert time.perf_counter() - start < 10.0
     message = str(info.value)
     assert "download_and_prepare()" in message and "--config.download=True" in message
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing was downloaded

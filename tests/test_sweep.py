@@ -27,6 +27,7 @@ def test_plan_expands_configs_methods_and_seeds(tmp_path):
         sweep.plan(["missing.py:ce"], [0], tmp_path)
 
 
+@pytest.mark.slow
 def test_sweep_runs_resumes_and_reports(tmp_path):
     args = [
         "--grid",

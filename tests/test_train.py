@@ -35,6 +35,7 @@ def _timing_free(records):
     return [{k: v for k, v in r.items() if k != "train_images_per_second"} for r in records]
 
 
+@pytest.mark.slow
 def test_default_on_real_digits_writes_every_output(tmp_path):
     config = short_default_config(num_epochs="12", eval_every_epochs="6")
     results = train_lib.train_and_evaluate(config, tmp_path)
@@ -66,6 +67,7 @@ def test_default_on_real_digits_writes_every_output(tmp_path):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["la_lpl", "la_lpl_adaptive"])
 def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch, method):
     # la_lpl_adaptive carries its per-class bounds in the checkpointed transform state.
@@ -96,6 +98,7 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch, met
     assert logs[0] == logs[1]
 
 
+@pytest.mark.slow
 def test_workdir_of_another_config_is_refused(tmp_path):
     train_lib.train_and_evaluate(short_default_config(num_epochs="1"), tmp_path)
     with pytest.raises(train_lib.WorkdirConfigMismatchError, match="lpl.epsilon: 0.2 -> 0.3"):
@@ -118,6 +121,7 @@ def test_command_line_rejects_unknown_keys_and_lists_valid_ones():
     assert workdir == pathlib.Path("w")
 
 
+@pytest.mark.slow
 def test_cifar10_longtail_end_to_end_on_mocked_data(tmp_path):
     config = configuration.load_config(REPO / "experiments" / "configs" / "cifar10_lt_r100.py")
     config = configuration.apply_overrides(
@@ -213,6 +217,7 @@ def _assert_same_run(dir_a, dir_b):
     )
 
 
+@pytest.mark.slow
 def test_one_and_eight_devices_train_identically(tmp_path):
     one = _run_trainer(tmp_path / "one", devices=1)
     _finish(one)
@@ -221,6 +226,7 @@ def test_one_and_eight_devices_train_identically(tmp_path):
     _assert_same_run(tmp_path / "one", tmp_path / "eight")
 
 
+@pytest.mark.slow
 def test_two_processes_of_four_devices_equal_one_of_eight(tmp_path):
     with socket.socket() as s:
         s.bind(("localhost", 0))
@@ -244,6 +250,7 @@ def test_two_processes_of_four_devices_equal_one_of_eight(tmp_path):
     _assert_same_run(tmp_path / "one_host", tmp_path / "two_hosts")
 
 
+@pytest.mark.slow
 def test_voc2007_multilabel_end_to_end_on_mocked_data(tmp_path):
     config = configuration.load_config(REPO / "experiments" / "configs" / "voc2007.py")
     config = configuration.apply_overrides(
@@ -283,6 +290,7 @@ def _interrupt_at(monkeypatch, step, action):
     return original
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_current_step_and_resume_is_exact(tmp_path, monkeypatch):
     config = short_default_config()
     reference = train_lib.train_and_evaluate(config, tmp_path / "uninterrupted")
@@ -301,6 +309,7 @@ def test_sigterm_saves_the_current_step_and_resume_is_exact(tmp_path, monkeypatc
     assert resumed == reference
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
     config = short_default_config()
     reference = train_lib.train_and_evaluate(config, tmp_path)
@@ -319,6 +328,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
         train_lib.train_and_evaluate(config, tmp_path)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_the_run_and_names_the_steps(tmp_path, monkeypatch):
     original = input_pipeline.train_batch
 
