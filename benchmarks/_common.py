@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # experiments/ is not an installed package
-    sys.path.insert(0, str(REPO_ROOT))
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 JAXPR_TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"

@@ -72,15 +72,15 @@ else
   LIMIT_R=120; LIMIT_W=100; LIMIT_S=45; LIMIT_V=30
 fi
 
-run "$LIMIT_R" train_step_resnet32 python benchmarks/train_step.py --model "$RESNET" \
+run "$LIMIT_R" train_step_resnet32 python -m benchmarks.train_step --model "$RESNET" \
   --num-classes 10,100 --methods ce,lpl_fixed --batch-size "$BATCH" --steps "$STEPS" \
   --warmup "$WARMUP"
-run "$LIMIT_W" train_step_wrn28_10 python benchmarks/train_step.py --model "$WRN" \
+run "$LIMIT_W" train_step_wrn28_10 python -m benchmarks.train_step --model "$WRN" \
   --num-classes 10 --methods ce,lpl_fixed --batch-size "$BATCH" --steps "$STEPS" \
   --warmup "$WARMUP"
-run "$LIMIT_S" inner_solver python benchmarks/inner_solver.py --in-process "${SOLVER_FLAGS[@]}"
+run "$LIMIT_S" inner_solver python -m benchmarks.inner_solver --in-process "${SOLVER_FLAGS[@]}"
 VARIANT_FLAGS=()
 [[ $SMOKE == 1 ]] && VARIANT_FLAGS=(--smoke)
-run "$LIMIT_V" solver_variants python benchmarks/solver_variants.py "${VARIANT_FLAGS[@]}"
+run "$LIMIT_V" solver_variants python -m benchmarks.solver_variants "${VARIANT_FLAGS[@]}"
 
 echo "results in $OUT (total $(( $(date +%s) - START ))s)"

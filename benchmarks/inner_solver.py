@@ -11,9 +11,9 @@ Inputs: logits ~ N(0, 2^2), labels covering min(B, C) distinct classes, every cl
 (alternately +1 and -1), ``bounds = K * step_size`` for every class, so that the loop runs
 exactly K steps. Each (B, C, K) runs in a fresh subprocess (clean RSS figures).
 
-    python benchmarks/inner_solver.py                 # sizes, C sweep, K sweep
-    python benchmarks/inner_solver.py --smoke         # tiny sizes, a few seconds
-    python benchmarks/inner_solver.py --out results/inner_solver.jsonl
+    python -m benchmarks.inner_solver                 # sizes, C sweep, K sweep
+    python -m benchmarks.inner_solver --smoke         # tiny sizes, a few seconds
+    python -m benchmarks.inner_solver --out results/inner_solver.jsonl
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import _common
+from benchmarks import _common
 
 SIZES = ((128, 10, 40), (128, 100, 50), (256, 1000, 50), (256, 8142, 50))
 C_SWEEP = ((256, 10, 50), (256, 100, 50), (256, 1000, 50), (256, 8142, 50))
@@ -69,9 +69,7 @@ def measure_one(batch_size, num_classes, num_steps, *, step_size, repeats) -> di
     solver_c = jax.jit(solver).lower(logits, labels, signs, bounds).compile()
     ce_c = jax.jit(jax.value_and_grad(ce_mean)).lower(logits, labels).compile()
 
-    # Steps the loop runs: max_c K_c, K_c = floor(eps_c / alpha + tolerance) as in the solver.
-    ratio = np.asarray(bounds) / np.float32(step_size)
-    steps = int(np.floor(ratio + np.maximum(1e-6, 4 * np.finfo(np.float32).eps * ratio)).max())
+    steps = int(lpjax.num_inner_steps(bounds, np.float32(step_size)).max())  # the loop's max K
 
     with _common.RssSampler() as ce_rss:
         _common.block(ce_c(logits, labels))
@@ -208,7 +206,8 @@ def main(argv=None) -> int:
         else:
             out, rc = _common.run_json_subprocess(
                 [
-                    __file__,
+                    "-m",
+                    "benchmarks.inner_solver",
                     "--single",
                     f"{b},{c},{k}",
                     "--repeats",

@@ -19,7 +19,7 @@ compute ``softmax(u) - onehot(y)`` as the library does (the true-class entry as
 
 Each variant's largest difference to the library's result is reported (float32 rounding).
 
-    python benchmarks/solver_variants.py [--repeats 15] [--out F]
+    python -m benchmarks.solver_variants [--repeats 15] [--out F]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import _common
+from benchmarks import _common
 
 SIZES = ((128, 10, 40), (128, 100, 50), (256, 1000, 50), (256, 8142, 50))
 
@@ -37,6 +37,8 @@ def _slots(labels, num_classes, signs, bounds, step_size, dtype):
     import jax
     import jax.numpy as jnp
 
+    import lpjax
+
     valid = (labels >= 0) & (labels < num_classes)
     weight = valid.astype(dtype)
     onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype) * weight[:, None]
@@ -44,10 +46,7 @@ def _slots(labels, num_classes, signs, bounds, step_size, dtype):
     num_slots = masked.shape[0]
     slot_classes = jnp.unique(masked, size=num_slots, fill_value=num_classes)
     slot = jnp.minimum(jnp.searchsorted(slot_classes, masked), num_slots - 1)
-    ratio = bounds / step_size
-    tolerance = jnp.maximum(1e-6, 4 * jnp.finfo(ratio.dtype).eps * ratio)
-    steps = jnp.floor(ratio + tolerance).astype(jnp.int32)
-    class_steps = jnp.where(signs != 0, steps, 0)
+    class_steps = jnp.where(signs != 0, lpjax.num_inner_steps(bounds, step_size), 0)
     slot_steps = jnp.append(class_steps, 0)[slot_classes]
     slot_signs = jnp.append(signs.astype(dtype), 0)[slot_classes]
     counts = jax.ops.segment_sum(weight, slot, num_segments=num_slots)

@@ -22,10 +22,10 @@ It also checks, for every method, that the timed steps make no host transfer
 difference to CE's is the method's added cost with less noise than a difference of two
 whole steps.
 
-    python benchmarks/train_step.py                          # ResNet-32, C = 10 and 100
-    python benchmarks/train_step.py --devices 4              # 4 fake CPU devices
-    python benchmarks/train_step.py --device-sweep 1,2,4,8   # one process per count
-    python benchmarks/train_step.py --model small_cnn --steps 2 --warmup 1  # quick check
+    python -m benchmarks.train_step                          # ResNet-32, C = 10 and 100
+    python -m benchmarks.train_step --devices 4              # 4 fake CPU devices
+    python -m benchmarks.train_step --device-sweep 1,2,4,8   # one process per count
+    python -m benchmarks.train_step --model small_cnn --steps 2 --warmup 1  # quick check
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import _common
+from benchmarks import _common
 
 METHODS = ("ce", "la", "lpl_fixed", "lpl_varied", "la_lpl")
 STEP_SIZE = 0.01
@@ -70,6 +70,7 @@ def class_counts(name: str, num_classes: int):
 
 def max_inner_steps(name, config, counts, logits, labels) -> int | None:
     """How many inner steps the solver runs on these plain logits (None if not LPL)."""
+    import jax.numpy as jnp
     import numpy as np
 
     import lpjax
@@ -94,8 +95,7 @@ def max_inner_steps(name, config, counts, logits, labels) -> int | None:
         signs = np.where(present, np.asarray(signs), 0)
     else:
         return None
-    ratio = np.asarray(bounds, np.float32) / np.float32(lpl.step_size)
-    steps = np.floor(ratio + np.maximum(1e-6, 4 * np.finfo(np.float32).eps * ratio))
+    steps = lpjax.num_inner_steps(jnp.asarray(bounds, jnp.float32), np.float32(lpl.step_size))
     return int(np.where(np.asarray(signs) != 0, steps, 0).max())
 
 
@@ -317,7 +317,8 @@ def device_sweep(args, emit) -> None:
     rows = []
     for n in args.device_sweep:
         cmd = [
-            __file__,
+            "-m",
+            "benchmarks.train_step",
             "--devices",
             str(n),
             "--model",

@@ -33,7 +33,7 @@ from lpjax._multilabel import (
     perturbed_sigmoid_binary_cross_entropy,
 )
 from lpjax._priors import class_balanced_weights, ldam_margins, logit_adjustment
-from lpjax._solver import lpl_perturbation
+from lpjax._solver import DEFAULT_MAX_INNER_STEPS, lpl_perturbation, num_inner_steps
 from lpjax._splits import balanced_signs_and_bounds, longtail_signs_and_bounds
 from lpjax._transforms import (
     EmptyState,
@@ -53,6 +53,7 @@ from lpjax._transforms import (
 __version__ = "0.1.0"
 
 __all__ = (
+    "DEFAULT_MAX_INNER_STEPS",
     "AdaptiveLplState",
     "EmptyState",
     "IsdaState",
@@ -84,6 +85,7 @@ __all__ = (
     "multilabel_balanced_signs_and_bounds",
     "multilabel_longtail_signs_and_bounds",
     "multilabel_lpl_perturbation",
+    "num_inner_steps",
     "perturbed_sigmoid_binary_cross_entropy",
     "perturbed_softmax_cross_entropy",
     "posthoc_logit_adjustment_transform",
