@@ -152,7 +152,7 @@ def main(argv=None) -> int:
 
     import jax
     import jax.numpy as jnp
-    from inner_solver import make_inputs
+    from benchmarks.inner_solver import make_inputs
 
     import lpjax
 
