@@ -23,6 +23,7 @@ from lpjax._isda import (
     update_class_statistics,
 )
 from lpjax._multilabel import (
+    MultilabelSplit,
     asymmetric_loss,
     focal_loss,
     lpl_multilabel_balanced_transform,
@@ -46,6 +47,7 @@ from lpjax._transforms import (
     logit_adjustment_transform,
     lpl_balanced_transform,
     lpl_longtail_transform,
+    lpl_transform,
     perturbed_softmax_cross_entropy,
     posthoc_logit_adjustment_transform,
 )
@@ -57,6 +59,7 @@ __all__ = (
     "AdaptiveLplState",
     "EmptyState",
     "IsdaState",
+    "MultilabelSplit",
     "LogitTransform",
     "TransformState",
     "adaptive_bounds_update",
@@ -82,6 +85,7 @@ __all__ = (
     "lpl_multilabel_balanced_transform",
     "lpl_multilabel_longtail_transform",
     "lpl_perturbation",
+    "lpl_transform",
     "multilabel_balanced_signs_and_bounds",
     "multilabel_longtail_signs_and_bounds",
     "multilabel_lpl_perturbation",

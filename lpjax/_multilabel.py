@@ -11,6 +11,7 @@ by LPL's inner solver on the per-class binary cross-entropy. Labels are
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +56,19 @@ def _check_multilabel_labels(labels, shape: tuple[int, int], *, binary: bool = T
                 f"labels must hold {expected} (multi-hot); got values "
                 f"{np.unique(values[bad])[:10].tolist()}."
             )
+
+
+class MultilabelSplit(NamedTuple):
+    """Signs and bounds of multi-label LPL per class, for positive and negative entries.
+
+    The keyword arguments of :func:`lpjax.multilabel_lpl_perturbation`
+    (``multilabel_lpl_perturbation(logits, labels, **split._asdict(), step_size=...)``).
+    """
+
+    positive_signs: jax.Array
+    negative_signs: jax.Array
+    positive_bounds: jax.Array
+    negative_bounds: jax.Array
 
 
 def _entry_masks(labels, where, dtype, logits) -> tuple[jax.Array, jax.Array]:
@@ -237,7 +251,7 @@ def multilabel_longtail_signs_and_bounds(
     delta_epsilon: float | jax.typing.ArrayLike = 0.0,
     negative_sign: int | jax.typing.ArrayLike = -1,
     negative_epsilon: float | jax.typing.ArrayLike | None = None,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+) -> MultilabelSplit:
     r"""Multi-label LPL's default split, from training-set positive-label counts.
 
     Positive entries follow :func:`lpjax.longtail_signs_and_bounds` applied to
@@ -267,9 +281,9 @@ def multilabel_longtail_signs_and_bounds(
         ``[num_classes]`` vector; ``None`` means ``epsilon``.
 
     Returns:
-      ``(positive_signs, negative_signs, positive_bounds, negative_bounds)``:
-      int32 ``[num_classes]`` signs and float32 ``[num_classes]`` bounds, the
-      arguments of :func:`lpjax.multilabel_lpl_perturbation`.
+      A :class:`MultilabelSplit` ``(positive_signs, negative_signs, positive_bounds,
+      negative_bounds)``: int32 ``[num_classes]`` signs and float32 ``[num_classes]``
+      bounds, the arguments of :func:`lpjax.multilabel_lpl_perturbation`.
 
     Example::
 
@@ -302,7 +316,7 @@ def multilabel_longtail_signs_and_bounds(
     negative_bounds = jnp.broadcast_to(
         jnp.asarray(negative_epsilon).astype(jnp.float32), (num_classes,)
     )
-    return positive_signs, negative_signs, positive_bounds, negative_bounds
+    return MultilabelSplit(positive_signs, negative_signs, positive_bounds, negative_bounds)
 
 
 def multilabel_balanced_signs_and_bounds(
@@ -313,7 +327,7 @@ def multilabel_balanced_signs_and_bounds(
     delta_epsilon: float | jax.typing.ArrayLike = 0.0,
     where: jax.typing.ArrayLike | None = None,
     axis_name=None,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+) -> MultilabelSplit:
     r"""The mean-threshold split per (class, polarity), from the plain logits of a batch.
 
     For each class :math:`c` and polarity :math:`\pm`, :math:`q_c^\pm` is the
@@ -341,8 +355,8 @@ def multilabel_balanced_signs_and_bounds(
       axis_name: mapped axis to reduce the statistics over.
 
     Returns:
-      ``(positive_signs, negative_signs, positive_bounds, negative_bounds)``:
-      int32 ``[num_classes]`` signs in {-1, 0, +1} and float ``[num_classes]`` bounds.
+      A :class:`MultilabelSplit`: int32 ``[num_classes]`` signs in {-1, 0, +1} and
+      float ``[num_classes]`` bounds for the positive and negative entries.
 
     Example::
 
@@ -373,15 +387,10 @@ def multilabel_balanced_signs_and_bounds(
 
     counts = _polarity_sums(jnp.ones_like(u), positive, negative, axis_name)
     prob_sums = _polarity_sums(correct_prob, positive, negative, axis_name)
-    present = counts > 0
-    mean_prob = prob_sums / jnp.maximum(counts, 1)
-    threshold = jnp.sum(jnp.where(present, mean_prob, 0)) / jnp.maximum(present.sum(), 1)
-
-    gap = threshold - mean_prob
-    signs = jnp.where(present, jnp.sign(gap), 0).astype(jnp.int32)
-    bounds = jnp.where(present, epsilon + delta_epsilon * jnp.abs(gap), 0).astype(dtype)
-    signs, bounds = lax.stop_gradient(signs), lax.stop_gradient(bounds)
-    return signs[1], signs[0], bounds[1], bounds[0]
+    signs, bounds = _splits.mean_rule(
+        counts, prob_sums, epsilon=epsilon, delta_epsilon=delta_epsilon
+    )
+    return MultilabelSplit(signs[1], signs[0], bounds[1], bounds[0])
 
 
 def _require_multilabel_labels(labels, logits, transform_name: str) -> jax.Array:

@@ -74,13 +74,25 @@ def balanced_signs_and_bounds(
 
     counts = _batch.sum_over_devices(onehot.sum(axis=0), axis_name)
     prob_sums = _batch.sum_over_devices((onehot * probs).sum(axis=0), axis_name)
-    present = counts > 0
-    mean_true_prob = prob_sums / jnp.maximum(counts, 1)
-    threshold = jnp.sum(jnp.where(present, mean_true_prob, 0)) / jnp.maximum(present.sum(), 1)
+    return mean_rule(counts, prob_sums, epsilon=epsilon, delta_epsilon=delta_epsilon)
 
-    gap = threshold - mean_true_prob
+
+def mean_rule(counts, prob_sums, *, epsilon, delta_epsilon):
+    r"""The mean-threshold rule on groups (classes, or (class, polarity) pairs).
+
+    With :math:`q_g = 	ext{prob\_sums}_g / 	ext{counts}_g` the mean correct-answer
+    probability of group :math:`g` and :math:`	au` the mean of :math:`q_g` over the
+    groups present (count > 0): :math:`s_g = \mathrm{sign}(	au - q_g)`,
+    :math:`\epsilon_g = \epsilon + \Delta\epsilon\,|	au - q_g|`; absent groups get 0 and 0.
+    Any shape; :math:`	au` is taken over all entries. Returns ``(signs, bounds)`` under
+    ``stop_gradient``.
+    """
+    present = counts > 0
+    mean_prob = prob_sums / jnp.maximum(counts, 1)
+    threshold = jnp.sum(jnp.where(present, mean_prob, 0)) / jnp.maximum(present.sum(), 1)
+    gap = threshold - mean_prob
     signs = jnp.where(present, jnp.sign(gap), 0).astype(jnp.int32)
-    bounds = jnp.where(present, epsilon + delta_epsilon * jnp.abs(gap), 0).astype(dtype)
+    bounds = jnp.where(present, epsilon + delta_epsilon * jnp.abs(gap), 0).astype(mean_prob.dtype)
     return lax.stop_gradient(signs), lax.stop_gradient(bounds)
 
 

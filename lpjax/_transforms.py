@@ -148,6 +148,37 @@ def ldam_transform(class_counts, *, max_margin: float = 0.5, scale: float = 30.0
     return _stateless(perturb)
 
 
+def lpl_transform(
+    signs_and_bounds: Callable[..., tuple[jax.Array, jax.Array]],
+    *,
+    step_size: float,
+    max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
+) -> LogitTransform:
+    """LPL with any split rule: ``signs_and_bounds(logits, labels, where, axis_name)``.
+
+    The rule returns ``(signs [C] in {-1, 0, +1}, bounds [C] >= 0)`` for the batch
+    (it may reduce statistics over ``axis_name``); the transform then adds
+    :func:`lpjax.lpl_perturbation`'s ``delta`` to the logits. The built-in
+    :func:`lpl_balanced_transform` and :func:`lpl_longtail_transform` are this with
+    :func:`lpjax.balanced_signs_and_bounds` and :func:`lpjax.longtail_signs_and_bounds`.
+
+    Example -- maximise only the classes whose batch accuracy is below one half::
+
+      >>> import jax, jax.numpy as jnp, lpjax
+      >>> def low_accuracy_rule(logits, labels, where, axis_name):
+      ...     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+      ...     onehot = jax.nn.one_hot(labels, logits.shape[-1])
+      ...     accuracy = (onehot * correct[:, None]).sum(0) / jnp.maximum(onehot.sum(0), 1)
+      ...     signs = jnp.where((onehot.sum(0) > 0) & (accuracy < 0.5), 1, 0)
+      ...     return signs, jnp.full(logits.shape[-1], 0.2)
+      >>> t = lpjax.lpl_transform(low_accuracy_rule, step_size=0.05)
+      >>> perturbed, _ = t.apply(jnp.zeros((2, 3)), jnp.array([0, 1]), t.init())
+      >>> perturbed.shape
+      (2, 3)
+    """
+    return _lpl_transform(signs_and_bounds, step_size, max_inner_steps)
+
+
 def _lpl_transform(signs_and_bounds, step_size, max_inner_steps) -> LogitTransform:
     """LPL on the incoming logits, with signs and bounds from ``signs_and_bounds``."""
     _checks.check_positive_scalar("step_size", step_size)

@@ -549,7 +549,7 @@ def test_sharded_equals_single_device():
             ),
             mesh=mesh,
             in_specs=(P("data"),) * 3,
-            out_specs=(P(),) * 4,
+            out_specs=P(),  # one spec for every field of the MultilabelSplit
         )
     )
     expected = ml.multilabel_balanced_signs_and_bounds(

@@ -3,7 +3,6 @@
 Every value is compared with the plain-loops NumPy reference in tests/reference.py.
 """
 
-
 import chex
 import jax
 import jax.numpy as jnp

@@ -205,3 +205,30 @@ def test_longtail_head_and_tail_extremes():
     np.testing.assert_allclose(bounds, 0.3 + 0.5 * counts / 11, rtol=1e-6)
     # Fixed bounds: d_eps = 0.
     np.testing.assert_allclose(longtail(counts, 2, 0.3)[1], 0.3)
+
+
+def test_multilabel_split_is_a_named_tuple_of_the_solver_arguments():
+    split = lpjax.multilabel_longtail_signs_and_bounds(
+        [10, 500, 50], num_head_classes=1, epsilon=0.1
+    )
+    assert isinstance(split, lpjax.MultilabelSplit)
+    assert split.positive_signs.tolist() == [1, -1, 1] and split.negative_signs.tolist() == [-1] * 3
+    logits, labels = jnp.zeros((2, 3)), jnp.array([[1, 0, 1], [0, 1, 0]])
+    delta = lpjax.multilabel_lpl_perturbation(logits, labels, **split._asdict(), step_size=0.05)
+    # Two steps of 0.05 * (sigmoid(u + delta) - y): raising a positive's loss (tail class 0)
+    # lowers its logit, lowering it (head class 1) raises the logit.
+    np.testing.assert_allclose([delta[0, 0], delta[1, 1]], [-0.05031, 0.04969], atol=1e-4)
+
+
+def test_lpl_transform_takes_a_user_written_rule():
+    def hardest_class_only(logits, labels, where, axis_name):
+        # Maximise class 2 by 0.3, leave the others: a rule written without lpjax internals.
+        return jnp.array([0, 0, 1]), jnp.array([0.0, 0.0, 0.3])
+
+    logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.5], [0.5, 0.0, 0.0]])
+    labels = jnp.array([0, 1, 2])
+    transform = lpjax.lpl_transform(hardest_class_only, step_size=0.1)
+    perturbed, _ = transform.apply(logits, labels, transform.init())
+    want = ref.lpl_perturbation(logits, labels, [0, 0, 1], [0.0, 0.0, 0.3], 0.1)
+    np.testing.assert_allclose(perturbed - logits, want, atol=1e-6)
+    np.testing.assert_array_equal(perturbed[:2], logits[:2])
