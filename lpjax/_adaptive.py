@@ -175,6 +175,7 @@ def lpl_adaptive_transform(
         logits = jnp.asarray(logits)
         labels = _checks.require_integer_labels(labels, logits, "lpl_adaptive_transform")
         _, classes = _checks.check_logits(logits)
+        _checks.check_axis_name(logits, axis_name)
         if classes != num_classes:
             raise ValueError(
                 f"logits have {classes} classes; the transform was built for {num_classes}."

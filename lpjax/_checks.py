@@ -40,6 +40,34 @@ def check_logits(logits, name: str = "logits") -> tuple[int, int]:
     return batch_size, num_classes
 
 
+def _varying_axes(x) -> frozenset:
+    """The mapped axes ``x`` varies over inside ``jax.shard_map`` (empty elsewhere).
+
+    Read from the abstract value (``mat.varying`` in this JAX, ``vma`` in others); with
+    ``check_vma=False`` or under ``jax.pmap`` JAX does not track it and this is empty.
+    """
+    aval = jax.typeof(x)
+    mat = getattr(aval, "mat", None)
+    varying = getattr(mat, "varying", None) if mat is not None else getattr(aval, "vma", None)
+    return frozenset(varying or ())
+
+
+def check_axis_name(logits, axis_name) -> None:
+    """Refuses ``axis_name=None`` for logits split over a ``shard_map`` axis.
+
+    Without it, class statistics would cover this device's shard only and differ from
+    device to device.
+    """
+    if axis_name is None:
+        axes = _varying_axes(logits)
+        if axes:
+            raise ValueError(
+                f"the logits are split over the mapped axis {sorted(axes)} (inside "
+                "jax.shard_map), but axis_name is None: class statistics would cover one "
+                f"device's shard only. Pass axis_name={sorted(axes)[0]!r}."
+            )
+
+
 def check_integer_labels(labels, batch_size: int) -> None:
     """Checks ``labels`` is an integer ``[batch]`` array."""
     if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):

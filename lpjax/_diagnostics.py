@@ -57,6 +57,7 @@ def relative_loss_variation(
     _checks.check_logits(perturbed_logits, "perturbed_logits")
     _checks.check_integer_labels(labels, batch_size)
     _checks.check_where(where, batch_size)
+    _checks.check_axis_name(logits, axis_name)
 
     dtype = _checks.compute_dtype(jnp.result_type(logits))
     labels = jnp.asarray(labels)

@@ -131,6 +131,7 @@ def update_class_statistics(
     batch_size = _check_features(features, feature_dim)
     _checks.check_integer_labels(labels, batch_size)
     _checks.check_where(where, batch_size)
+    _checks.check_axis_name(features, axis_name)
 
     labels = jnp.asarray(labels)
     x = lax.stop_gradient(jnp.asarray(features)).astype(jnp.float32)

@@ -192,6 +192,7 @@ def multilabel_lpl_perturbation(
     batch_size, num_classes = _checks.check_logits(logits)
     _check_multilabel_labels(labels, (batch_size, num_classes))
     _checks.check_where(where, batch_size)
+    _checks.check_axis_name(logits, axis_name)
     for name, vector in (
         ("positive_signs", positive_signs),
         ("negative_signs", negative_signs),
@@ -375,6 +376,7 @@ def multilabel_balanced_signs_and_bounds(
     batch_size, num_classes = _checks.check_logits(logits)
     _check_multilabel_labels(labels, (batch_size, num_classes))
     _checks.check_where(where, batch_size)
+    _checks.check_axis_name(logits, axis_name)
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)
 

@@ -168,6 +168,7 @@ def lpl_perturbation(
     batch_size, num_classes = _checks.check_logits(logits)
     _checks.check_integer_labels(labels, batch_size)
     _checks.check_where(where, batch_size)
+    _checks.check_axis_name(logits, axis_name)
     _checks.check_class_vector("signs", signs, num_classes)
     _checks.check_class_vector("bounds", bounds, num_classes)
     _checks.check_positive_scalar("step_size", step_size)

@@ -61,6 +61,7 @@ def balanced_signs_and_bounds(
     batch_size, num_classes = _checks.check_logits(logits)
     _checks.check_integer_labels(labels, batch_size)
     _checks.check_where(where, batch_size)
+    _checks.check_axis_name(logits, axis_name)
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)
 

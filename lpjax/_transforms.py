@@ -297,6 +297,7 @@ def perturbed_softmax_cross_entropy(
         batch_size, num_classes = _checks.check_logits(logits)
         _checks.check_integer_labels(labels, batch_size)
         _checks.check_where(where, batch_size)
+        _checks.check_axis_name(logits, axis_name)
         labels = jnp.asarray(labels)
         perturbed, state = transform.apply(
             logits, labels, state, where=where, axis_name=axis_name, **extra_args

@@ -211,3 +211,24 @@ def test_lpl_perturbation_shard_map_without_vma_check():
     )(*args)
     expected = ref.lpl_perturbation(logits, labels, signs, bounds, np.float32(0.05), where)
     np.testing.assert_allclose(sharded, expected, atol=1e-5)
+
+
+def test_missing_axis_name_inside_shard_map_is_refused():
+    logits, labels, where, signs, bounds, counts = _batch(10, seed=3)
+    calls = {
+        "lpl_perturbation": lambda u, y: lpjax.lpl_perturbation(
+            u, y, signs=signs, bounds=bounds, step_size=0.05
+        ),
+        "balanced_signs_and_bounds": lambda u, y: lpjax.balanced_signs_and_bounds(
+            u, y, epsilon=0.1
+        )[1],
+        "relative_loss_variation": lambda u, y: lpjax.relative_loss_variation(u, u, y),
+        "perturbed_softmax_cross_entropy": lambda u, y: lpjax.perturbed_softmax_cross_entropy(
+            lpjax.identity()
+        )(u, y, ())[0],
+    }
+    for name, call in calls.items():
+        run = _shard_map(call, in_specs=(P(AXIS), P(AXIS)), out_specs=P())
+        with pytest.raises(ValueError, match="Pass axis_name='data'"):
+            run(logits, labels)
+        print(name, "refused")
