@@ -73,15 +73,20 @@ def _adaptive(target: float) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """One point of a method's validation grid; ``x`` is its bound scale (LA: tau)."""
+    """One point of a method's validation grid; ``x`` is its bound scale (LA: tau).
+
+    Settings of one method with different ``series`` are drawn as separate curves.
+    """
 
     label: str
     x: float
     overrides: tuple[str, ...]
+    series: str = ""
 
 
-def _grid(make, values, prefix) -> tuple[Setting, ...]:
-    return tuple(Setting(f"{prefix}{v:g}", v, make(v)) for v in values)
+def _grid(make, values, prefix, series="") -> tuple[Setting, ...]:
+    suffix = f"_{series}" if series else ""
+    return tuple(Setting(f"{prefix}{v:g}{suffix}", v, make(v), series) for v in values)
 
 
 # method -> its validation grid (x axis of the figure: the bound scale; LA: tau).
@@ -92,7 +97,11 @@ GRIDS: dict[str, tuple[Setting, ...]] = {
     "lpl_balanced": _grid(lambda s: _lpl(s, varied=True), (0.1, 0.3, 1.0, 3.0), "eps"),
     "la_lpl": _grid(lambda s: _lpl(s, varied=True), (0.03, 0.1, 0.3, 1.0), "eps"),
     "lpl_adaptive": _grid(_adaptive, (0.1, 0.3, 0.7, 1.5), "target"),
-    "la_lpl_adaptive": _grid(_adaptive, (0.05, 0.1, 0.3, 0.7), "target"),
+    # On top of LA also with the mean rule: emphasise the classes still hard after LA.
+    "la_lpl_adaptive": _grid(_adaptive, (0.05, 0.1, 0.3, 0.7), "target")
+    + _grid(
+        lambda k: (*_adaptive(k), "--config.lpl.split=balanced"), (0.1, 0.3, 0.7), "target", "mean"
+    ),
 }
 _LA_CHAINED = ("la_lpl", "la_lpl_adaptive")
 
@@ -231,10 +240,13 @@ def write_validation_report(root: pathlib.Path, choices: dict) -> None:
                 lines.append(f"| {ratio} | {method} | {setting.label} | `{flags}` | {cell} |")
             if method == "la":
                 continue
-            grid = [(s, run) for s, run in choice.tried if s in GRIDS[method]]
-            xs = [s.x for s, _ in grid]
-            ys = [100 * choice.score(run) for _, run in grid]
-            ax.plot(xs, ys, marker="o", label=method)
+            for series in dict.fromkeys(s.series for s in GRIDS[method]):
+                grid = [(s, run) for s, run in choice.tried if s in GRIDS[method]]
+                grid = [(s, run) for s, run in grid if s.series == series]
+                xs = [s.x for s, _ in grid]
+                ys = [100 * choice.score(run) for _, run in grid]
+                label = f"{method} ({series} rule)" if series else method
+                ax.plot(xs, ys, marker="o", label=label)
         la = choices.get(("la", ratio))
         if la is not None:
             ax.axhline(100 * la.score(la.best[1]), color="k", ls="--", lw=1, label="la (best tau)")
