@@ -195,6 +195,18 @@ def plot_per_class(
     ax.set_title(title)
     if len(series) > 1:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    elif signed:
+        from matplotlib.patches import Patch
+
+        ax.legend(
+            handles=[
+                Patch(color="tab:red", label="loss raised (emphasised)"),
+                Patch(color="tab:blue", label="loss lowered (de-emphasised)"),
+            ],
+            fontsize=7,
+            loc="upper left",
+            bbox_to_anchor=(1.0, 1.0),
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

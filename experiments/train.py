@@ -648,8 +648,8 @@ _PER_CLASS_PLOTS = {
     "per_class_accuracy": ("test accuracy per class", "accuracy", False),
     "per_class_ap": ("test AP per class", "average precision", False),
     "relative_loss_variation": (
-        "relative loss variation (l' - l) / l, median over training",
         "relative loss variation",
+        "(l' - l) / l, median over training",
         True,
     ),
 }
