@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import pathlib
+import shutil
 import signal
 import sys
 import threading
@@ -381,14 +382,16 @@ def _save(manager, step: int, state, history: dict) -> None:
     )
 
 
-def _restore(manager, state, workdir: pathlib.Path):
-    """``(state, history)`` from the newest checkpoint that restores; older ones if it fails.
+def _restore(manager, state, workdir: pathlib.Path, config):
+    """``(manager, state, history)`` from the newest checkpoint that restores.
 
-    A checkpoint that cannot be restored (torn, corrupt) is reported and deleted, so
-    at most one checkpoint interval is lost; if none restores, a one-line error.
+    A checkpoint that cannot be restored (torn, corrupt, or written by an incompatible
+    version) is reported and moved to ``WORKDIR/broken_checkpoints`` (never deleted), and
+    the previous one is tried, so at most one checkpoint interval is lost; if none
+    restores, a one-line error.
     """
-    steps = sorted(manager.all_steps(), reverse=True)
-    for step in steps:
+    broken = workdir / "broken_checkpoints"
+    for step in sorted(manager.all_steps(), reverse=True):
         try:
             restored = manager.restore(
                 step,
@@ -399,19 +402,26 @@ def _restore(manager, state, workdir: pathlib.Path):
         except Exception as error:  # noqa: BLE001 - any failure: fall back to an older one
             print(
                 f"warning: checkpoint {step} in {workdir / 'checkpoints'} cannot be restored "
-                f"({type(error).__name__}: {str(error)[:200]}); trying an older one.",
+                f"({type(error).__name__}: {str(error)[:200]}); moved to {broken}, trying an "
+                "older one.",
                 file=sys.stderr,
             )
             if jax.process_index() == 0:
-                manager.delete(step)
+                broken.mkdir(exist_ok=True)
+                shutil.move(
+                    workdir / "checkpoints" / str(step), broken / f"{step}.{time.time_ns()}"
+                )
+            multihost_utils.sync_global_devices(f"moved broken checkpoint {step}")
+            manager.close()
+            manager = _checkpoint_manager(workdir, config)
             continue
-        return restored.state, dict(restored.history)
-    if steps:
+        return manager, restored.state, dict(restored.history)
+    if broken.exists():
         raise UserError(
-            f"no checkpoint in {str(workdir / 'checkpoints')!r} can be restored; delete the "
-            "work directory to start over."
+            f"no checkpoint in {str(workdir / 'checkpoints')!r} can be restored (they are in "
+            f"{str(broken)!r}); use another --workdir, or delete this one to start over."
         )
-    return state, {"windows": [], "final_train_loss": None, "pending": []}
+    return manager, state, {"windows": [], "final_train_loss": None, "pending": []}
 
 
 def _gather_predictions(predict, state, mesh, dataset, config) -> np.ndarray:
@@ -495,7 +505,7 @@ def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict
         model, tx, method.transform, input_shape=input_shape, key=init_key, mesh=mesh
     )
     manager = _checkpoint_manager(workdir, config)
-    state, history = _restore(manager, state, workdir)
+    manager, state, history = _restore(manager, state, workdir, config)
     start_step = int(state.step)
 
     writer = reporting.MetricWriter(workdir, resume_step=start_step, enabled=is_chief)

@@ -320,6 +320,8 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
     (tmp_path / "results.json").unlink()
     assert train_lib.train_and_evaluate(config, tmp_path) == reference
     assert "warning: checkpoint 16" in capsys.readouterr().err
+    # The broken checkpoint is kept aside, not deleted.
+    assert [p.name.split(".")[0] for p in (tmp_path / "broken_checkpoints").iterdir()] == ["16"]
     # Every checkpoint broken: one line naming the directory.
     for path in (tmp_path / "checkpoints").rglob("*"):
         if path.is_file():
