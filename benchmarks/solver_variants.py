@@ -152,9 +152,9 @@ def main(argv=None) -> int:
 
     import jax
     import jax.numpy as jnp
-    from benchmarks.inner_solver import make_inputs
 
     import lpjax
+    from benchmarks.inner_solver import make_inputs
 
     emit = _common.Emitter(args.out)
     emit({"bench": "solver_variants_machine", **_common.machine_info()})

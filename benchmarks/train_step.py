@@ -126,11 +126,12 @@ def build_method(name, num_classes, model_name, args, mesh, images, labels):
         config, counts, steps_per_epoch=390, feature_dim=features.shape[-1]
     )
     tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9, nesterov=True))
+    model_fns = models.classifier_model_fns(model, input_shape=input_shape)
     state = training.create_train_state(
-        model, tx, method.transform, input_shape=input_shape, key=jax.random.key(0), mesh=mesh
+        model_fns, tx, method.transform, key=jax.random.key(0), mesh=mesh
     )
     step = training.make_train_step(
-        model, tx, method.loss_fn, mesh=mesh, example_weights_fn=method.example_weights_fn
+        model_fns, tx, method.loss_fn, mesh=mesh, example_weights_fn=method.example_weights_fn
     )
 
     # Plain logits of the initial model on this batch (train-mode batch norm), to report
@@ -141,7 +142,7 @@ def build_method(name, num_classes, model_name, args, mesh, images, labels):
     )
     logits = jax.device_get(
         forward(
-            {"params": state.params, "batch_stats": state.batch_stats},
+            {"params": state.params, **state.model_state},
             jax.device_put(jax.device_get(images), jax.devices()[0]),
         )
     )
@@ -192,7 +193,8 @@ def run_classes(args, emit, mesh, counter, num_classes) -> list[dict]:
     rng = np.random.default_rng(num_classes)
     host_images = rng.standard_normal((args.batch_size, 32, 32, 3), dtype=np.float32)
     host_labels = rng.permutation(np.arange(args.batch_size) % num_classes).astype(np.int32)
-    batch = training.global_batch(mesh, {"image": host_images, "label": host_labels})
+    mask = np.ones(args.batch_size, bool)
+    batch = training.global_batch(mesh, {"image": host_images, "label": host_labels, "mask": mask})
     key = jax.device_put(jax.random.key(1), NamedSharding(mesh, P()))
 
     built = {
@@ -204,7 +206,10 @@ def run_classes(args, emit, mesh, counter, num_classes) -> list[dict]:
 
     def make_call(b):
         def call():
-            b["state"], metrics = b["step"](b["state"], batch, key)  # the state is donated
+            # the state is donated
+            b["state"], metrics = b["step"](
+                b["state"], batch["image"], batch["label"], batch["mask"], key
+            )
             return metrics
 
         return call

@@ -31,6 +31,7 @@ __all__ = [
     "SEResNetCifar",
     "SmallCNN",
     "WideResNet",
+    "classifier_model_fns",
     "create_model",
     "resnet32",
     "resnet110",
@@ -302,6 +303,31 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": small_cnn,
     "small_cnn28": small_cnn28,
 }
+
+
+def classifier_model_fns(module: nn.Module, *, input_shape: tuple[int, ...]):
+    """``lpjax.training.ModelFns`` of a model of this file: ISDA's inputs for the loss.
+
+    Like ``lpjax.training.linen_model_fns``, and the loss also receives ``features`` (the
+    pooled penultimate vector) and ``classifier`` (the last layer's parameters), which
+    ISDA uses and the other methods ignore.
+    """
+    from lpjax import training
+
+    generic = training.linen_model_fns(module, input_shape=input_shape)
+
+    def apply(params, model_state, inputs, key):
+        (logits, features), updates = module.apply(
+            {"params": params, **model_state},
+            inputs,
+            train=True,
+            return_features=True,
+            mutable=list(model_state),
+            rngs={"dropout": key},
+        )
+        return logits, dict(updates), {"features": features, "classifier": params["classifier"]}
+
+    return generic._replace(apply=apply)
 
 
 def create_model(

@@ -188,6 +188,16 @@ def _initialize_distributed(config: ml_collections.ConfigDict) -> None:
     jax.distributed.initialize(**kwargs)
 
 
+# XLA:CPU options that run convolutions on XLA's own (Eigen) kernels and only dots,
+# reductions and elementwise work on YNNPACK: a ResNet-32 train step takes 0.6x the
+# default time on a 2-core CPU (benchmarks/RESULTS.md). Experimental, jaxlib-specific.
+CPU_FAST_CONVOLUTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": (
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_ELTWISE"
+    )
+}
+
+
 def _compiler_options(config: ml_collections.ConfigDict) -> dict | None:
     """XLA options for the train and predict steps (on CPU, faster convolutions).
 
@@ -195,7 +205,7 @@ def _compiler_options(config: ml_collections.ConfigDict) -> dict | None:
     """
     if not config.cpu_fast_convolutions or jax.default_backend() != "cpu":
         return None
-    options = training.CPU_FAST_CONVOLUTIONS
+    options = CPU_FAST_CONVOLUTIONS
     try:
         jax.jit(lambda x: x + 1, compiler_options=options).lower(1.0).compile()
     except Exception as error:  # noqa: BLE001 - any rejection means: run without
@@ -433,7 +443,7 @@ def _gather_predictions(predict, state, mesh, dataset, config) -> np.ndarray:
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     ):
-        logits = predict(state, training.global_batch(mesh, {"image": batch["image"]}))
+        logits = predict(state, training.global_batch(mesh, batch["image"]))
         outputs.append(multihost_utils.process_allgather(logits, tiled=True))
     return np.concatenate(outputs)[: len(dataset)]
 
@@ -501,9 +511,8 @@ def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict
 
     key = jax.random.key(config.seed)
     init_key, step_key = jax.random.split(key)
-    state = training.create_train_state(
-        model, tx, method.transform, input_shape=input_shape, key=init_key, mesh=mesh
-    )
+    model_fns = models.classifier_model_fns(model, input_shape=input_shape)
+    state = training.create_train_state(model_fns, tx, method.transform, key=init_key, mesh=mesh)
     manager = _checkpoint_manager(workdir, config)
     manager, state, history = _restore(manager, state, workdir, config)
     start_step = int(state.step)
@@ -511,7 +520,7 @@ def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict
     writer = reporting.MetricWriter(workdir, resume_step=start_step, enabled=is_chief)
     compiler_options = _compiler_options(config)
     train_step = training.make_train_step(
-        model,
+        model_fns,
         tx,
         method.loss_fn,
         mesh=mesh,
@@ -519,7 +528,7 @@ def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict
         compiler_options=compiler_options,
     )
     predict = training.make_predict_step(
-        model,
+        model_fns,
         mesh=mesh,
         logit_transform=method.predict_transform,
         compiler_options=compiler_options,
@@ -548,7 +557,9 @@ def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         )
-        state, metrics = train_step(state, training.global_batch(mesh, batch), step_key)
+        mask = np.ones(len(batch["label"]), bool)  # training batches have no padding
+        inputs = training.global_batch(mesh, (batch["image"], batch["label"], mask))
+        state, metrics = train_step(state, *inputs, step_key)
         window.append(metrics)
         done = step + 1
         if done % config.log_every_steps == 0 or done == total_steps:

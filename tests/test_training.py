@@ -15,7 +15,7 @@ COUNTS = np.array([60, 40, 20, 10, 5, 3])
 
 
 class TinyNet(nn.Module):
-    """Dense + batch norm + classifier, following the trainer's model convention."""
+    """Dense + batch norm + a last layer named freely: the library assumes no layer names."""
 
     num_classes: int = NUM_CLASSES
     bn_axis_name: str | None = None
@@ -25,7 +25,7 @@ class TinyNet(nn.Module):
         x = nn.Dense(16)(x.reshape(x.shape[0], -1))
         x = nn.BatchNorm(use_running_average=not train, axis_name=self.bn_axis_name)(x)
         features = nn.relu(x)
-        logits = nn.Dense(self.num_classes, name="classifier")(features)
+        logits = nn.Dense(self.num_classes, name="head")(features)
         return (logits, features) if return_features else logits
 
 
@@ -54,15 +54,15 @@ def _sharded_run(devices, batches, tx):
     mesh = training.make_data_mesh(devices)
     model = TinyNet(bn_axis_name=training.DATA_AXIS)
     transform = _transform()
-    state = training.create_train_state(
-        model, tx, transform, input_shape=(1, 4, 4, 1), key=jax.random.key(0), mesh=mesh
-    )
+    fns = training.linen_model_fns(model, input_shape=(1, 4, 4, 1))
+    state = training.create_train_state(fns, tx, transform, key=jax.random.key(0), mesh=mesh)
     step = training.make_train_step(
-        model, tx, lpjax.perturbed_softmax_cross_entropy(transform), mesh=mesh
+        fns, tx, lpjax.perturbed_softmax_cross_entropy(transform), mesh=mesh
     )
     losses = []
     for batch in batches:
-        state, metrics = step(state, training.global_batch(mesh, batch), jax.random.key(1))
+        inputs = training.global_batch(mesh, (batch["image"], batch["label"], batch["mask"]))
+        state, metrics = step(state, *inputs, jax.random.key(1))
         losses.append(float(metrics["loss"]))
     return state, losses
 
@@ -110,7 +110,7 @@ def test_sharded_step_equals_plain_single_device_training(num_devices):
     )
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-        state.batch_stats,
+        state.model_state["batch_stats"],
         batch_stats,
     )
     assert int(state.step) == 3
@@ -121,18 +121,19 @@ def test_step_compiles_once_and_makes_no_host_transfers():
     mesh = training.make_data_mesh()
     model = TinyNet(bn_axis_name=training.DATA_AXIS)
     transform = _transform()
-    state = training.create_train_state(
-        model, tx, transform, input_shape=(1, 4, 4, 1), key=jax.random.key(0), mesh=mesh
-    )
+    fns = training.linen_model_fns(model, input_shape=(1, 4, 4, 1))
+    state = training.create_train_state(fns, tx, transform, key=jax.random.key(0), mesh=mesh)
     step = training.make_train_step(
-        model, tx, lpjax.perturbed_softmax_cross_entropy(transform), mesh=mesh
+        fns, tx, lpjax.perturbed_softmax_cross_entropy(transform), mesh=mesh
     )
-    batches = [training.global_batch(mesh, b) for b in _batches(4)]
+    batches = [
+        training.global_batch(mesh, (b["image"], b["label"], b["mask"])) for b in _batches(4)
+    ]
     key = jax.random.key(1)
-    state, _ = step(state, batches[0], key)
+    state, _ = step(state, *batches[0], key)
     with jax.transfer_guard("disallow"):
         for batch in batches[1:]:
-            state, metrics = step(state, batch, key)
+            state, metrics = step(state, *batch, key)
     assert step._cache_size() == 1
     assert np.isfinite(float(metrics["loss"]))
 
@@ -141,14 +142,13 @@ def test_predict_step_applies_the_posthoc_transform():
     tx = optax.sgd(0.05)
     mesh = training.make_data_mesh()
     model = TinyNet(bn_axis_name=training.DATA_AXIS)
-    state = training.create_train_state(
-        model, tx, lpjax.identity(), input_shape=(1, 4, 4, 1), key=jax.random.key(0), mesh=mesh
-    )
+    fns = training.linen_model_fns(model, input_shape=(1, 4, 4, 1))
+    state = training.create_train_state(fns, tx, lpjax.identity(), key=jax.random.key(0), mesh=mesh)
     images = _batches(1)[0]["image"]
-    plain = training.make_predict_step(model, mesh=mesh)
+    plain = training.make_predict_step(fns, mesh=mesh)
     adjusted = training.make_predict_step(
-        model, mesh=mesh, logit_transform=lpjax.posthoc_logit_adjustment_transform(COUNTS)
+        fns, mesh=mesh, logit_transform=lpjax.posthoc_logit_adjustment_transform(COUNTS)
     )
-    batch = training.global_batch(mesh, {"image": images})
+    batch = training.global_batch(mesh, images)
     expected = np.asarray(plain(state, batch)) - np.log(COUNTS / COUNTS.sum())
     np.testing.assert_allclose(np.asarray(adjusted(state, batch)), expected, rtol=1e-5, atol=1e-5)

@@ -3,26 +3,29 @@
 ``make_train_step`` builds a jitted Optax train step over a one-dimensional
 ``"data"`` mesh with ``jax.shard_map``; the lpjax loss is called with
 ``axis_name="data"`` so class statistics cover the global batch, and the
-same code runs on one device, eight, or a multi-host TPU slice.
+same code runs on one device, eight, or a multi-host TPU slice. The model is
+given as :class:`ModelFns` (``linen_model_fns`` builds them for Flax linen).
 """
 
 from lpjax.training._step import (
-    CPU_FAST_CONVOLUTIONS,
     DATA_AXIS,
+    ModelFns,
     TrainState,
     create_train_state,
     global_batch,
+    linen_model_fns,
     make_data_mesh,
     make_predict_step,
     make_train_step,
 )
 
 __all__ = (
-    "CPU_FAST_CONVOLUTIONS",
     "DATA_AXIS",
+    "ModelFns",
     "TrainState",
     "create_train_state",
     "global_batch",
+    "linen_model_fns",
     "make_data_mesh",
     "make_predict_step",
     "make_train_step",

@@ -1,9 +1,15 @@
-"""A data-parallel train step: Flax model + lpjax loss + Optax, under ``jax.shard_map``."""
+"""A data-parallel train step: any model + lpjax loss + Optax, under ``jax.shard_map``.
+
+The step sees a model only through :class:`ModelFns`, three pure functions; it assumes
+no batch keys and no layer names. :func:`linen_model_fns` builds them for a Flax linen
+module; for a Flax nnx model (or anything else) write the three functions by hand
+(``nnx.split`` / ``nnx.merge`` give the params and the rest of the state).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import flax.struct
@@ -18,20 +24,60 @@ import lpjax
 
 DATA_AXIS = "data"
 
-# XLA:CPU options that run convolutions on XLA's own (Eigen) kernels and only dots,
-# reductions and elementwise work on YNNPACK: a ResNet-32 train step takes 0.6x the
-# default time on a 2-core CPU (benchmarks/RESULTS.md). Experimental, jaxlib-specific.
-CPU_FAST_CONVOLUTIONS = {
-    "xla_cpu_experimental_ynn_fusion_type": (
-        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_ELTWISE"
-    )
-}
-
 # loss_fn(logits, labels, transform_state, *, where, axis_name, **extra_args)
 #   -> (per-example loss [batch], perturbed logits, new transform state)
 PerExampleLoss = Callable[..., tuple[jax.Array, jax.Array, Any]]
 # example_weights_fn(labels, step) -> [batch] loss weights (e.g. LDAM's DRW stage).
 ExampleWeights = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+class ModelFns(NamedTuple):
+    """A model as the train step sees it: three pure functions.
+
+    Attributes:
+      init: ``init(key) -> (params, model_state)``; ``model_state`` is everything
+        else the model carries (batch-norm statistics; ``{}`` if nothing).
+      apply: ``apply(params, model_state, inputs, key) -> (logits, new_model_state,
+        loss_extras)`` in training mode; ``key`` is this device's and step's PRNG key
+        (dropout), ``loss_extras`` a dict of keyword arguments for the loss (e.g.
+        ISDA's ``features`` and ``classifier``; ``{}`` if none). Inside the step it
+        runs under ``shard_map``: cross-device batch norm uses ``axis_name="data"``.
+      predict: ``predict(params, model_state, inputs) -> logits`` in inference mode.
+    """
+
+    init: Callable[[jax.Array], tuple[Any, Any]]
+    apply: Callable[..., tuple[jax.Array, Any, dict]]
+    predict: Callable[..., jax.Array]
+
+
+def linen_model_fns(module: nn.Module, *, input_shape: tuple[int, ...]) -> ModelFns:
+    """:class:`ModelFns` of a Flax linen module called as ``module(x, train=...)``.
+
+    Every variable collection other than ``"params"`` is the model state (mutable in
+    training); the ``"dropout"`` rng gets the step's key. The loss gets no extras.
+    """
+
+    def init(key):
+        variables = module.init(
+            {"params": key, "dropout": key}, jnp.zeros(input_shape, jnp.float32), train=False
+        )
+        params = variables.pop("params")
+        return params, dict(variables)
+
+    def apply(params, model_state, inputs, key):
+        logits, updates = module.apply(
+            {"params": params, **model_state},
+            inputs,
+            train=True,
+            mutable=list(model_state),
+            rngs={"dropout": key},
+        )
+        return logits, dict(updates), {}
+
+    def predict(params, model_state, inputs):
+        return module.apply({"params": params, **model_state}, inputs, train=False)
+
+    return ModelFns(init, apply, predict)
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -40,14 +86,14 @@ class TrainState(flax.struct.PyTreeNode):
     Attributes:
       step: int32 scalar, the number of optimizer steps taken.
       params: the model's parameters.
-      batch_stats: the model's batch-norm running statistics (``{}`` if none).
+      model_state: the model's other state, e.g. batch-norm statistics (``{}`` if none).
       opt_state: the Optax optimizer state.
       transform_state: the logit transform's state (e.g. ISDA's class statistics).
     """
 
     step: jax.Array
     params: Any
-    batch_stats: Any
+    model_state: Any
     opt_state: Any
     transform_state: Any
 
@@ -58,39 +104,35 @@ def make_data_mesh(devices=None) -> Mesh:
     return Mesh(devices, (DATA_AXIS,))
 
 
-def global_batch(mesh: Mesh, local_batch: Mapping[str, Any]) -> dict[str, jax.Array]:
-    """Assembles this process's rows of a batch into global arrays split over ``"data"``.
+def global_batch(mesh: Mesh, local_batch):
+    """Assembles this process's rows of a batch (any pytree of arrays) into global arrays
+    split over ``"data"``.
 
     Each process passes only its own slice (``global_batch_size / process_count``
-    rows); the result is one global array per entry, sharded along the batch.
+    rows); the result is one global array per leaf, sharded along the batch.
     """
     sharding = NamedSharding(mesh, P(DATA_AXIS))
-    return {
-        name: jax.make_array_from_process_local_data(sharding, value)
-        for name, value in local_batch.items()
-    }
+    return jax.tree.map(
+        lambda value: jax.make_array_from_process_local_data(sharding, value), local_batch
+    )
 
 
 def create_train_state(
-    model: nn.Module,
+    model: ModelFns,
     tx: optax.GradientTransformation,
     transform: lpjax.LogitTransform,
     *,
-    input_shape: tuple[int, ...],
     key: jax.Array,
     mesh: Mesh,
 ) -> TrainState:
     """Initialises a replicated :class:`TrainState` directly on the mesh's devices."""
 
     def init():
-        variables = model.init(
-            {"params": key, "dropout": key}, jnp.zeros(input_shape, jnp.float32), train=False
-        )
-        params = variables["params"]
+        params, model_state = model.init(key)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
-            batch_stats=variables.get("batch_stats", {}),
+            model_state=model_state,
             opt_state=tx.init(params),
             transform_state=transform.init(),
         )
@@ -102,39 +144,35 @@ def create_train_state(
 
 
 def make_train_step(
-    model: nn.Module,
+    model: ModelFns,
     tx: optax.GradientTransformation,
     loss_fn: PerExampleLoss,
     *,
     mesh: Mesh,
     example_weights_fn: ExampleWeights | None = None,
-    labels_key: str = "label",
     compiler_options: Mapping[str, Any] | None = None,
-) -> Callable[[TrainState, Mapping[str, jax.Array], jax.Array], tuple[TrainState, dict]]:
-    """Builds ``train_step(state, batch, key) -> (state, metrics)``, jitted over ``mesh``.
+) -> Callable[..., tuple[TrainState, dict]]:
+    """Builds ``train_step(state, inputs, labels, mask, key) -> (state, metrics)``, jitted
+    over ``mesh``.
 
-    Per step: forward pass (batch norm over the global batch when the model's
-    ``bn_axis_name`` is ``"data"``), ``loss_fn`` with ``axis_name="data"`` (so
-    LPL's class statistics are global), the weighted mean loss over the global
-    batch, gradients summed over devices, one Optax update. The state is
-    replicated and donated; the batch (``image``, labels, optional boolean
-    ``mask``) is split along ``"data"``. The result does not depend on how many
-    devices share the batch (dropout masks aside: each device draws its own).
-
-    The model is called as ``model.apply(variables, image, train=True,
-    return_features=True, mutable=["batch_stats"])`` and must return
-    ``(logits, features)``; ``loss_fn`` also receives ``features`` and the
-    classifier's ``params["classifier"]`` as extra arguments (ISDA uses them).
+    Per step: ``model.apply`` (batch norm over the global batch when the model
+    reduces over ``"data"``), ``loss_fn`` with ``axis_name="data"`` (so LPL's class
+    statistics are global) and the model's ``loss_extras``, the weighted mean loss over
+    the global batch, gradients summed over devices, one Optax update. The state is
+    replicated and donated; ``inputs`` (any pytree of arrays), ``labels`` (``[batch]``
+    integers or ``[batch, C]`` multi-hot) and ``mask`` (boolean ``[batch]``, False on
+    padding rows) are split along ``"data"`` (see :func:`global_batch`). The result does
+    not depend on how many devices share the batch (dropout masks aside: each device
+    draws its own).
 
     Args:
-      model: a Flax module following the convention above.
+      model: the model's :class:`ModelFns`.
       tx: the Optax optimizer (weight decay included in it, applied once).
       loss_fn: per-example loss, e.g. ``lpjax.perturbed_softmax_cross_entropy(t)``.
       mesh: a mesh with a ``"data"`` axis.
       example_weights_fn: optional ``(labels, step) -> [batch]`` loss weights.
-      labels_key: the batch entry holding the labels.
       compiler_options: XLA options for this executable only (``jax.jit``'s
-        ``compiler_options``), e.g. :data:`CPU_FAST_CONVOLUTIONS`.
+        ``compiler_options``).
 
     Returns:
       The jitted step. ``metrics`` holds the global ``loss`` (the objective:
@@ -144,9 +182,7 @@ def make_train_step(
       batch) for single-label data.
     """
 
-    def local_step(state: TrainState, batch, key):
-        images, labels = batch["image"], batch[labels_key]
-        mask = batch.get("mask", jnp.ones(images.shape[0], jnp.bool_))
+    def local_step(state: TrainState, inputs, labels, mask, key):
         step_key = jax.random.fold_in(
             jax.random.fold_in(key, state.step), lax.axis_index(DATA_AXIS)
         )
@@ -156,13 +192,8 @@ def make_train_step(
         total_weight = lax.psum(weights.sum(), DATA_AXIS)
 
         def objective(params):
-            (logits, features), updates = model.apply(
-                {"params": params, "batch_stats": state.batch_stats},
-                images,
-                train=True,
-                return_features=True,
-                mutable=["batch_stats"],
-                rngs={"dropout": step_key},
+            logits, model_state, loss_extras = model.apply(
+                params, state.model_state, inputs, step_key
             )
             loss, perturbed, transform_state = loss_fn(
                 logits,
@@ -170,21 +201,20 @@ def make_train_step(
                 state.transform_state,
                 where=mask,
                 axis_name=DATA_AXIS,
-                features=features,
-                classifier=params["classifier"],
+                **loss_extras,
             )
             local_loss = jnp.sum(weights * loss) / total_weight
-            return local_loss, (logits, perturbed, transform_state, updates)
+            return local_loss, (logits, perturbed, transform_state, model_state)
 
         grad_fn = jax.value_and_grad(objective, has_aux=True)
         (local_loss, aux), grads = grad_fn(state.params)
-        logits, perturbed, transform_state, updates = aux
+        logits, perturbed, transform_state, model_state = aux
         grads = lax.psum(grads, DATA_AXIS)
         param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(
             step=state.step + 1,
             params=optax.apply_updates(state.params, param_updates),
-            batch_stats=updates["batch_stats"],
+            model_state=model_state,
             opt_state=opt_state,
             transform_state=transform_state,
         )
@@ -201,7 +231,7 @@ def make_train_step(
     sharded_step = jax.shard_map(
         local_step,
         mesh=mesh,
-        in_specs=(replicated, split, replicated),
+        in_specs=(replicated, split, split, split, replicated),
         out_specs=(replicated, replicated),
         check_vma=False,
     )
@@ -235,25 +265,21 @@ def _train_metrics(logits, perturbed, labels, mask) -> dict:
 
 
 def make_predict_step(
-    model: nn.Module,
+    model: ModelFns,
     *,
     mesh: Mesh,
     logit_transform: lpjax.LogitTransform | None = None,
     compiler_options: Mapping[str, Any] | None = None,
-) -> Callable[[TrainState, Mapping[str, jax.Array]], jax.Array]:
-    """Builds ``predict(state, batch) -> logits`` (eval mode), split along ``"data"``.
+) -> Callable[[TrainState, Any], jax.Array]:
+    """Builds ``predict(state, inputs) -> logits`` (inference mode), split along ``"data"``.
 
     ``logit_transform`` is a label-free test-time transform, e.g.
     ``lpjax.posthoc_logit_adjustment_transform(counts)``; by default the plain
     logits are returned, as every method of the paper predicts with them.
     """
 
-    def local_predict(state: TrainState, batch):
-        logits = model.apply(
-            {"params": state.params, "batch_stats": state.batch_stats},
-            batch["image"],
-            train=False,
-        )
+    def local_predict(state: TrainState, inputs):
+        logits = model.predict(state.params, state.model_state, inputs)
         if logit_transform is not None:
             logits, _ = logit_transform.apply(logits, None, logit_transform.init())
         return logits
