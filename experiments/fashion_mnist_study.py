@@ -1,7 +1,7 @@
 """The Fashion-MNIST-LT study: ``python -m experiments.fashion_mnist_study``.
 
     python -m experiments.fashion_mnist_study [--root docs/results/fashion_mnist_lt]
-        [--ratios 100,10] [--seeds 1,2,3,4,5] [--processes 2] [--stage validation|all]
+        [--ratios 100,10] [--seeds 1,2,3,4,5] [--processes 2] [--stage validation|all|report]
 
 1. **Validation.** Every tunable method is trained once (seed 0) per setting of its grid
    (:data:`GRIDS`) at each ratio and scored on the balanced *validation* split held out of
@@ -130,8 +130,14 @@ def _validation_run(root, ratio, method, setting: Setting, prefix: Setting | Non
 
 
 def _execute_all(runs: list[sweep.Run], processes: int) -> None:
+    """Trains the runs not finished yet, ``processes`` at a time (0: train none, and fail
+    if any is missing)."""
     pending = [r for r in runs if not (r.workdir / "results.json").exists()]
     print(f"{len(runs)} runs, {len(runs) - len(pending)} already finished.", flush=True)
+    if pending and processes == 0:
+        raise RuntimeError(
+            f"{len(pending)} validation runs are missing; run the study (not --stage report)."
+        )
     failures = []
     with concurrent.futures.ThreadPoolExecutor(processes) as pool:
         futures = [pool.submit(sweep.execute, run, []) for run in pending]
@@ -199,14 +205,17 @@ def run_validation(root, ratios, processes) -> dict[tuple[str, int], Choice]:
 
 
 def test_runs(root, ratios, seeds, choices) -> list[sweep.Run]:
-    """Stage 2: every method with its chosen setting over ``seeds``."""
+    """Stage 2: every method with its chosen setting over ``seeds``.
+
+    Seed-major order, so that a study stopped part-way has every method at equal seeds.
+    """
     if VALIDATION_SEED in seeds:
         raise ValueError(f"seed {VALIDATION_SEED} chose the settings; test with other seeds.")
     runs = []
-    for ratio in ratios:
-        for method in METHODS:
-            chosen = choices.get((method, ratio))
-            for seed in seeds:
+    for seed in seeds:
+        for ratio in ratios:
+            for method in METHODS:
+                chosen = choices.get((method, ratio))
                 overrides = chosen.best[1].settings if chosen is not None else ()
                 workdir = root / "runs" / "test" / f"r{ratio}" / method / f"seed{seed}"
                 runs.append(sweep.Run(_config(ratio), method, seed, workdir, overrides))
@@ -270,24 +279,35 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ratios", default="100,10", help="comma-separated imbalance ratios")
     parser.add_argument("--seeds", default="1,2,3,4,5", help="seeds of the test table")
     parser.add_argument("--processes", type=int, default=2, help="runs in parallel")
-    parser.add_argument("--stage", choices=("validation", "all"), default="all")
+    parser.add_argument(
+        "--stage",
+        choices=("validation", "all", "report"),
+        default="all",
+        help="report: only the reports, from the finished runs (validation must be complete)",
+    )
     args = parser.parse_args(argv)
     root = pathlib.Path(args.root)
     ratios = [int(r) for r in args.ratios.split(",")]
     for ratio in ratios:
         if not _config(ratio).is_file():
             parser.error(f"no config {_config(ratio)} for ratio {ratio}")
+    processes = 0 if args.stage == "report" else args.processes
     try:
-        choices = run_validation(root, ratios, args.processes)
+        choices = run_validation(root, ratios, processes)
         write_validation_report(root, choices)
         if args.stage == "validation":
             return 0
         runs = test_runs(root, ratios, [int(s) for s in args.seeds.split(",")], choices)
-        _execute_all(runs, args.processes)
+        if args.stage == "all":
+            _execute_all(runs, processes)
     except (RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    report.write_report([run.workdir / "results.json" for run in runs], root, metric="accuracy")
+    finished = [run.workdir / "results.json" for run in runs]
+    finished = [path for path in finished if path.exists()]
+    print(f"report of {len(finished)} of {len(runs)} test runs")
+    if finished:
+        report.write_report(finished, root, metric="accuracy")
     return 0
 
 
