@@ -52,8 +52,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.lpl.step_size = 0.01  # inner PGD step alpha; K_c = floor(eps_c / alpha)
     config.lpl.num_head_classes = 4  # longtail split: this many most frequent classes are head
     # Adaptive LPL (lpl_adaptive, la_lpl_adaptive; docs/method.md, section 8): lpl.epsilon is
-    # every class's initial bound, then each bound steers its class's log loss ratio
-    # log(L'_c / L_c) toward s_c * (adaptive_target + delta_epsilon-style spread 0).
+    # every class's initial bound; each bound then steers its class's log loss ratio
+    # log(L'_c / L_c) toward s_c * adaptive_target (signs from lpl.split).
     config.lpl.adaptive_target = 0.3  # kappa: target |log(L'_c / L_c)| of every signed class
     config.lpl.adaptive_rate = 0.05  # eta: a bound changes by at most a factor e^eta a step
     config.lpl.max_epsilon = 10.0  # bounds stay in [step_size, max_epsilon]
