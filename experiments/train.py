@@ -692,6 +692,21 @@ def _write_outputs(workdir: pathlib.Path, config, train, results: dict) -> None:
     os.replace(tmp, workdir / "results.json")
 
 
+def _help_text() -> str:
+    """The module docstring, the methods, data sets, models and every config key."""
+    defaults = configuration.flat_items(configuration.load_config().to_dict())
+    keys = "\n".join(f"  --config.{k}={v!r}" for k, v in sorted(defaults.items()))
+    return (
+        f"{__doc__}\n"
+        f"methods:  {', '.join(methods.SINGLE_LABEL_METHODS)}\n"
+        f"          multi-label: {', '.join(methods.MULTILABEL_METHODS)}\n"
+        f"datasets: {', '.join(DATASETS)}\n"
+        f"models:   {', '.join(models.MODELS)}\n\n"
+        f"config keys (values of the default config; each is commented in "
+        f"experiments/configs/common.py):\n{keys}"
+    )
+
+
 def parse_args(argv: list[str]) -> tuple[ml_collections.ConfigDict, pathlib.Path]:
     """``--config PATH``, ``--workdir DIR`` and ``--config.KEY=VALUE`` overrides."""
     config_path, workdir, overrides = None, None, {}
@@ -710,7 +725,7 @@ def parse_args(argv: list[str]) -> tuple[ml_collections.ConfigDict, pathlib.Path
         elif name.startswith("--config.") and has_value:
             overrides[name[len("--config.") :]] = value
         elif arg in ("-h", "--help"):
-            print(__doc__)
+            print(_help_text())
             sys.exit(0)
         else:
             raise UserError(

@@ -425,3 +425,12 @@ def test_sigterm_to_the_command_line_exits_143_and_resumes_exactly(tmp_path):
     assert "stopped by SIGTERM after step" in err and "Traceback" not in err
     assert subprocess.run([*command, "--workdir", str(tmp_path / "b")], cwd=REPO).returncode == 0
     _assert_same_run(tmp_path / "a", tmp_path / "b")
+
+
+def test_help_lists_methods_datasets_and_config_keys(capsys):
+    with pytest.raises(SystemExit) as info:
+        train_lib.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "la_lpl_adaptive" in out and "fashion_mnist_lt" in out and "small_cnn28" in out
+    assert "--config.lpl.adaptive_target=0.3" in out and "--config.num_epochs=60" in out
