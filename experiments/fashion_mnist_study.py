@@ -134,7 +134,9 @@ def _execute_all(runs: list[sweep.Run], processes: int) -> None:
     if any is missing)."""
     pending = [r for r in runs if not (r.workdir / "results.json").exists()]
     print(f"{len(runs)} runs, {len(runs) - len(pending)} already finished.", flush=True)
-    if pending and processes == 0:
+    if not pending:
+        return
+    if processes == 0:
         raise RuntimeError(
             f"{len(pending)} validation runs are missing; run the study (not --stage report)."
         )

@@ -241,7 +241,7 @@ def write_figures(rows: Sequence[Row], output: pathlib.Path) -> list[pathlib.Pat
             reporting.plot_per_class(
                 {row.method: row.relative_loss_variation.tolist()},
                 counts,
-                title=f"{row.method}, {name}: relative loss variation",
+                title=f"{row.method} (r = {ratio:g}): relative loss variation",
                 ylabel="(l' - l) / l, median over training",
                 path=path,
                 signed=True,

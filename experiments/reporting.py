@@ -177,7 +177,7 @@ def plot_per_class(
     for i, (label, values) in enumerate(series.items()):
         heights = np.array([np.nan if v is None else v for v in values], float)[order]
         heights = np.nan_to_num(heights)
-        color = None
+        color = plt.cm.tab20(i % 20) if len(series) > 10 else None  # tab10 repeats past 10
         if signed and len(series) == 1:
             color = ["tab:red" if h > 0 else "tab:blue" for h in heights]
         offset = (i - (len(series) - 1) / 2) * width
@@ -208,5 +208,5 @@ def plot_per_class(
             bbox_to_anchor=(1.0, 1.0),
         )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend outside stays in
     plt.close(fig)

@@ -91,3 +91,8 @@ def test_validation_report(tmp_path):
     assert f"| 100 | lpl_varied | eps3 | {flags} | **53.00** |" in text
     assert (root / "validation_accuracy_vs_bound.png").read_bytes().startswith(b"\x89PNG")
     assert input_pipeline.FASHION_MNIST_VALIDATION_PER_CLASS == 500
+
+
+def test_report_stage_needs_a_complete_validation_round(tmp_path, capsys):
+    assert study.main(["--root", str(tmp_path), "--stage", "report"]) == 1
+    assert "validation runs are missing" in capsys.readouterr().err
