@@ -131,7 +131,12 @@ def build_method(name, num_classes, model_name, args, mesh, images, labels):
         model_fns, tx, method.transform, key=jax.random.key(0), mesh=mesh
     )
     step = training.make_train_step(
-        model_fns, tx, method.loss_fn, mesh=mesh, example_weights_fn=method.example_weights_fn
+        model_fns,
+        tx,
+        method.transform,
+        method.loss_fn,
+        mesh=mesh,
+        example_weights_fn=method.example_weights_fn,
     )
 
     # Plain logits of the initial model on this batch (train-mode batch norm), to report
@@ -154,10 +159,10 @@ def build_method(name, num_classes, model_name, args, mesh, images, labels):
     # with respect to the logits; no network.
     def local_loss(logits, labels):
         def summed_loss(logits):
-            loss, _, _ = method.loss_fn(
+            perturbed, _ = method.transform.apply(
                 logits, labels, method.transform.init(), axis_name=training.DATA_AXIS
             )
-            return loss.sum()
+            return method.loss_fn(perturbed, labels).sum()
 
         return jax.grad(summed_loss)(logits)
 

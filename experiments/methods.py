@@ -1,9 +1,9 @@
 """The methods of the paper as lpjax losses: what ``--config.method`` selects.
 
-Each method is a per-example loss for the train step, optional per-example loss
-weights (LDAM's deferred re-weighting), and an optional test-time logit
-transform (post-hoc logit adjustment). All methods predict with the plain
-logits otherwise.
+Each method is a logit transform and a per-example loss on the transformed logits for
+the train step, optional per-example loss weights (LDAM's deferred re-weighting), and an
+optional test-time logit transform (post-hoc logit adjustment). All methods predict with
+the plain logits otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 import lpjax
 
@@ -56,7 +57,7 @@ class Method:
     """A method ready for ``lpjax.training.make_train_step``."""
 
     transform: lpjax.LogitTransform  # its state lives in the TrainState
-    loss_fn: Callable  # per-example loss: (logits, labels, state, ...) -> (loss, logits', state)
+    loss_fn: Callable  # (perturbed logits, labels, *, where) -> [batch] losses
     example_weights_fn: Callable | None = None  # (labels, step) -> [batch] weights
     predict_transform: lpjax.LogitTransform | None = None  # label-free test-time transform
 
@@ -145,7 +146,7 @@ def make_method(
         )
     return Method(
         transform=transform,
-        loss_fn=lpjax.perturbed_softmax_cross_entropy(transform),
+        loss_fn=lpjax.softmax_cross_entropy_with_integer_labels,
         example_weights_fn=example_weights_fn,
         predict_transform=predict_transform,
     )
@@ -186,22 +187,42 @@ def _deferred_reweighting(class_counts, *, beta: float, start_step: int) -> Call
     return example_weights
 
 
+def _class_mean(elementwise_loss: Callable) -> Callable:
+    """``loss_fn(logits, labels, *, where)``: ``elementwise_loss`` averaged over classes.
+
+    In float32 at least (bfloat16 logits are upcast); 0 where ``where`` is False.
+    """
+
+    def loss_fn(logits, labels, *, where=None):
+        dtype = jnp.promote_types(logits.dtype, jnp.float32)
+        loss = elementwise_loss(logits.astype(dtype), labels.astype(dtype)).mean(axis=-1)
+        return loss if where is None else jnp.where(where, loss, 0)
+
+    return loss_fn
+
+
 def _multilabel_method(config: ml_collections.ConfigDict, positive_counts: np.ndarray) -> Method:
     name = config.method
-    if name == "bce":
-        transform = lpjax.identity()
-        loss_fn = lpjax.perturbed_sigmoid_binary_cross_entropy(transform)
-    elif name == "focal":
-        transform = lpjax.identity()
-        loss_fn = lpjax.focal_loss(gamma=config.focal_gamma)
-    elif name == "asl":
-        transform = lpjax.identity()
-        loss_fn = lpjax.asymmetric_loss(
-            gamma_negative=config.asl_gamma_negative,
-            gamma_positive=config.asl_gamma_positive,
-            clip=config.asl_clip,
+    transform = lpjax.identity()
+    loss_fn = _class_mean(optax.sigmoid_binary_cross_entropy)
+    if name == "focal":
+        loss_fn = _class_mean(
+            lambda logits, labels: optax.sigmoid_focal_loss(
+                logits, labels, gamma=config.focal_gamma
+            )
         )
-    else:  # lpl_multilabel
+    elif name == "asl":
+        loss_fn = _class_mean(
+            lambda logits, labels: lpjax.asymmetric_loss(
+                logits,
+                labels,
+                gamma_negative=config.asl_gamma_negative,
+                gamma_positive=config.asl_gamma_positive,
+                clip=config.asl_clip,
+                stop_focusing_gradient=config.asl_stop_focusing_gradient,
+            )
+        )
+    elif name == "lpl_multilabel":
         lpl = config.lpl
         if lpl.split == "balanced":
             transform = lpjax.lpl_multilabel_balanced_transform(
@@ -215,5 +236,4 @@ def _multilabel_method(config: ml_collections.ConfigDict, positive_counts: np.nd
                 step_size=lpl.step_size,
                 delta_epsilon=lpl.delta_epsilon,
             )
-        loss_fn = lpjax.perturbed_sigmoid_binary_cross_entropy(transform)
     return Method(transform=transform, loss_fn=loss_fn)

@@ -306,11 +306,11 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def classifier_model_fns(module: nn.Module, *, input_shape: tuple[int, ...]):
-    """``lpjax.training.ModelFns`` of a model of this file: ISDA's inputs for the loss.
+    """``lpjax.training.ModelFns`` of a model of this file, with ISDA's transform inputs.
 
-    Like ``lpjax.training.linen_model_fns``, and the loss also receives ``features`` (the
-    pooled penultimate vector) and ``classifier`` (the last layer's parameters), which
-    ISDA uses and the other methods ignore.
+    Like ``lpjax.training.linen_model_fns``, and the logit transform also receives
+    ``features`` (the pooled penultimate vector) and ``classifier`` (the last layer's
+    parameters), which ISDA uses and the other transforms ignore.
     """
     from lpjax import training
 

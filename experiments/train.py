@@ -522,6 +522,7 @@ def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict
     train_step = training.make_train_step(
         model_fns,
         tx,
+        method.transform,
         method.loss_fn,
         mesh=mesh,
         example_weights_fn=method.example_weights_fn,

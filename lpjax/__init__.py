@@ -22,22 +22,19 @@ from lpjax._isda import (
     isda_transform,
     update_class_statistics,
 )
+from lpjax._losses import asymmetric_loss, softmax_cross_entropy_with_integer_labels
 from lpjax._multilabel import (
     MultilabelSplit,
-    asymmetric_loss,
-    focal_loss,
     lpl_multilabel_balanced_transform,
     lpl_multilabel_longtail_transform,
     multilabel_balanced_signs_and_bounds,
     multilabel_longtail_signs_and_bounds,
     multilabel_lpl_perturbation,
-    perturbed_sigmoid_binary_cross_entropy,
 )
 from lpjax._priors import class_balanced_weights, ldam_margins, logit_adjustment
 from lpjax._solver import DEFAULT_MAX_INNER_STEPS, lpl_perturbation, num_inner_steps
 from lpjax._splits import balanced_signs_and_bounds, longtail_signs_and_bounds
 from lpjax._transforms import (
-    EmptyState,
     LogitTransform,
     TransformState,
     balanced_softmax_transform,
@@ -48,8 +45,8 @@ from lpjax._transforms import (
     lpl_balanced_transform,
     lpl_longtail_transform,
     lpl_transform,
-    perturbed_softmax_cross_entropy,
     posthoc_logit_adjustment_transform,
+    stateless,
 )
 
 __version__ = "0.1.0"
@@ -57,7 +54,6 @@ __version__ = "0.1.0"
 __all__ = (
     "DEFAULT_MAX_INNER_STEPS",
     "AdaptiveLplState",
-    "EmptyState",
     "IsdaState",
     "MultilabelSplit",
     "LogitTransform",
@@ -68,7 +64,6 @@ __all__ = (
     "balanced_softmax_transform",
     "chain",
     "class_balanced_weights",
-    "focal_loss",
     "identity",
     "init_isda_state",
     "isda_augmentation",
@@ -90,10 +85,10 @@ __all__ = (
     "multilabel_longtail_signs_and_bounds",
     "multilabel_lpl_perturbation",
     "num_inner_steps",
-    "perturbed_sigmoid_binary_cross_entropy",
-    "perturbed_softmax_cross_entropy",
     "posthoc_logit_adjustment_transform",
     "relative_loss_variation",
+    "softmax_cross_entropy_with_integer_labels",
+    "stateless",
     "update_class_statistics",
     "validate_labels",
 )

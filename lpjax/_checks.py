@@ -90,6 +90,41 @@ def require_integer_labels(labels, logits, user: str) -> jax.Array:
     return jnp.asarray(labels)
 
 
+def check_multihot_labels(labels, shape: tuple[int, ...], *, binary: bool = True) -> None:
+    """Checks ``labels`` is a multi-hot array of the logits' ``shape``.
+
+    Concrete values must be 0 or 1 (``binary``) or lie in [0, 1] (soft targets);
+    traced values cannot be checked.
+    """
+    dtype = jnp.result_type(labels)
+    if not (
+        dtype == jnp.bool_
+        or jnp.issubdtype(dtype, jnp.integer)
+        or jnp.issubdtype(dtype, jnp.floating)
+    ):
+        raise TypeError(
+            f"labels must be a bool, integer or floating multi-hot array; got dtype {dtype}."
+        )
+    if jnp.shape(labels) != shape:
+        raise ValueError(
+            f"labels must be multi-hot of the logits' shape {shape}; got shape "
+            f"{jnp.shape(labels)} (for class indices use jax.nn.one_hot(labels, num_classes))."
+        )
+    if is_concrete(labels) and dtype != jnp.bool_:
+        values = np.asarray(labels, dtype=np.float64)
+        if binary:
+            bad = ~np.isin(values, (0.0, 1.0))
+            expected = "only 0 and 1"
+        else:
+            bad = ~((values >= 0) & (values <= 1))
+            expected = "values in [0, 1]"
+        if np.any(bad):
+            raise ValueError(
+                f"labels must hold {expected} (multi-hot); got values "
+                f"{np.unique(values[bad])[:10].tolist()}."
+            )
+
+
 def check_where(where, batch_size: int) -> None:
     """Checks an optional ``where`` mask is a boolean ``[batch]`` array."""
     if where is None:

@@ -1,4 +1,4 @@
-r"""LPL for multi-label classification, and the multi-label baselines (focal, ASL).
+r"""LPL for multi-label classification.
 
 The project's formulation (docs/method.md, section 4): each class c has two
 scalar perturbations, :math:`\delta_c^+` added to the logits of its positive
@@ -10,52 +10,13 @@ by LPL's inner solver on the per-class binary cross-entropy. Labels are
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 from jax import lax
 
 from lpjax import _batch, _checks, _solver, _splits, _transforms
-
-
-def _check_multilabel_labels(labels, shape: tuple[int, int], *, binary: bool = True) -> None:
-    """Checks ``labels`` is a ``[batch, num_classes]`` multi-hot array matching the logits.
-
-    Concrete values must be 0 or 1 (``binary``) or lie in [0, 1] (soft targets);
-    traced values cannot be checked.
-    """
-    dtype = jnp.result_type(labels)
-    if not (
-        dtype == jnp.bool_
-        or jnp.issubdtype(dtype, jnp.integer)
-        or jnp.issubdtype(dtype, jnp.floating)
-    ):
-        raise TypeError(
-            f"labels must be a bool, integer or floating multi-hot array; got dtype {dtype}."
-        )
-    if jnp.shape(labels) != shape:
-        raise ValueError(
-            f"labels must be multi-hot of shape [batch, num_classes] = {shape} to match the "
-            f"logits; got shape {jnp.shape(labels)} (for integer class indices use "
-            "jax.nn.one_hot(labels, num_classes))."
-        )
-    if _checks.is_concrete(labels) and dtype != jnp.bool_:
-        values = np.asarray(labels, dtype=np.float64)
-        if binary:
-            bad = ~np.isin(values, (0.0, 1.0))
-            expected = "only 0 and 1"
-        else:
-            bad = ~((values >= 0) & (values <= 1))
-            expected = "values in [0, 1]"
-        if np.any(bad):
-            raise ValueError(
-                f"labels must hold {expected} (multi-hot); got values "
-                f"{np.unique(values[bad])[:10].tolist()}."
-            )
 
 
 class MultilabelSplit(NamedTuple):
@@ -190,7 +151,7 @@ def multilabel_lpl_perturbation(
       the project's (docs/method.md, section 4).
     """
     batch_size, num_classes = _checks.check_logits(logits)
-    _check_multilabel_labels(labels, (batch_size, num_classes))
+    _checks.check_multihot_labels(labels, (batch_size, num_classes))
     _checks.check_where(where, batch_size)
     _checks.check_axis_name(logits, axis_name)
     for name, vector in (
@@ -374,7 +335,7 @@ def multilabel_balanced_signs_and_bounds(
       the multi-label form is the project's (docs/method.md, section 4).
     """
     batch_size, num_classes = _checks.check_logits(logits)
-    _check_multilabel_labels(labels, (batch_size, num_classes))
+    _checks.check_multihot_labels(labels, (batch_size, num_classes))
     _checks.check_where(where, batch_size)
     _checks.check_axis_name(logits, axis_name)
     _checks.check_nonnegative("epsilon", epsilon)
@@ -398,7 +359,7 @@ def multilabel_balanced_signs_and_bounds(
 def _require_multilabel_labels(labels, logits, transform_name: str) -> jax.Array:
     if labels is None:
         raise ValueError(f"{transform_name} needs the labels of the batch; got labels=None.")
-    _check_multilabel_labels(labels, _checks.check_logits(logits))
+    _checks.check_multihot_labels(labels, _checks.check_logits(logits))
     return jnp.asarray(labels)
 
 
@@ -427,7 +388,7 @@ def _multilabel_lpl_transform(
         )
         return logits + delta
 
-    return _transforms._stateless(perturb)
+    return _transforms.stateless(perturb)
 
 
 def lpl_multilabel_longtail_transform(
@@ -446,8 +407,8 @@ def lpl_multilabel_longtail_transform(
     (fixed for the whole run): positives of tail classes maximised, of head
     classes minimised, negatives of every class get ``negative_sign``; then
     :func:`lpjax.multilabel_lpl_perturbation` on every batch. ``apply`` takes
-    ``[batch, num_classes]`` multi-hot labels. Pair it with
-    :func:`lpjax.perturbed_sigmoid_binary_cross_entropy`.
+    ``[batch, num_classes]`` multi-hot labels. Follow it with an element-wise sigmoid
+    loss, e.g. ``optax.sigmoid_binary_cross_entropy(perturbed, labels).mean(-1)``.
 
     Example::
 
@@ -500,189 +461,3 @@ def lpl_multilabel_balanced_transform(
         )
 
     return _multilabel_lpl_transform(signs_and_bounds, step_size)
-
-
-def _check_loss_inputs(logits, labels, where) -> None:
-    batch_size, num_classes = _checks.check_logits(logits)
-    _check_multilabel_labels(labels, (batch_size, num_classes), binary=False)
-    _checks.check_where(where, batch_size)
-
-
-def _class_mean_loss(elementwise_loss, logits, labels, where) -> jax.Array:
-    """``[batch]`` mean over classes of ``elementwise_loss(u, y)``, in float32 (at least).
-
-    Masked samples get 0; the result is cast to the logits' dtype.
-    """
-    logits = jnp.asarray(logits)
-    dtype = _checks.compute_dtype(logits.dtype)
-    loss = elementwise_loss(logits.astype(dtype), jnp.asarray(labels).astype(dtype)).mean(axis=-1)
-    if where is not None:
-        loss = jnp.where(where, loss, 0)
-    return loss.astype(logits.dtype)
-
-
-def perturbed_sigmoid_binary_cross_entropy(
-    transform: _transforms.LogitTransform,
-) -> Callable[..., tuple[jax.Array, jax.Array, _transforms.TransformState]]:
-    r"""An optax-style per-example multi-label loss: mean BCE on the transform's logits.
-
-    .. math:: \ell_i = \frac{1}{C} \sum_c \mathrm{BCE}(T(u)_{ic}, y_{ic}), \quad
-      \mathrm{BCE}(v, y) = -y \log \sigma(v) - (1 - y) \log \sigma(-v)
-
-    Returns ``loss_fn(logits, labels, state, *, where=None, axis_name=None,
-    **extra_args) -> (loss, perturbed_logits, new_state)`` with ``labels``
-    ``[batch, num_classes]`` multi-hot and ``loss`` the unreduced ``[batch]``
-    losses (0 where ``where`` is False), computed in float32 (at least) and
-    cast to the logits' dtype: the caller reduces, e.g.
-    ``loss.sum() / where.sum()``. LPL's ``delta`` is under ``stop_gradient``,
-    so the gradient with respect to the logits is
-    :math:`(\sigma(u + \delta) - y) / C`. With :func:`lpjax.identity` it is the
-    plain BCE; soft targets in [0, 1] are accepted there, LPL transforms need 0/1.
-
-    Example::
-
-      >>> import jax.numpy as jnp, lpjax
-      >>> transform = lpjax.chain(
-      ...     lpjax.identity(),
-      ...     lpjax.lpl_multilabel_longtail_transform(
-      ...         [500, 50, 5], num_head_classes=1, epsilon=0.1, step_size=0.05))
-      >>> loss_fn = lpjax.perturbed_sigmoid_binary_cross_entropy(transform)
-      >>> logits, labels = jnp.zeros((2, 3)), jnp.array([[1, 0, 1], [1, 1, 0]])
-      >>> loss, perturbed, state = loss_fn(logits, labels, transform.init())
-      >>> loss.shape
-      (2,)
-    """
-
-    def loss_fn(logits, labels, state, *, where=None, axis_name=None, **extra_args):
-        _check_loss_inputs(logits, labels, where)
-        perturbed, state = transform.apply(
-            logits, labels, state, where=where, axis_name=axis_name, **extra_args
-        )
-        loss = _class_mean_loss(optax.sigmoid_binary_cross_entropy, perturbed, labels, where)
-        return loss, perturbed, state
-
-    return loss_fn
-
-
-def focal_loss(
-    *, gamma: float = 2.0, alpha: float | None = None
-) -> Callable[..., tuple[jax.Array, jax.Array, _transforms.TransformState]]:
-    r"""The sigmoid focal loss as a per-example multi-label loss (a baseline).
-
-    .. math:: \ell_i = \frac{1}{C} \sum_c -\alpha_t (1 - p_t)^\gamma \log p_t,
-      \quad p_t = \begin{cases} \sigma(u_{ic}) & y_{ic} = 1 \\
-      1 - \sigma(u_{ic}) & y_{ic} = 0 \end{cases}
-
-    (``optax.sigmoid_focal_loss`` averaged over classes). Returns
-    ``loss_fn(logits, labels, state, *, where=None, axis_name=None,
-    **extra_args) -> (loss, logits, state)``, the signature of
-    :func:`lpjax.perturbed_sigmoid_binary_cross_entropy`, so a trainer can swap
-    the two; the logits and the state are passed through unchanged.
-    ``loss`` is ``[batch]`` (0 where ``where`` is False), computed in float32
-    (at least) and cast to the logits' dtype.
-
-    Args:
-      gamma: focusing exponent ``>= 0`` (0 gives plain BCE).
-      alpha: optional weight in ``[0, 1]`` of the positive entries (``1 - alpha``
-        for the negatives); ``None`` weighs both by 1.
-
-    Returns:
-      The loss function.
-
-    Example::
-
-      >>> import jax.numpy as jnp, lpjax
-      >>> loss_fn = lpjax.focal_loss(gamma=2.0)
-      >>> loss, _, _ = loss_fn(jnp.zeros((2, 3)), jnp.array([[1, 0, 1], [0, 0, 1]]), ())
-      >>> loss.shape
-      (2,)
-
-    References:
-      T.-Y. Lin, P. Goyal, R. Girshick, K. He, P. Dollar, "Focal Loss for Dense
-      Object Detection", ICCV 2017.
-    """
-    _checks.check_nonnegative("gamma", gamma)
-    if alpha is not None and not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be None or lie in [0, 1]; got {alpha}.")
-
-    def elementwise(logits, labels):
-        return optax.sigmoid_focal_loss(logits, labels, alpha=alpha, gamma=gamma)
-
-    def loss_fn(logits, labels, state, *, where=None, axis_name=None, **extra_args):
-        del axis_name, extra_args
-        _check_loss_inputs(logits, labels, where)
-        return _class_mean_loss(elementwise, logits, labels, where), jnp.asarray(logits), state
-
-    return loss_fn
-
-
-def asymmetric_loss(
-    *, gamma_negative: float = 4.0, gamma_positive: float = 0.0, clip: float = 0.05
-) -> Callable[..., tuple[jax.Array, jax.Array, _transforms.TransformState]]:
-    r"""The asymmetric loss (ASL) as a per-example multi-label loss (a baseline).
-
-    With :math:`p = \sigma(u_{ic})` and the shifted probability
-    :math:`p_m = \max(p - m, 0)` of the negatives:
-
-    .. math::
-      \ell_i = \frac{1}{C} \sum_c -y_{ic} (1 - p)^{\gamma_+} \log p
-               - (1 - y_{ic})\, p_m^{\gamma_-} \log(1 - p_m).
-
-    Easy negatives are down-weighted by the focusing term and those with
-    :math:`p \le m` discarded entirely. Computed stably from ``log_sigmoid``
-    (no probability clamp, unlike the authors' ``eps = 1e-8``; the two differ
-    only where :math:`p < 10^{-8}`), with gradients through the focusing
-    weights, in float32 (at least), cast to the logits' dtype. Returns
-    ``loss_fn(logits, labels, state, *, where=None, axis_name=None,
-    **extra_args) -> (loss, logits, state)`` as :func:`focal_loss` does;
-    ``loss`` is ``[batch]`` (0 where ``where`` is False).
-
-    Args:
-      gamma_negative: focusing exponent ``gamma_- >= 0`` of the negatives.
-      gamma_positive: focusing exponent ``gamma_+ >= 0`` of the positives.
-      clip: probability margin ``m`` in ``[0, 1)`` (0 disables the shift).
-
-    Returns:
-      The loss function.
-
-    Example::
-
-      >>> import jax.numpy as jnp, lpjax
-      >>> loss_fn = lpjax.asymmetric_loss()
-      >>> loss, _, _ = loss_fn(jnp.array([[-4.0, 2.0]]), jnp.array([[0, 1]]), ())
-      >>> round(float(loss[0]), 4)
-      0.0635
-
-    References:
-      T. Ridnik, E. Ben-Baruch, N. Zamir, A. Noy, I. Friedman, M. Protter,
-      L. Zelnik-Manor, "Asymmetric Loss For Multi-Label Classification", ICCV 2021.
-    """
-    _checks.check_nonnegative("gamma_negative", gamma_negative)
-    _checks.check_nonnegative("gamma_positive", gamma_positive)
-    if not 0 <= clip < 1:
-        raise ValueError(f"clip must lie in [0, 1); got {clip}.")
-
-    def elementwise(logits, labels):
-        log_p = jax.nn.log_sigmoid(logits)
-        log_not_p = jax.nn.log_sigmoid(-logits)
-        positive_loss = -jnp.exp(gamma_positive * log_not_p) * log_p
-        if clip > 0:
-            # 1 - p_m = min(1 - p + m, 1) >= m: its log is bounded, no cancellation.
-            shifted = jnp.maximum(jax.nn.sigmoid(logits) - clip, 0)
-            log_not_shifted = jnp.log(jnp.minimum(jax.nn.sigmoid(-logits) + clip, 1))
-            # p_m ** gamma with a zero gradient (not NaN) where p_m = 0.
-            is_shifted = shifted > 0
-            log_shifted = jnp.log(jnp.where(is_shifted, shifted, 1))
-            weight = jnp.where(is_shifted, jnp.exp(gamma_negative * log_shifted), 0)
-        else:
-            log_not_shifted = log_not_p
-            weight = jnp.exp(gamma_negative * log_p)
-        negative_loss = -weight * log_not_shifted
-        return labels * positive_loss + (1 - labels) * negative_loss
-
-    def loss_fn(logits, labels, state, *, where=None, axis_name=None, **extra_args):
-        del axis_name, extra_args
-        _check_loss_inputs(logits, labels, where)
-        return _class_mean_loss(elementwise, logits, labels, where), jnp.asarray(logits), state
-
-    return loss_fn

@@ -2,8 +2,9 @@
 
 A :class:`LogitTransform` maps a batch of logits to perturbed logits
 (``u -> u + delta``), possibly carrying state (running statistics) from one
-batch to the next. Transforms compose with :func:`chain`; :func:`perturbed_
-softmax_cross_entropy` turns one into an optax-style per-example loss.
+batch to the next. Transforms compose with :func:`chain`; a loss is then applied
+to the perturbed logits (:func:`lpjax.softmax_cross_entropy_with_integer_labels`,
+or any optax loss).
 """
 
 from __future__ import annotations
@@ -18,10 +19,6 @@ import optax
 from lpjax import _batch, _checks, _priors, _solver, _splits
 
 TransformState = Any
-
-
-class EmptyState(NamedTuple):
-    """State of a transform that keeps none."""
 
 
 class LogitTransform(NamedTuple):
@@ -42,14 +39,29 @@ class LogitTransform(NamedTuple):
     apply: Callable[..., tuple[jax.Array, TransformState]]
 
 
-def _stateless(perturb: Callable[..., jax.Array]) -> LogitTransform:
-    """A transform without state from ``perturb(logits, labels, where, axis_name)``."""
+def stateless(perturb: Callable[..., jax.Array]) -> LogitTransform:
+    """A transform without state from ``perturb(logits, labels, where, axis_name)``.
+
+    ``perturb`` returns the perturbed ``[batch, num_classes]`` logits; its state is
+    ``optax.EmptyState()``. The logits and the ``where`` mask are checked here, once,
+    before ``perturb`` is called.
+
+    Example -- add a fixed class vector::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> shift = lpjax.stateless(lambda logits, labels, where, axis_name: logits + 1.0)
+      >>> perturbed, state = shift.apply(jnp.zeros((2, 3)), None, shift.init())
+      >>> perturbed.tolist()
+      [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    """
 
     def apply(logits, labels, state, *, where=None, axis_name=None, **extra_args):
         del extra_args
+        batch_size, _ = _checks.check_logits(logits)
+        _checks.check_where(where, batch_size)
         return perturb(jnp.asarray(logits), labels, where, axis_name), state
 
-    return LogitTransform(EmptyState, apply)
+    return LogitTransform(optax.EmptyState, apply)
 
 
 def _add_class_vector(logits: jax.Array, vector: jax.Array) -> jax.Array:
@@ -61,7 +73,7 @@ def _add_class_vector(logits: jax.Array, vector: jax.Array) -> jax.Array:
 
 def identity() -> LogitTransform:
     """The transform that returns the logits unchanged (plain cross-entropy)."""
-    return _stateless(lambda logits, labels, where, axis_name: logits)
+    return stateless(lambda logits, labels, where, axis_name: logits)
 
 
 def chain(*transforms: LogitTransform) -> LogitTransform:
@@ -102,7 +114,7 @@ def logit_adjustment_transform(class_counts, *, tau: float = 1.0) -> LogitTransf
     plain logits afterwards. Menon et al., ICLR 2021.
     """
     offsets = _priors.logit_adjustment(class_counts, tau=tau)
-    return _stateless(lambda logits, labels, where, axis_name: _add_class_vector(logits, offsets))
+    return stateless(lambda logits, labels, where, axis_name: _add_class_vector(logits, offsets))
 
 
 def posthoc_logit_adjustment_transform(class_counts, *, tau: float = 1.0) -> LogitTransform:
@@ -112,7 +124,7 @@ def posthoc_logit_adjustment_transform(class_counts, *, tau: float = 1.0) -> Log
     labels (``apply(logits, None, state)``). Menon et al., ICLR 2021.
     """
     offsets = -_priors.logit_adjustment(class_counts, tau=tau)
-    return _stateless(lambda logits, labels, where, axis_name: _add_class_vector(logits, offsets))
+    return stateless(lambda logits, labels, where, axis_name: _add_class_vector(logits, offsets))
 
 
 def balanced_softmax_transform(class_counts) -> LogitTransform:
@@ -122,7 +134,7 @@ def balanced_softmax_transform(class_counts) -> LogitTransform:
     """
     _checks.check_class_counts(class_counts)
     offsets = jnp.log(jnp.asarray(class_counts, jnp.float32))
-    return _stateless(lambda logits, labels, where, axis_name: _add_class_vector(logits, offsets))
+    return stateless(lambda logits, labels, where, axis_name: _add_class_vector(logits, offsets))
 
 
 def ldam_transform(class_counts, *, max_margin: float = 0.5, scale: float = 30.0) -> LogitTransform:
@@ -145,7 +157,7 @@ def ldam_transform(class_counts, *, max_margin: float = 0.5, scale: float = 30.0
         onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype)
         return (scale * (logits.astype(dtype) - margin[:, None] * onehot)).astype(logits.dtype)
 
-    return _stateless(perturb)
+    return stateless(perturb)
 
 
 def lpl_transform(
@@ -198,7 +210,7 @@ def _lpl_transform(signs_and_bounds, step_size, max_inner_steps) -> LogitTransfo
         )
         return logits + delta
 
-    return _stateless(perturb)
+    return stateless(perturb)
 
 
 def lpl_balanced_transform(
@@ -261,51 +273,3 @@ def lpl_longtail_transform(
     return _lpl_transform(
         lambda logits, labels, where, axis_name: (signs, bounds), step_size, max_inner_steps
     )
-
-
-def perturbed_softmax_cross_entropy(
-    transform: LogitTransform,
-) -> Callable[..., tuple[jax.Array, jax.Array, TransformState]]:
-    r"""An optax-style per-example loss: cross-entropy on the transform's logits.
-
-    .. math:: \ell_i = -\log \mathrm{softmax}(T(u)_i)_{y_i}
-
-    Returns ``loss_fn(logits, labels, state, *, where=None, axis_name=None,
-    **extra_args) -> (loss, perturbed_logits, new_state)`` with ``loss`` the
-    unreduced ``[batch]`` losses (0 where ``where`` is False or the label is
-    out of range; computed in float32 at least, returned in the logits'
-    dtype): the caller reduces, e.g. ``loss.sum() / where.sum()``.
-    Gradients flow through the transform's deterministic part (LDAM's scale)
-    but not through perturbations solved per batch (LPL's ``delta`` is under
-    ``stop_gradient``).
-
-    Example::
-
-      >>> import jax, jax.numpy as jnp, lpjax
-      >>> transform = lpjax.chain(
-      ...     lpjax.logit_adjustment_transform([500, 50, 5]),
-      ...     lpjax.lpl_longtail_transform([500, 50, 5], num_head_classes=1,
-      ...                                  epsilon=0.1, step_size=0.05))
-      >>> loss_fn = lpjax.perturbed_softmax_cross_entropy(transform)
-      >>> logits, labels = jnp.zeros((4, 3)), jnp.array([0, 0, 1, 2])
-      >>> loss, perturbed, state = loss_fn(logits, labels, transform.init())
-      >>> loss.shape
-      (4,)
-    """
-
-    def loss_fn(logits, labels, state, *, where=None, axis_name=None, **extra_args):
-        batch_size, num_classes = _checks.check_logits(logits)
-        _checks.check_integer_labels(labels, batch_size)
-        _checks.check_where(where, batch_size)
-        _checks.check_axis_name(logits, axis_name)
-        labels = jnp.asarray(labels)
-        perturbed, state = transform.apply(
-            logits, labels, state, where=where, axis_name=axis_name, **extra_args
-        )
-        valid = _batch.valid_samples(labels, num_classes, where)
-        loss = optax.softmax_cross_entropy_with_integer_labels(
-            perturbed.astype(_checks.compute_dtype(perturbed.dtype)), jnp.where(valid, labels, 0)
-        )
-        return jnp.where(valid, loss, 0).astype(perturbed.dtype), perturbed, state
-
-    return loss_fn

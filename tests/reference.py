@@ -187,3 +187,133 @@ def adaptive_lpl_step(logits, labels, bounds, signs, targets, step_size, rate, l
     sums_p = np.array([loss_p[valid & (labels == c)].sum() for c in range(num_classes)])
     new = adaptive_bounds_update(bounds, signs, targets, sums, sums_p, rate, lo, hi)
     return u + delta, new
+
+
+# ---------------------------------------------------------------------------
+# Multi-label LPL (docs/method.md, section 4) and the multi-label losses.
+
+
+def sigmoid(x):
+    x = np.asarray(x, np.float64)
+    return np.where(
+        x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x)))
+    )
+
+
+def multilabel_members(labels, where, c, polarity):
+    labels = np.asarray(labels)
+    batch = labels.shape[0]
+    valid = np.ones(batch, bool) if where is None else np.asarray(where, bool)
+    return [i for i in range(batch) if valid[i] and labels[i, c] == polarity]
+
+
+def multilabel_lpl_perturbation(
+    logits, labels, pos_signs, neg_signs, pos_bounds, neg_bounds, step_size, where=None
+):
+    u = np.asarray(logits, np.float64)
+    batch, num_classes = u.shape
+    delta = np.zeros((batch, num_classes))
+    for c in range(num_classes):
+        for polarity, sign, bound in (
+            (1, pos_signs[c], pos_bounds[c]),
+            (0, neg_signs[c], neg_bounds[c]),
+        ):
+            members = multilabel_members(labels, where, c, polarity)
+            if not members or sign == 0:
+                continue
+            d = 0.0
+            for _ in range(num_steps(bound, step_size)):
+                g = np.mean([sigmoid(u[i, c] + d) - polarity for i in members])
+                d += float(sign) * float(step_size) * g
+            for i in members:
+                delta[i, c] = d
+    return delta
+
+
+def multilabel_longtail_signs_and_bounds(
+    counts, num_head, epsilon, delta_epsilon, negative_sign, negative_epsilon
+):
+    n = [float(x) for x in counts]
+    num_classes = len(n)
+    order = sorted(range(num_classes), key=lambda c: (-n[c], c))
+    head = set(order[:num_head])
+    pos_signs, pos_bounds = np.zeros(num_classes, int), np.zeros(num_classes)
+    for c in range(num_classes):
+        if c in head:
+            pos_signs[c], pos_bounds[c] = -1, epsilon + delta_epsilon * n[c] / max(n)
+        else:
+            pos_signs[c], pos_bounds[c] = 1, epsilon + delta_epsilon * min(n) / n[c]
+    neg_signs = np.broadcast_to(negative_sign, (num_classes,))
+    neg_bounds = np.broadcast_to(negative_epsilon, (num_classes,))
+    return pos_signs, neg_signs, pos_bounds, neg_bounds
+
+
+def multilabel_balanced_signs_and_bounds(logits, labels, epsilon, delta_epsilon=0.0, where=None):
+    u = np.asarray(logits, np.float64)
+    num_classes = u.shape[1]
+    q = {}
+    for c in range(num_classes):
+        for polarity in (1, 0):
+            members = multilabel_members(labels, where, c, polarity)
+            if members:
+                probs = [sigmoid(u[i, c] if polarity else -u[i, c]) for i in members]
+                q[(c, polarity)] = float(np.mean(probs))
+    signs = {1: np.zeros(num_classes, int), 0: np.zeros(num_classes, int)}
+    bounds = {1: np.zeros(num_classes), 0: np.zeros(num_classes)}
+    if q:
+        tau = sum(q.values()) / len(q)
+        for (c, polarity), qc in q.items():
+            signs[polarity][c] = int(np.sign(tau - qc))
+            bounds[polarity][c] = epsilon + delta_epsilon * abs(tau - qc)
+    return signs[1], signs[0], bounds[1], bounds[0]
+
+
+def sigmoid_binary_cross_entropy(u, y):
+    u = np.asarray(u, np.float64)
+    return np.logaddexp(0, -u) * y + np.logaddexp(0, u) * (1 - y)
+
+
+def asymmetric_loss(u, y, gamma_negative, gamma_positive, clip):
+    p = sigmoid(u)
+    p_m = np.maximum(p - clip, 0)
+    positive = (1 - p) ** gamma_positive * np.log(p)
+    negative = p_m**gamma_negative * np.log(1 - p_m)
+    return -(y * positive + (1 - y) * negative)
+
+
+# ----------------------------------------------------------------------------- input pipeline
+
+
+def train_batch(images, labels, mean, std, step, *, batch_size, seed, augment, process, processes):
+    """The in-memory pipeline's training batch, written from its specification.
+
+    Epoch ``e = step // (N // G)``, order ``default_rng([seed, e]).permutation(N)``, the
+    ``step % (N // G)``-th run of ``G`` entries of it, this process's ``G / P`` of them; for
+    images of at least 16x16 with ``augment``, per row: reflect-pad 4, crop at offsets
+    ``(y, x)`` and flip drawn for the whole global batch from ``default_rng([seed, step,
+    1])`` (``integers(0, 9, (2, G))`` then ``random(G) < 0.5``); ``(x / 255 - mean) / std``
+    (uint8) or ``(x - mean) / std`` (float). One image at a time, float64 arithmetic.
+    """
+    n = len(images)
+    steps = n // batch_size
+    epoch, within = divmod(step, steps)
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    chosen = order[within * batch_size : (within + 1) * batch_size]
+    rng = np.random.default_rng([seed, step, 1])
+    offsets = rng.integers(0, 9, size=(2, batch_size))
+    flips = rng.random(batch_size) < 0.5
+    local = batch_size // processes
+    out_images, out_labels = [], []
+    for row in range(process * local, (process + 1) * local):
+        image = np.asarray(images[chosen[row]])
+        height, width, _ = image.shape
+        if augment and min(height, width) >= 16:
+            padded = np.pad(image, ((4, 4), (4, 4), (0, 0)), mode="reflect")
+            y, x = offsets[0][row], offsets[1][row]
+            image = padded[y : y + height, x : x + width]
+            if flips[row]:
+                image = image[:, ::-1]
+        pixels = image.astype(np.float64) / (255.0 if image.dtype == np.uint8 else 1.0)
+        out_images.append((pixels - np.asarray(mean, np.float64)) / np.asarray(std, np.float64))
+        out_labels.append(labels[chosen[row]])
+    return np.stack(out_images), np.stack(out_labels)

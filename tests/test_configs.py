@@ -146,7 +146,8 @@ def test_multilabel_digits_config():
         override = configuration.apply_overrides(config, {"method": method})
         built = methods.make_method(override, positive_counts, steps_per_epoch=62)
         labels = jnp.array([[1, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0, 1, 1, 0, 0, 0, 0, 0, 0, 0]])
-        loss = built.loss_fn(jnp.zeros((2, 10)), labels, built.transform.init())[0]
+        perturbed, _ = built.transform.apply(jnp.zeros((2, 10)), labels, built.transform.init())
+        loss = built.loss_fn(perturbed, labels)
         # At zero logits every entry's BCE is log 2; the methods reweight or perturb it.
         assert loss.shape == (2,) and bool(jnp.all(jnp.isfinite(loss) & (loss > 0))), method
 
@@ -187,13 +188,15 @@ def test_compared_methods_build_from_the_config(name):
         built = methods.make_method(override, counts, steps_per_epoch=97, feature_dim=64)
         features = jnp.ones((2, 64))
         classifier = {"kernel": jnp.zeros((64, num_classes)), "bias": jnp.zeros(num_classes)}
-        loss, perturbed, _ = built.loss_fn(
+        labels = jnp.array([0, num_classes - 1])
+        perturbed, _ = built.transform.apply(
             jnp.zeros((2, num_classes)),
-            jnp.array([0, num_classes - 1]),
+            labels,
             built.transform.init(),
             features=features,
             classifier=classifier,
         )
+        loss = built.loss_fn(perturbed, labels)
         assert loss.shape == (2,) and perturbed.shape == (2, num_classes)
         # Plain CE at zero logits is log C; a perturbation changes it, finitely.
         assert bool(jnp.all(jnp.isfinite(loss))), method

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.experimental import checkify
 
@@ -34,9 +35,7 @@ def solve(**overrides):
         lambda u, y: solve(logits=u, labels=y),
         lambda u, y: lpjax.balanced_signs_and_bounds(u, y, epsilon=0.1),
         lambda u, y: lpjax.relative_loss_variation(u, u, y),
-        lambda u, y: lpjax.perturbed_softmax_cross_entropy(lpjax.identity())(
-            u, y, lpjax.EmptyState()
-        ),
+        lambda u, y: lpjax.softmax_cross_entropy_with_integer_labels(u, y),
     ],
     ids=["solver", "balanced_split", "variation", "loss"],
 )
@@ -206,7 +205,7 @@ def test_transforms_that_need_labels(transform):
 def test_chain_state_length_is_checked():
     transform = lpjax.chain(lpjax.identity(), lpjax.identity())
     with pytest.raises(ValueError, match="chain of 2 transforms got a state of 1 entries"):
-        transform.apply(LOGITS, LABELS, (lpjax.EmptyState(),))
+        transform.apply(LOGITS, LABELS, (optax.EmptyState(),))
 
 
 def test_perturbed_logits_shape_must_match():

@@ -290,16 +290,16 @@ def test_transform_chains_and_trains_the_kernel():
     counts = [50, 30, 20, 10, 5]
     isda = lpjax.isda_transform(NUM_CLASSES, FEATURE_DIM, lambda_0=0.5, total_steps=2)
     transform = lpjax.chain(lpjax.logit_adjustment_transform(counts), isda)
-    loss_fn = lpjax.perturbed_softmax_cross_entropy(transform)
     _, labels, features, classifier = make_inputs(3)
     state = transform.init()
     state = (state[0], state[1]._replace(step=jnp.asarray(1, jnp.int32)))
 
     def objective(kernel):
         logits = features @ kernel + classifier["bias"]
-        loss, _, new_state = loss_fn(
+        perturbed, new_state = transform.apply(
             logits, labels, state, features=features, classifier={**classifier, "kernel": kernel}
         )
+        loss = lpjax.softmax_cross_entropy_with_integer_labels(perturbed, labels)
         return loss.mean(), new_state
 
     (value, new_state), grad = jax.jit(jax.value_and_grad(objective, has_aux=True))(

@@ -6,116 +6,24 @@ polarity) pair at a time, independent of lpjax.
 
 from __future__ import annotations
 
-import math
-
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import reference as ref
 from jax.sharding import PartitionSpec as P
 
 import lpjax
-from lpjax import _multilabel as ml
-
-# ---------------------------------------------------------------------------
-# NumPy float64 reference.
-
-
-def ref_sigmoid(x):
-    x = np.asarray(x, np.float64)
-    return np.where(
-        x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x)))
-    )
-
-
-def ref_num_steps(bound, step_size):
-    return int(math.floor(float(bound) / float(step_size) + 1e-6))
-
-
-def ref_members(labels, where, c, polarity):
-    labels = np.asarray(labels)
-    batch = labels.shape[0]
-    valid = np.ones(batch, bool) if where is None else np.asarray(where, bool)
-    return [i for i in range(batch) if valid[i] and labels[i, c] == polarity]
-
-
-def ref_solver(logits, labels, pos_signs, neg_signs, pos_bounds, neg_bounds, step_size, where=None):
-    u = np.asarray(logits, np.float64)
-    batch, num_classes = u.shape
-    delta = np.zeros((batch, num_classes))
-    for c in range(num_classes):
-        for polarity, sign, bound in (
-            (1, pos_signs[c], pos_bounds[c]),
-            (0, neg_signs[c], neg_bounds[c]),
-        ):
-            members = ref_members(labels, where, c, polarity)
-            if not members or sign == 0:
-                continue
-            d = 0.0
-            for _ in range(ref_num_steps(bound, step_size)):
-                g = np.mean([ref_sigmoid(u[i, c] + d) - polarity for i in members])
-                d += float(sign) * float(step_size) * g
-            for i in members:
-                delta[i, c] = d
-    return delta
-
-
-def ref_longtail(counts, num_head, epsilon, delta_epsilon, negative_sign, negative_epsilon):
-    n = [float(x) for x in counts]
-    num_classes = len(n)
-    order = sorted(range(num_classes), key=lambda c: (-n[c], c))
-    head = set(order[:num_head])
-    pos_signs, pos_bounds = np.zeros(num_classes, int), np.zeros(num_classes)
-    for c in range(num_classes):
-        if c in head:
-            pos_signs[c], pos_bounds[c] = -1, epsilon + delta_epsilon * n[c] / max(n)
-        else:
-            pos_signs[c], pos_bounds[c] = 1, epsilon + delta_epsilon * min(n) / n[c]
-    neg_signs = np.broadcast_to(negative_sign, (num_classes,))
-    neg_bounds = np.broadcast_to(negative_epsilon, (num_classes,))
-    return pos_signs, neg_signs, pos_bounds, neg_bounds
-
-
-def ref_balanced(logits, labels, epsilon, delta_epsilon=0.0, where=None):
-    u = np.asarray(logits, np.float64)
-    num_classes = u.shape[1]
-    q = {}
-    for c in range(num_classes):
-        for polarity in (1, 0):
-            members = ref_members(labels, where, c, polarity)
-            if members:
-                probs = [ref_sigmoid(u[i, c] if polarity else -u[i, c]) for i in members]
-                q[(c, polarity)] = float(np.mean(probs))
-    signs = {1: np.zeros(num_classes, int), 0: np.zeros(num_classes, int)}
-    bounds = {1: np.zeros(num_classes), 0: np.zeros(num_classes)}
-    if q:
-        tau = sum(q.values()) / len(q)
-        for (c, polarity), qc in q.items():
-            signs[polarity][c] = int(np.sign(tau - qc))
-            bounds[polarity][c] = epsilon + delta_epsilon * abs(tau - qc)
-    return signs[1], signs[0], bounds[1], bounds[0]
-
-
-def ref_bce(u, y):
-    u = np.asarray(u, np.float64)
-    return np.logaddexp(0, -u) * y + np.logaddexp(0, u) * (1 - y)
-
-
-def ref_asl(u, y, gamma_negative, gamma_positive, clip):
-    p = ref_sigmoid(u)
-    p_m = np.maximum(p - clip, 0)
-    positive = (1 - p) ** gamma_positive * np.log(p)
-    negative = p_m**gamma_negative * np.log(1 - p_m)
-    return -(y * positive + (1 - y) * negative).mean(axis=-1)
-
 
 # ---------------------------------------------------------------------------
 # Helpers.
 
-solver_jit = jax.jit(ml.multilabel_lpl_perturbation, static_argnames="axis_name")
-longtail_jit = jax.jit(ml.multilabel_longtail_signs_and_bounds, static_argnames="num_head_classes")
+solver_jit = jax.jit(lpjax.multilabel_lpl_perturbation, static_argnames="axis_name")
+longtail_jit = jax.jit(
+    lpjax.multilabel_longtail_signs_and_bounds, static_argnames="num_head_classes"
+)
 
 
 def random_problem(seed, batch, num_classes, scale=3.0):
@@ -157,19 +65,31 @@ def solve(p, where=None, axis_name=None, logits=None):
     )
 
 
-def loss_and_grad(loss_fn, logits, labels, state, **kwargs):
-    """``(loss, logits_out, state_out, d sum(loss) / d logits)``."""
+def perturbed_bce(transform, logits, labels, where=None, axis_name=None):
+    """The README's multi-label step: transform, then BCE averaged over classes.
+
+    Returns ``(per-example loss, perturbed logits)``; 0 where ``where`` is False.
+    """
+    perturbed, _ = transform.apply(
+        logits, labels, transform.init(), where=where, axis_name=axis_name
+    )
+    loss = optax.sigmoid_binary_cross_entropy(perturbed, labels).mean(-1)
+    return (loss if where is None else jnp.where(where, loss, 0)), perturbed
+
+
+def loss_and_grad(loss_fn, logits):
+    """``(loss, d sum(loss) / d logits)`` of an element-wise loss ``loss_fn(logits)``."""
 
     def total(u):
-        loss, out, new_state = loss_fn(u, labels, state, **kwargs)
-        return loss.astype(jnp.float32).sum(), (loss, out, new_state)
+        loss = loss_fn(u)
+        return loss.astype(jnp.float32).sum(), loss
 
-    grad, (loss, out, new_state) = jax.grad(total, has_aux=True)(logits)
-    return loss, out, new_state, grad
+    grad, loss = jax.grad(total, has_aux=True)(logits)
+    return loss, grad
 
 
 def ref_solve(p, where=None):
-    return ref_solver(
+    return ref.multilabel_lpl_perturbation(
         p["logits"],
         p["labels"],
         p["pos_signs"],
@@ -209,8 +129,8 @@ def test_solver_moves_the_loss_in_the_direction_of_the_sign():
     p["pos_bounds"][:] = p["neg_bounds"][:] = 0.3
     delta = np.asarray(solve(p), np.float64)
     loss, perturbed_loss = (
-        ref_bce(p["logits"], p["labels"]),
-        ref_bce(p["logits"] + delta, p["labels"]),
+        ref.sigmoid_binary_cross_entropy(p["logits"], p["labels"]),
+        ref.sigmoid_binary_cross_entropy(p["logits"] + delta, p["labels"]),
     )
     for c in range(10):
         for polarity, signs in ((1, p["pos_signs"]), (0, p["neg_signs"])):
@@ -254,7 +174,7 @@ def test_solver_bounds_hold():
             (1, p["pos_signs"], p["pos_bounds"]),
             (0, p["neg_signs"], p["neg_bounds"]),
         ):
-            steps = ref_num_steps(bounds[c], p["step_size"]) if signs[c] else 0
+            steps = ref.num_steps(bounds[c], p["step_size"]) if signs[c] else 0
             assert steps * p["step_size"] <= bounds[c] + 1e-7
             values = delta[p["labels"][:, c] == polarity, c]
             assert np.all(np.abs(values) <= steps * p["step_size"] + 1e-6)
@@ -283,20 +203,21 @@ def test_extreme_logits_are_finite(dtype):
     assert delta.dtype == dtype
     assert np.all(np.isfinite(np.asarray(delta, np.float32)))
     assert np.all(np.abs(np.asarray(delta, np.float32)) <= 0.5 + 1e-2)
-    transform = ml.lpl_multilabel_balanced_transform(epsilon=0.2, step_size=0.05)
+    transform = lpjax.lpl_multilabel_balanced_transform(epsilon=0.2, step_size=0.05)
+    labels = p["labels"]
     loss_fns = (
-        ml.perturbed_sigmoid_binary_cross_entropy(transform),
-        ml.focal_loss(),
-        ml.asymmetric_loss(),
-        ml.asymmetric_loss(clip=0.0, gamma_positive=1.0),
+        lambda u: perturbed_bce(transform, u, labels)[0],
+        lambda u: lpjax.asymmetric_loss(u, labels),
+        lambda u: lpjax.asymmetric_loss(u, labels, clip=0.0, gamma_positive=1.0),
+        lambda u: lpjax.asymmetric_loss(u, labels, stop_focusing_gradient=True),
     )
 
     @jax.jit
     def losses_and_grads(u):
-        return [loss_and_grad(f, u, p["labels"], transform.init()) for f in loss_fns]
+        return [loss_and_grad(f, u) for f in loss_fns]
 
-    for loss, out, _, grad in losses_and_grads(logits):
-        assert loss.dtype == dtype and out.dtype == dtype and grad.dtype == dtype
+    for loss, grad in losses_and_grads(logits):
+        assert loss.dtype == dtype and grad.dtype == dtype
         assert np.all(np.isfinite(np.asarray(loss, np.float32)))
         assert np.all(np.isfinite(np.asarray(grad, np.float32)))
 
@@ -313,7 +234,7 @@ def test_solver_traces_once_per_shape():
     @jax.jit
     @chex.assert_max_traces(n=1)
     def fn(logits, labels, pos_signs, neg_signs, pos_bounds, neg_bounds, step_size, where):
-        return ml.multilabel_lpl_perturbation(
+        return lpjax.multilabel_lpl_perturbation(
             logits,
             labels,
             positive_signs=pos_signs,
@@ -343,7 +264,7 @@ def test_longtail_split_matches_reference(num_classes):
     counts = rng.integers(1, 40, num_classes)  # ties likely
     num_head = num_classes // 3
     out = longtail_jit(counts, num_head_classes=num_head, epsilon=0.1, delta_epsilon=0.4)
-    expected = ref_longtail(counts, num_head, 0.1, 0.4, -1, 0.1)
+    expected = ref.multilabel_longtail_signs_and_bounds(counts, num_head, 0.1, 0.4, -1, 0.1)
     for got, want in zip(out, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6)
     assert out[0].dtype == out[1].dtype == jnp.int32
@@ -357,13 +278,15 @@ def test_longtail_split_matches_reference(num_classes):
         negative_sign=negative_sign,
         negative_epsilon=negative_epsilon,
     )
-    expected = ref_longtail(counts, num_head, 0.1, 0.0, negative_sign, negative_epsilon)
+    expected = ref.multilabel_longtail_signs_and_bounds(
+        counts, num_head, 0.1, 0.0, negative_sign, negative_epsilon
+    )
     for got, want in zip(out, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_longtail_split_ranks_by_count_not_index():
-    pos_signs, neg_signs, pos_bounds, neg_bounds = ml.multilabel_longtail_signs_and_bounds(
+    pos_signs, neg_signs, pos_bounds, neg_bounds = lpjax.multilabel_longtail_signs_and_bounds(
         [5, 100, 5, 50], num_head_classes=2, epsilon=0.2, negative_sign=0, negative_epsilon=0.3
     )
     assert pos_signs.tolist() == [1, -1, 1, -1]
@@ -377,11 +300,11 @@ def test_balanced_split_matches_reference(batch, num_classes):
     p = random_problem(batch + 7 * num_classes, batch, num_classes)
     where = np.random.default_rng(batch).uniform(size=batch) < 0.8
     out = jax.jit(
-        lambda u, y, w: ml.multilabel_balanced_signs_and_bounds(
+        lambda u, y, w: lpjax.multilabel_balanced_signs_and_bounds(
             u, y, epsilon=0.1, delta_epsilon=0.5, where=w
         )
     )(p["logits"], p["labels"], where)
-    expected = ref_balanced(p["logits"], p["labels"], 0.1, 0.5, where)
+    expected = ref.multilabel_balanced_signs_and_bounds(p["logits"], p["labels"], 0.1, 0.5, where)
     for got, want in zip(out, expected, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6)
     # Absent pairs: class 0 has no positive, class 1 no negative.
@@ -393,7 +316,7 @@ def test_balanced_split_matches_reference(batch, num_classes):
 def test_balanced_split_all_masked_gives_zero():
     p = random_problem(8, 4, 3)
     out = jax.jit(
-        lambda u, y, w: ml.multilabel_balanced_signs_and_bounds(u, y, epsilon=0.1, where=w)
+        lambda u, y, w: lpjax.multilabel_balanced_signs_and_bounds(u, y, epsilon=0.1, where=w)
     )(p["logits"], p["labels"], jnp.zeros(4, bool))
     for x in out:
         assert np.all(np.asarray(x) == 0)
@@ -409,44 +332,47 @@ def test_lpl_loss_value_and_gradient():
     where = np.arange(32) < 27
     transform = lpjax.chain(
         lpjax.identity(),
-        ml.lpl_multilabel_longtail_transform(
+        lpjax.lpl_multilabel_longtail_transform(
             counts, num_head_classes=4, epsilon=0.3, step_size=0.05, delta_epsilon=0.2
         ),
     )
-    loss_fn = ml.perturbed_sigmoid_binary_cross_entropy(transform)
 
     def total(u):
-        loss, perturbed, state = loss_fn(u, p["labels"], transform.init(), where=where)
+        loss, perturbed = perturbed_bce(transform, u, p["labels"], where=where)
         return loss.sum(), (loss, perturbed)
 
     grad, (loss, perturbed) = jax.jit(jax.grad(total, has_aux=True))(p["logits"])
-    signs_and_bounds = ref_longtail(counts, 4, 0.3, 0.2, -1, 0.3)
-    delta = ref_solver(p["logits"], p["labels"], *signs_and_bounds, 0.05, where)
+    signs_and_bounds = ref.multilabel_longtail_signs_and_bounds(counts, 4, 0.3, 0.2, -1, 0.3)
+    delta = ref.multilabel_lpl_perturbation(
+        p["logits"], p["labels"], *signs_and_bounds, 0.05, where
+    )
     np.testing.assert_allclose(perturbed, p["logits"] + delta, atol=2e-6)
-    expected_loss = np.where(where, ref_bce(p["logits"] + delta, p["labels"]).mean(-1), 0)
+    expected_loss = np.where(
+        where, ref.sigmoid_binary_cross_entropy(p["logits"] + delta, p["labels"]).mean(-1), 0
+    )
     np.testing.assert_allclose(loss, expected_loss, rtol=1e-5, atol=1e-6)
-    expected_grad = (ref_sigmoid(p["logits"] + delta) - p["labels"]) / 10 * where[:, None]
+    expected_grad = (ref.sigmoid(p["logits"] + delta) - p["labels"]) / 10 * where[:, None]
     np.testing.assert_allclose(grad, expected_grad, atol=1e-6)
 
 
 def test_balanced_transform_matches_reference():
     p = random_problem(10, 64, 10)
-    transform = ml.lpl_multilabel_balanced_transform(epsilon=0.2, step_size=0.05, delta_epsilon=1.0)
+    transform = lpjax.lpl_multilabel_balanced_transform(
+        epsilon=0.2, step_size=0.05, delta_epsilon=1.0
+    )
     perturbed, state = jax.jit(lambda u: transform.apply(u, p["labels"], transform.init()))(
         p["logits"]
     )
-    signs_and_bounds = ref_balanced(p["logits"], p["labels"], 0.2, 1.0)
-    delta = ref_solver(p["logits"], p["labels"], *signs_and_bounds, 0.05)
+    signs_and_bounds = ref.multilabel_balanced_signs_and_bounds(p["logits"], p["labels"], 0.2, 1.0)
+    delta = ref.multilabel_lpl_perturbation(p["logits"], p["labels"], *signs_and_bounds, 0.05)
     np.testing.assert_allclose(perturbed, p["logits"] + delta, atol=2e-6)
     assert state == transform.init()
 
 
 def test_zero_budget_is_plain_bce():
     p = random_problem(11, 16, 5)
-    transform = ml.lpl_multilabel_balanced_transform(epsilon=0.04, step_size=0.05)
-    loss, perturbed, _ = jax.jit(ml.perturbed_sigmoid_binary_cross_entropy(transform))(
-        p["logits"], p["labels"], transform.init()
-    )
+    transform = lpjax.lpl_multilabel_balanced_transform(epsilon=0.04, step_size=0.05)
+    loss, perturbed = jax.jit(lambda u: perturbed_bce(transform, u, p["labels"]))(p["logits"])
     np.testing.assert_array_equal(perturbed, p["logits"])
     expected = optax.sigmoid_binary_cross_entropy(p["logits"], p["labels"]).mean(-1)
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
@@ -457,50 +383,60 @@ def test_zero_budget_is_plain_bce():
 )
 def test_asymmetric_loss_matches_formula(gamma_negative, gamma_positive, clip):
     p = random_problem(12, 32, 10)
-    where = np.arange(32) % 5 != 0
-    loss_fn = ml.asymmetric_loss(
-        gamma_negative=gamma_negative, gamma_positive=gamma_positive, clip=clip
-    )
-    state = (jnp.arange(3),)
-    loss, logits, out_state, grad = jax.jit(
-        lambda u: loss_and_grad(loss_fn, u, p["labels"], state, where=where)
+    hyper = dict(gamma_negative=gamma_negative, gamma_positive=gamma_positive, clip=clip)
+    loss, grad = jax.jit(
+        lambda u: loss_and_grad(lambda v: lpjax.asymmetric_loss(v, p["labels"], **hyper), u)
     )(p["logits"])
-    expected = ref_asl(p["logits"], p["labels"], gamma_negative, gamma_positive, clip)
-    np.testing.assert_allclose(loss, np.where(where, expected, 0), rtol=1e-5, atol=1e-7)
-    np.testing.assert_array_equal(logits, p["logits"])
-    np.testing.assert_array_equal(out_state[0], state[0])
+    assert loss.shape == p["logits"].shape
+    expected = ref.asymmetric_loss(p["logits"], p["labels"], gamma_negative, gamma_positive, clip)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5, atol=1e-7)
     assert np.all(np.asarray(loss) >= 0)
     assert np.all(np.isfinite(grad))
 
 
+@pytest.mark.parametrize("clip", [0.05, 0.0])
+def test_asymmetric_loss_can_stop_the_gradient_at_the_focusing_weights(clip):
+    p = random_problem(16, 16, 6)
+    u, y = p["logits"], p["labels"]
+    hyper = dict(gamma_negative=4.0, gamma_positive=1.0, clip=clip)
+    loss, grad = jax.jit(
+        lambda v: loss_and_grad(
+            lambda w: lpjax.asymmetric_loss(w, y, **hyper, stop_focusing_gradient=True), v
+        )
+    )(u)
+    np.testing.assert_allclose(loss, ref.asymmetric_loss(u, y, 4.0, 1.0, clip), rtol=1e-5)
+    # Hand-derived with the weights constant: d/du -w log p = -w (1 - p) for positives;
+    # d/du -w log(1 - p_m) = w p (1 - p) / (1 - p + m) where p > m (0 elsewhere).
+    prob = ref.sigmoid(u)
+    positive = -((1 - prob) ** 1.0) * (1 - prob)
+    shifted = np.maximum(prob - clip, 0)
+    negative = np.where(prob > clip, shifted**4.0 * prob * (1 - prob) / (1 - prob + clip), 0)
+    np.testing.assert_allclose(grad, y * positive + (1 - y) * negative, rtol=1e-4, atol=1e-7)
+    _, exact = jax.jit(lambda v: loss_and_grad(lambda w: lpjax.asymmetric_loss(w, y, **hyper), v))(
+        u
+    )
+    assert np.max(np.abs(np.asarray(exact) - np.asarray(grad))) > 1e-3
+
+
 def test_asymmetric_loss_without_focusing_or_clip_is_bce():
     p = random_problem(13, 8, 6)
-    loss, _, _ = ml.asymmetric_loss(gamma_negative=0.0, gamma_positive=0.0, clip=0.0)(
-        p["logits"], p["labels"], ()
+    loss = lpjax.asymmetric_loss(
+        p["logits"], p["labels"], gamma_negative=0.0, gamma_positive=0.0, clip=0.0
     )
-    np.testing.assert_allclose(loss, ref_bce(p["logits"], p["labels"]).mean(-1), rtol=1e-6)
+    expected = ref.sigmoid_binary_cross_entropy(p["logits"], p["labels"])
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize("alpha", [None, 0.25])
-def test_focal_loss_equals_optax(alpha):
-    p = random_problem(14, 16, 10)
-    where = np.arange(16) < 11
-    loss, logits, state = jax.jit(
-        lambda u: ml.focal_loss(gamma=1.5, alpha=alpha)(u, p["labels"], (), where=where)
-    )(p["logits"])
-    expected = optax.sigmoid_focal_loss(p["logits"], p["labels"], alpha=alpha, gamma=1.5).mean(-1)
-    np.testing.assert_allclose(loss, np.where(where, expected, 0), rtol=1e-6)
-    assert state == ()
-
-
-def test_soft_targets_accepted_by_plain_losses_only():
+def test_soft_targets_accepted_by_asl_not_by_lpl():
     p = random_problem(15, 4, 3)
     soft = np.full((4, 3), 0.3, np.float32)
-    loss, _, _ = ml.perturbed_sigmoid_binary_cross_entropy(lpjax.identity())(p["logits"], soft, ())
-    np.testing.assert_allclose(loss, ref_bce(p["logits"], soft).mean(-1), rtol=1e-6)
-    transform = ml.lpl_multilabel_balanced_transform(epsilon=0.1, step_size=0.05)
+    loss = lpjax.asymmetric_loss(p["logits"], soft)
+    np.testing.assert_allclose(
+        loss, ref.asymmetric_loss(p["logits"], soft, 4.0, 0.0, 0.05), rtol=1e-5
+    )
+    transform = lpjax.lpl_multilabel_balanced_transform(epsilon=0.1, step_size=0.05)
     with pytest.raises(ValueError, match="only 0 and 1"):
-        ml.perturbed_sigmoid_binary_cross_entropy(transform)(p["logits"], soft, transform.init())
+        transform.apply(p["logits"], soft, transform.init())
 
 
 # ---------------------------------------------------------------------------
@@ -519,7 +455,7 @@ def test_sharded_equals_single_device():
     vectors = [p[k] for k in ("pos_signs", "neg_signs", "pos_bounds", "neg_bounds")]
 
     def solver(logits, labels, where, pos_signs, neg_signs, pos_bounds, neg_bounds):
-        return ml.multilabel_lpl_perturbation(
+        return lpjax.multilabel_lpl_perturbation(
             logits,
             labels,
             positive_signs=pos_signs,
@@ -544,7 +480,7 @@ def test_sharded_equals_single_device():
 
     split = jax.jit(
         jax.shard_map(
-            lambda u, y, w: ml.multilabel_balanced_signs_and_bounds(
+            lambda u, y, w: lpjax.multilabel_balanced_signs_and_bounds(
                 u, y, epsilon=0.1, delta_epsilon=0.5, where=w, axis_name="data"
             ),
             mesh=mesh,
@@ -552,31 +488,34 @@ def test_sharded_equals_single_device():
             out_specs=P(),  # one spec for every field of the MultilabelSplit
         )
     )
-    expected = ml.multilabel_balanced_signs_and_bounds(
+    expected = lpjax.multilabel_balanced_signs_and_bounds(
         p["logits"], p["labels"], epsilon=0.1, delta_epsilon=0.5, where=where
     )
     for got, want in zip(split(p["logits"], p["labels"], where), expected, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6)
 
-    transform = ml.lpl_multilabel_balanced_transform(epsilon=0.3, step_size=0.05, delta_epsilon=0.5)
-    loss_fn = ml.perturbed_sigmoid_binary_cross_entropy(transform)
+    transform = lpjax.lpl_multilabel_balanced_transform(
+        epsilon=0.3, step_size=0.05, delta_epsilon=0.5
+    )
 
-    def loss_and_grad(u, y, w):
+    def sharded_loss_and_grad(u, y, w):
         def total(u):
-            loss, perturbed, _ = loss_fn(u, y, transform.init(), where=w, axis_name="data")
+            loss, perturbed = perturbed_bce(transform, u, y, where=w, axis_name="data")
             return loss.sum(), (loss, perturbed)
 
         return jax.grad(total, has_aux=True)(u)
 
     sharded_loss = jax.jit(
-        jax.shard_map(loss_and_grad, mesh=mesh, in_specs=(P("data"),) * 3, out_specs=P("data"))
+        jax.shard_map(
+            sharded_loss_and_grad, mesh=mesh, in_specs=(P("data"),) * 3, out_specs=P("data")
+        )
     )
     grad, (loss, perturbed) = sharded_loss(p["logits"], p["labels"], where)
     expected_grad, (expected_loss, expected_perturbed) = jax.jit(
         lambda u: jax.grad(
             lambda u: (
-                (out := loss_fn(u, p["labels"], transform.init(), where=where))[0].sum(),
-                out[:2],
+                (out := perturbed_bce(transform, u, p["labels"], where=where))[0].sum(),
+                out,
             ),
             has_aux=True,
         )(u)
@@ -600,8 +539,8 @@ def test_errors():
         step_size=0.05,
     )
     u, y = p["logits"], p["labels"]
-    solver = ml.multilabel_lpl_perturbation
-    with pytest.raises(ValueError, match=r"labels must be multi-hot of shape .*\(4, 3\)"):
+    solver = lpjax.multilabel_lpl_perturbation
+    with pytest.raises(ValueError, match=r"labels must be multi-hot of the logits' shape \(4, 3\)"):
         solver(u, y[:, :2], **kwargs)
     with pytest.raises(ValueError, match="jax.nn.one_hot"):
         solver(u, np.array([0, 1, 2, 0]), **kwargs)
@@ -624,31 +563,31 @@ def test_errors():
     with pytest.raises(ValueError, match="logits must have shape"):
         solver(u[0], y[0], **kwargs)
     with pytest.raises(ValueError, match="negative_sign must take values in"):
-        ml.multilabel_longtail_signs_and_bounds(
+        lpjax.multilabel_longtail_signs_and_bounds(
             [3, 2, 1], num_head_classes=1, epsilon=0.1, negative_sign=-2
         )
     with pytest.raises(ValueError, match="negative_epsilon must be finite and >= 0"):
-        ml.multilabel_longtail_signs_and_bounds(
+        lpjax.multilabel_longtail_signs_and_bounds(
             [3, 2, 1], num_head_classes=1, epsilon=0.1, negative_epsilon=-0.1
         )
     with pytest.raises(ValueError, match=r"negative_sign must have shape \[num_classes\]"):
-        ml.multilabel_longtail_signs_and_bounds(
+        lpjax.multilabel_longtail_signs_and_bounds(
             [3, 2, 1], num_head_classes=1, epsilon=0.1, negative_sign=[-1, 1]
         )
     with pytest.raises(ValueError, match="num_head_classes must lie in"):
-        ml.multilabel_longtail_signs_and_bounds([3, 2, 1], num_head_classes=4, epsilon=0.1)
+        lpjax.multilabel_longtail_signs_and_bounds([3, 2, 1], num_head_classes=4, epsilon=0.1)
     with pytest.raises(ValueError, match="epsilon must be finite and >= 0"):
-        ml.multilabel_balanced_signs_and_bounds(u, y, epsilon=-1.0)
-    transform = ml.lpl_multilabel_balanced_transform(epsilon=0.1, step_size=0.05)
+        lpjax.multilabel_balanced_signs_and_bounds(u, y, epsilon=-1.0)
+    transform = lpjax.lpl_multilabel_balanced_transform(epsilon=0.1, step_size=0.05)
     with pytest.raises(ValueError, match="needs the labels of the batch"):
         transform.apply(u, None, transform.init())
     with pytest.raises(ValueError, match="step_size must be a finite number > 0"):
-        ml.lpl_multilabel_balanced_transform(epsilon=0.1, step_size=-1.0)
+        lpjax.lpl_multilabel_balanced_transform(epsilon=0.1, step_size=-1.0)
     with pytest.raises(ValueError, match=r"clip must lie in \[0, 1\)"):
-        ml.asymmetric_loss(clip=1.0)
+        lpjax.asymmetric_loss(u, y, clip=1.0)
     with pytest.raises(ValueError, match="gamma_negative must be finite and >= 0"):
-        ml.asymmetric_loss(gamma_negative=-1.0)
-    with pytest.raises(ValueError, match=r"alpha must be None or lie in \[0, 1\]"):
-        ml.focal_loss(alpha=2.0)
+        lpjax.asymmetric_loss(u, y, gamma_negative=-1.0)
     with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
-        ml.focal_loss()(u, y * 3.0, ())
+        lpjax.asymmetric_loss(u, y * 3.0)
+    with pytest.raises(ValueError, match="labels must be multi-hot of the logits' shape"):
+        lpjax.asymmetric_loss(u, y[:, :1])

@@ -167,10 +167,10 @@ def test_la_lpl_loss(num_classes):
             delta_epsilon=0.2,
         ),
     )
-    loss_fn = lpjax.perturbed_softmax_cross_entropy(transform)
 
     def f(u, y, w, axis_name=None):
-        loss, perturbed, _ = loss_fn(u, y, transform.init(), where=w, axis_name=axis_name)
+        perturbed, _ = transform.apply(u, y, transform.init(), where=w, axis_name=axis_name)
+        loss = lpjax.softmax_cross_entropy_with_integer_labels(perturbed, y, where=w)
         return loss, perturbed
 
     args = tuple(map(jnp.asarray, (logits, labels, where)))
@@ -223,9 +223,9 @@ def test_missing_axis_name_inside_shard_map_is_refused():
             u, y, epsilon=0.1
         )[1],
         "relative_loss_variation": lambda u, y: lpjax.relative_loss_variation(u, u, y),
-        "perturbed_softmax_cross_entropy": lambda u, y: lpjax.perturbed_softmax_cross_entropy(
-            lpjax.identity()
-        )(u, y, ())[0],
+        "lpl_balanced_transform": lambda u, y: lpjax.lpl_balanced_transform(
+            epsilon=0.1, step_size=0.05
+        ).apply(u, y, ())[0],
     }
     for name, call in calls.items():
         run = _shard_map(call, in_specs=(P(AXIS), P(AXIS)), out_specs=P())

@@ -1,4 +1,4 @@
-"""Tests for the logit transforms and perturbed_softmax_cross_entropy (method.md 2, 3.4)."""
+"""Tests for the logit transforms and the loss on their output (method.md 2, 3.4)."""
 
 import jax
 import jax.numpy as jnp
@@ -87,8 +87,7 @@ def test_ldam_transform(scale):
 
 def test_ldam_gradient_flows_through_the_scale():
     transform = lpjax.ldam_transform(COUNTS, max_margin=0.5, scale=30.0)
-    loss_fn = lpjax.perturbed_softmax_cross_entropy(transform)
-    grad = jax.jit(jax.grad(lambda u: loss_fn(u, LABELS, transform.init())[0].sum()))(
+    grad = jax.jit(jax.grad(lambda u: _perturbed_loss(transform, u, LABELS)[0].sum()))(
         jnp.asarray(LOGITS)
     )
     z = ref.ldam_logits(LOGITS, LABELS, COUNTS, 0.5, 30.0)
@@ -161,9 +160,17 @@ _LA_LPL = lpjax.chain(
 )
 
 
+def _perturbed_loss(transform, logits, labels, state=None, where=None):
+    """The README's step: transform, then lpjax's masked cross-entropy."""
+    state = transform.init() if state is None else state
+    perturbed, state = transform.apply(logits, labels, state, where=where)
+    loss = lpjax.softmax_cross_entropy_with_integer_labels(perturbed, labels, where=where)
+    return loss, perturbed, state
+
+
 @jax.jit
 def _la_lpl_loss(logits, labels, state, where):
-    return lpjax.perturbed_softmax_cross_entropy(_LA_LPL)(logits, labels, state, where=where)
+    return _perturbed_loss(_LA_LPL, logits, labels, state, where)
 
 
 def test_perturbed_cross_entropy_values_and_mask():
@@ -182,8 +189,8 @@ def test_perturbed_cross_entropy_values_and_mask():
 
 
 def test_perturbed_cross_entropy_with_identity_is_optax():
-    loss_fn = lpjax.perturbed_softmax_cross_entropy(lpjax.identity())
-    loss, _, _ = jax.jit(loss_fn)(LOGITS, LABELS, lpjax.EmptyState())
+    loss, _, state = jax.jit(_perturbed_loss, static_argnums=0)(lpjax.identity(), LOGITS, LABELS)
+    assert state == optax.EmptyState()
     np.testing.assert_allclose(loss, ref.cross_entropy(LOGITS, LABELS), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
         loss, optax.softmax_cross_entropy_with_integer_labels(LOGITS, LABELS), rtol=1e-6
@@ -191,8 +198,7 @@ def test_perturbed_cross_entropy_with_identity_is_optax():
 
 
 def test_lpl_loss_gradient_treats_delta_as_constant():
-    loss_fn = lpjax.perturbed_softmax_cross_entropy(_LA_LPL)
-    grad = jax.jit(jax.grad(lambda u: loss_fn(u, LABELS, _LA_LPL.init(), where=WHERE)[0].sum()))(
+    grad = jax.jit(jax.grad(lambda u: _perturbed_loss(_LA_LPL, u, LABELS, where=WHERE)[0].sum()))(
         jnp.asarray(LOGITS)
     )
     adjusted = (LOGITS + ref.logit_adjustment(COUNTS, 1.0)).astype(np.float32)
@@ -228,9 +234,7 @@ def _ref_la_lpl(logits, labels):
 def test_bfloat16(make, reference):
     transform = make()
     logits_bf16 = jnp.asarray(LOGITS, jnp.bfloat16)
-    loss, perturbed, _ = jax.jit(lpjax.perturbed_softmax_cross_entropy(transform))(
-        logits_bf16, LABELS, transform.init()
-    )
+    loss, perturbed, _ = jax.jit(_perturbed_loss, static_argnums=0)(transform, logits_bf16, LABELS)
     assert perturbed.dtype == jnp.bfloat16
     assert loss.dtype == jnp.bfloat16 and loss.shape == (32,)
     # The float32 result on the same (bfloat16) numbers, up to bfloat16 rounding.

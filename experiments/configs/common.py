@@ -44,6 +44,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.asl_gamma_negative = 4.0  # ASL gamma for negatives (multi-label)
     config.asl_gamma_positive = 0.0  # ASL gamma for positives
     config.asl_clip = 0.05  # ASL probability margin for negatives
+    config.asl_stop_focusing_gradient = True  # ASL: focusing weights constant (authors' code)
 
     config.lpl = ml_collections.ConfigDict()
     config.lpl.split = "longtail"  # longtail (head/tail by class counts) | balanced (mean rule)

@@ -24,9 +24,8 @@ import lpjax
 
 DATA_AXIS = "data"
 
-# loss_fn(logits, labels, transform_state, *, where, axis_name, **extra_args)
-#   -> (per-example loss [batch], perturbed logits, new transform state)
-PerExampleLoss = Callable[..., tuple[jax.Array, jax.Array, Any]]
+# loss_fn(perturbed_logits, labels, *, where) -> per-example loss [batch]
+PerExampleLoss = Callable[..., jax.Array]
 # example_weights_fn(labels, step) -> [batch] loss weights (e.g. LDAM's DRW stage).
 ExampleWeights = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -38,9 +37,9 @@ class ModelFns(NamedTuple):
       init: ``init(key) -> (params, model_state)``; ``model_state`` is everything
         else the model carries (batch-norm statistics; ``{}`` if nothing).
       apply: ``apply(params, model_state, inputs, key) -> (logits, new_model_state,
-        loss_extras)`` in training mode; ``key`` is this device's and step's PRNG key
-        (dropout), ``loss_extras`` a dict of keyword arguments for the loss (e.g.
-        ISDA's ``features`` and ``classifier``; ``{}`` if none). Inside the step it
+        transform_extras)`` in training mode; ``key`` is this device's and step's PRNG
+        key (dropout), ``transform_extras`` a dict of keyword arguments for the logit
+        transform (e.g. ISDA's ``features`` and ``classifier``; ``{}`` if none). Inside the step it
         runs under ``shard_map``: cross-device batch norm uses ``axis_name="data"``.
       predict: ``predict(params, model_state, inputs) -> logits`` in inference mode.
     """
@@ -54,7 +53,7 @@ def linen_model_fns(module: nn.Module, *, input_shape: tuple[int, ...]) -> Model
     """:class:`ModelFns` of a Flax linen module called as ``module(x, train=...)``.
 
     Every variable collection other than ``"params"`` is the model state (mutable in
-    training); the ``"dropout"`` rng gets the step's key. The loss gets no extras.
+    training); the ``"dropout"`` rng gets the step's key. The transform gets no extras.
     """
 
     def init(key):
@@ -146,6 +145,7 @@ def create_train_state(
 def make_train_step(
     model: ModelFns,
     tx: optax.GradientTransformation,
+    transform: lpjax.LogitTransform,
     loss_fn: PerExampleLoss,
     *,
     mesh: Mesh,
@@ -156,9 +156,10 @@ def make_train_step(
     over ``mesh``.
 
     Per step: ``model.apply`` (batch norm over the global batch when the model
-    reduces over ``"data"``), ``loss_fn`` with ``axis_name="data"`` (so LPL's class
-    statistics are global) and the model's ``loss_extras``, the weighted mean loss over
-    the global batch, gradients summed over devices, one Optax update. The state is
+    reduces over ``"data"``), ``transform.apply`` with ``axis_name="data"`` (so LPL's
+    class statistics are global) and the model's ``transform_extras``, ``loss_fn`` on
+    the perturbed logits, the weighted mean loss over the global batch, gradients
+    summed over devices, one Optax update. The state is
     replicated and donated; ``inputs`` (any pytree of arrays), ``labels`` (``[batch]``
     integers or ``[batch, C]`` multi-hot) and ``mask`` (boolean ``[batch]``, False on
     padding rows) are split along ``"data"`` (see :func:`global_batch`). The result does
@@ -168,7 +169,10 @@ def make_train_step(
     Args:
       model: the model's :class:`ModelFns`.
       tx: the Optax optimizer (weight decay included in it, applied once).
-      loss_fn: per-example loss, e.g. ``lpjax.perturbed_softmax_cross_entropy(t)``.
+      transform: the logit transform (``lpjax.identity()`` for none); its state is
+        ``state.transform_state`` (see :func:`create_train_state`).
+      loss_fn: ``loss_fn(perturbed_logits, labels, *, where) -> [batch]``, e.g.
+        :func:`lpjax.softmax_cross_entropy_with_integer_labels`.
       mesh: a mesh with a ``"data"`` axis.
       example_weights_fn: optional ``(labels, step) -> [batch]`` loss weights.
       compiler_options: XLA options for this executable only (``jax.jit``'s
@@ -192,17 +196,18 @@ def make_train_step(
         total_weight = lax.psum(weights.sum(), DATA_AXIS)
 
         def objective(params):
-            logits, model_state, loss_extras = model.apply(
+            logits, model_state, transform_extras = model.apply(
                 params, state.model_state, inputs, step_key
             )
-            loss, perturbed, transform_state = loss_fn(
+            perturbed, transform_state = transform.apply(
                 logits,
                 labels,
                 state.transform_state,
                 where=mask,
                 axis_name=DATA_AXIS,
-                **loss_extras,
+                **transform_extras,
             )
+            loss = loss_fn(perturbed, labels, where=mask)
             local_loss = jnp.sum(weights * loss) / total_weight
             return local_loss, (logits, perturbed, transform_state, model_state)
 
