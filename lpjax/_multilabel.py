@@ -356,9 +356,10 @@ def multilabel_balanced_signs_and_bounds(
     return MultilabelSplit(signs[1], signs[0], bounds[1], bounds[0])
 
 
-def _require_multilabel_labels(labels, logits, transform_name: str) -> jax.Array:
+def _require_multilabel_labels(labels, logits, user: str) -> jax.Array:
+    """Checks ``labels`` were given (not None) as 0/1 multi-hot matching ``logits``."""
     if labels is None:
-        raise ValueError(f"{transform_name} needs the labels of the batch; got labels=None.")
+        raise ValueError(f"{user} needs the labels of the batch; got labels=None.")
     _checks.check_multihot_labels(labels, _checks.check_logits(logits))
     return jnp.asarray(labels)
 
@@ -367,28 +368,14 @@ def _multilabel_lpl_transform(
     signs_and_bounds, step_size, max_inner_steps=_solver.DEFAULT_MAX_INNER_STEPS
 ) -> _transforms.LogitTransform:
     """Multi-label LPL on the incoming logits, signs and bounds from ``signs_and_bounds``."""
-    _checks.check_positive_scalar("step_size", step_size)
-
-    def perturb(logits, labels, where, axis_name):
-        labels = _require_multilabel_labels(labels, logits, "a multi-label LPL transform")
-        positive_signs, negative_signs, positive_bounds, negative_bounds = signs_and_bounds(
-            logits, labels, where, axis_name
-        )
-        delta = multilabel_lpl_perturbation(
-            logits,
-            labels,
-            positive_signs=positive_signs,
-            negative_signs=negative_signs,
-            positive_bounds=positive_bounds,
-            negative_bounds=negative_bounds,
-            step_size=step_size,
-            where=where,
-            axis_name=axis_name,
-            max_inner_steps=max_inner_steps,
-        )
-        return logits + delta
-
-    return _transforms.stateless(perturb)
+    return _transforms._lpl_transform(
+        signs_and_bounds,
+        step_size,
+        max_inner_steps,
+        solver=multilabel_lpl_perturbation,
+        split_fields=MultilabelSplit._fields,
+        require_labels=_require_multilabel_labels,
+    )
 
 
 def lpl_multilabel_longtail_transform(

@@ -191,18 +191,30 @@ def lpl_transform(
     return _lpl_transform(signs_and_bounds, step_size, max_inner_steps)
 
 
-def _lpl_transform(signs_and_bounds, step_size, max_inner_steps) -> LogitTransform:
-    """LPL on the incoming logits, with signs and bounds from ``signs_and_bounds``."""
+def _lpl_transform(
+    signs_and_bounds,
+    step_size,
+    max_inner_steps,
+    *,
+    solver=_solver.lpl_perturbation,
+    split_fields: tuple[str, ...] = ("signs", "bounds"),
+    require_labels=_checks.require_integer_labels,
+) -> LogitTransform:
+    """LPL on the incoming logits: ``logits + solver(logits, labels, **split, ...)``.
+
+    ``signs_and_bounds(logits, labels, where, axis_name)`` returns the split, whose
+    entries are passed to ``solver`` under the names ``split_fields``; the multi-label
+    transforms reuse this with their solver and :class:`lpjax.MultilabelSplit`.
+    """
     _checks.check_positive_scalar("step_size", step_size)
 
     def perturb(logits, labels, where, axis_name):
-        labels = _checks.require_integer_labels(labels, logits, "an LPL transform")
-        signs, bounds = signs_and_bounds(logits, labels, where, axis_name)
-        delta = _solver.lpl_perturbation(
+        labels = require_labels(labels, logits, "an LPL transform")
+        split = signs_and_bounds(logits, labels, where, axis_name)
+        delta = solver(
             logits,
             labels,
-            signs=signs,
-            bounds=bounds,
+            **dict(zip(split_fields, split, strict=True)),
             step_size=step_size,
             where=where,
             axis_name=axis_name,
