@@ -1,0 +1,186 @@
+"""The data sets the trainer knows: ``config.dataset`` -> ``(train, validation, test)``.
+
+Each entry builds the three splits of :mod:`experiments.grain_pipeline` from the config
+(``validation`` is None where the benchmark has none). Adding a data set is one entry here
+and one config file.
+
+Small data sets are held in memory (:class:`~experiments.grain_pipeline.ArraySplit`); the
+large long-tailed benchmarks are streamed from tensorflow-datasets ``array_record`` files
+(:class:`~experiments.tfds_splits.TfdsSplit`):
+
+==================  ==========================  =======  =========================
+name                tfds splits (train / test)  classes  preparation
+==================  ==========================  =======  =========================
+``imagenet_lt``     train / test (+validation)  1,000    ImageNet archives by hand
+``inaturalist2018`` train / validation          8,142    downloaded by tfds
+``coco2017``        train / validation          80       downloaded by tfds
+==================  ==========================  =======  =========================
+
+ImageNet-LT's ``test`` is the literature's test set (ImageNet's 50,000 validation images);
+its ``validation`` split (20,000 held-out training images) is for choosing
+hyperparameters. iNaturalist 2018 and COCO report on their ``validation`` split (their test
+labels are not public).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import ml_collections
+
+from experiments import grain_pipeline, input_pipeline, tfds_splits
+
+__all__ = ["NAMES", "DatasetEntry", "is_multilabel", "load"]
+
+Splits = tuple[grain_pipeline.Split, grain_pipeline.Split | None, grain_pipeline.Split]
+
+
+class DatasetEntry(NamedTuple):
+    """One data set: how to build its splits from a config, and its label type."""
+
+    build: Callable[[ml_collections.ConfigDict], Splits]
+    multilabel: bool = False
+
+
+def _in_memory(config, train, validation, test) -> Splits:
+    def wrap(dataset, augment=False):
+        return None if dataset is None else grain_pipeline.ArraySplit(dataset, augment)
+
+    return wrap(train, config.augment), wrap(validation), wrap(test)
+
+
+def _tfds_kwargs(config) -> dict:
+    return dict(data_dir=config.data_dir or None, download=config.download)
+
+
+def _digits_lt(config) -> Splits:
+    train, test = input_pipeline.load_digits_longtail(
+        imbalance_ratio=config.imbalance_ratio, seed=config.seed
+    )
+    return _in_memory(config, train, None, test)
+
+
+def _fashion_mnist_lt(config) -> Splits:
+    train, validation, test = input_pipeline.load_fashion_mnist_longtail(
+        imbalance_ratio=config.imbalance_ratio,
+        seed=config.seed,
+        idx_dir=config.fashion_mnist_dir or None,
+        **_tfds_kwargs(config),
+    )
+    return _in_memory(config, train, validation, test)
+
+
+def _multilabel_digits(config) -> Splits:
+    train, test = input_pipeline.load_multilabel_digits(
+        num_train=config.multilabel_num_train,
+        num_test=config.multilabel_num_test,
+        imbalance_ratio=config.imbalance_ratio,
+        seed=config.seed,
+    )
+    return _in_memory(config, train, None, test)
+
+
+def _cifar(name, config) -> Splits:
+    train, test = (
+        input_pipeline.load_tfds_image_classification(name, split=split, **_tfds_kwargs(config))
+        for split in ("train", "test")
+    )
+    train = input_pipeline.make_longtail(train, config.imbalance_ratio, seed=config.seed)
+    return _in_memory(config, train, None, test)
+
+
+def _voc2007(config) -> Splits:
+    train, test = (
+        input_pipeline.load_tfds_voc(
+            split=split, image_size=config.image_size, **_tfds_kwargs(config)
+        )
+        for split in ("trainval", "test")
+    )
+    return _in_memory(config, train, None, test)
+
+
+def _streamed(
+    tfds_name: str,
+    splits: tuple[str, str | None, str],
+    config,
+    *,
+    multilabel: bool = False,
+    crop: bool = True,
+    manual_dir: bool = False,
+) -> Splits:
+    """``(train, validation, test)`` streamed from the tfds splits named in ``splits``."""
+
+    def open_split(split, train):
+        if split is None:
+            return None
+        source, features, counts_cache = tfds_splits.open_tfds_split(
+            tfds_name, split, manual_dir=manual_dir, **_tfds_kwargs(config)
+        )
+        label = features["objects"]["label"] if multilabel else features["label"]
+        display = tfds_name.replace("/", "")
+        return tfds_splits.TfdsSplit(
+            source=source,
+            name=display if train else f"{display}_{split}",
+            num_classes=label.num_classes,
+            image_size=config.image_size,
+            is_multilabel=multilabel,
+            crop=crop,
+            augment=train and config.augment,
+            counts_cache=counts_cache,
+        )
+
+    train, validation, test = splits
+    return open_split(train, True), open_split(validation, False), open_split(test, False)
+
+
+_REGISTRY: dict[str, DatasetEntry] = {
+    "digits_lt": DatasetEntry(_digits_lt),
+    "fashion_mnist_lt": DatasetEntry(_fashion_mnist_lt),
+    "multilabel_digits": DatasetEntry(_multilabel_digits, multilabel=True),
+    "cifar10": DatasetEntry(functools.partial(_cifar, "cifar10")),
+    "cifar100": DatasetEntry(functools.partial(_cifar, "cifar100")),
+    "voc2007": DatasetEntry(_voc2007, multilabel=True),
+    "imagenet_lt": DatasetEntry(
+        functools.partial(
+            _streamed, "imagenet_lt", ("train", "validation", "test"), manual_dir=True
+        )
+    ),
+    "inaturalist2018": DatasetEntry(
+        functools.partial(_streamed, "i_naturalist2018", ("train", None, "validation"))
+    ),
+    # ASL's recipe: the whole image resized, no crop.
+    "coco2017": DatasetEntry(
+        functools.partial(
+            _streamed, "coco/2017", ("train", None, "validation"), multilabel=True, crop=False
+        ),
+        multilabel=True,
+    ),
+}
+
+NAMES = tuple(_REGISTRY)
+
+
+def _entry(name: str) -> DatasetEntry:
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown dataset {name!r}; valid: {', '.join(NAMES)}.")
+    return _REGISTRY[name]
+
+
+def is_multilabel(name: str) -> bool:
+    """Whether the data set ``name`` has multi-hot labels."""
+    return _entry(name).multilabel
+
+
+def load(config: ml_collections.ConfigDict) -> Splits:
+    """``(train, validation, test)`` of ``config.dataset``; ``validation`` may be None.
+
+    Hyperparameters are chosen on ``validation`` where there is one, never on ``test``.
+
+    Raises:
+      ValueError: an unknown ``config.dataset``.
+      input_pipeline.DatasetNotPreparedError: the data set is not on disk (the message
+        names the command that prepares it).
+    """
+    return _entry(config.dataset).build(config)
