@@ -1,14 +1,22 @@
-"""Experiment configs: load a ``get_config()`` file and apply ``--config.KEY=VALUE`` overrides."""
+"""Experiment configs: ``get_config()`` files with ``--config.KEY=VALUE`` overrides.
+
+The command line is parsed by ``ml_collections.config_flags`` (absl), as in flax's
+examples: ``--config PATH`` names a config file, ``--config.lpl.epsilon=0.2`` overrides a
+field (parsed to the field's type), ``--workdir DIR`` names the work directory. Errors
+become one ``ValueError`` sentence naming the bad argument (the trainer prints it as
+``error: ...``).
+"""
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import json
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
 DEFAULT_CONFIG = pathlib.Path(__file__).parent / "configs" / "default.py"
 
@@ -37,50 +45,103 @@ def flat_items(config: Mapping | ml_collections.ConfigDict, prefix: str = "") ->
     return items
 
 
-def apply_overrides(
-    config: ml_collections.ConfigDict, overrides: dict[str, str]
-) -> ml_collections.ConfigDict:
-    """Sets ``config[key] = value`` for dotted keys, parsing each value to the field's type.
+def parse_command_line(
+    argv: Sequence[str],
+) -> tuple[ml_collections.ConfigDict, pathlib.Path | None, str]:
+    """``(config, workdir or None, config name)`` from ``--config``, ``--workdir`` and overrides.
 
-    Unknown keys raise ``ValueError`` listing the valid ones; a value that does
-    not parse as the field's type raises ``ValueError`` naming the field.
+    The config name is the config file's stem (``default`` without ``--config``).
     """
-    config = ml_collections.ConfigDict(config.to_dict())
-    valid = sorted(flat_items(config))
-    for key, text in overrides.items():
-        if key not in valid:
-            raise ValueError(f"Unknown config key {key!r}. Valid keys: {', '.join(valid)}.")
-        *parents, leaf = key.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = _parse_like(node[leaf], text, key)
-    return config
+    argv = list(argv)
+    config_path = _value_of("--config", argv)
+    if config_path is not None:
+        load_config(config_path)  # a clear error for a missing file or get_config()
+    def define(flag_values: flags.FlagValues, sys_argv: list[str]):
+        config_flags.DEFINE_config_file(
+            "config",
+            str(DEFAULT_CONFIG),
+            "Experiment config file (a get_config()); --config.KEY=VALUE overrides a field.",
+            flag_values=flag_values,
+            sys_argv=sys_argv,
+        )
+        flags.DEFINE_string(
+            "workdir",
+            None,
+            "Work directory (default: workdirs/<config>_<method>_seed<seed>).",
+            flag_values=flag_values,
+        )
+
+    flag_values = _parse(define, argv, lambda: load_config(config_path))
+    workdir = flag_values.workdir
+    name = pathlib.Path(config_path).stem if config_path else DEFAULT_CONFIG.stem
+    return flag_values.config, (pathlib.Path(workdir) if workdir else None), name
 
 
-def _parse_like(current, text: str, key: str):
-    """Parses ``text`` as a value of the type of ``current``."""
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Mapping[str, str]
+) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with ``{dotted.key: text}`` overrides, parsed as on the command line."""
+    argv = [f"--config.{key}={value}" for key, value in overrides.items()]
+
+    def define(flag_values: flags.FlagValues, sys_argv: list[str]):
+        config_flags.DEFINE_config_dict(
+            "config",
+            ml_collections.ConfigDict(config.to_dict()),
+            flag_values=flag_values,
+            sys_argv=sys_argv,
+        )
+
+    return _parse(define, argv, lambda: config).config
+
+
+def _value_of(name: str, argv: list[str]) -> str | None:
+    """The value of ``name`` in ``argv`` (``--name=value`` or ``--name value``), else None."""
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"{name}="):
+            return arg.partition("=")[2]
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _parse(define, argv: list[str], config_fn) -> flags.FlagValues:
+    """Flags made by ``define(flag_values, sys_argv)``, parsed from ``argv``.
+
+    absl's errors (raised while the overrides are defined or parsed) become one
+    ``ValueError`` naming the bad argument.
+    """
+    flag_values = flags.FlagValues()
+    sys_argv = ["train", *argv]
     try:
-        if isinstance(current, bool):
-            lowered = text.strip().lower()
-            if lowered not in ("true", "false", "1", "0"):
-                raise ValueError
-            return lowered in ("true", "1")
-        if isinstance(current, int):
-            return int(text)
-        if isinstance(current, float):
-            return float(text)
-        if isinstance(current, str):
-            return text
-        if isinstance(current, (tuple, list)):
-            value = ast.literal_eval(text)
-            value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-            return type(current)(value)
-    except (ValueError, SyntaxError) as error:
-        raise ValueError(
-            f"Cannot parse {text!r} for config key {key!r} (a {type(current).__name__})."
-        ) from error
-    return ast.literal_eval(text)
+        define(flag_values, sys_argv)
+        flag_values(sys_argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(_explain(argv, config_fn(), error)) from None
+    return flag_values
+
+
+def _explain(argv: list[str], config: ml_collections.ConfigDict, error: Exception) -> str:
+    """A sentence naming the argument absl refused: an unknown key, value or flag."""
+    valid = flat_items(config)
+    for arg in argv:
+        name, has_value, text = arg.partition("=")
+        if not name.startswith("--config."):
+            continue
+        key = name[len("--config.") :]
+        if key not in valid:
+            return f"Unknown config key {key!r}. Valid keys: {', '.join(sorted(valid))}."
+        if has_value and str(error).find(key) >= 0:
+            kind = type(valid[key]).__name__
+            return f"Cannot parse {text!r} for config key {key!r} (a {kind}): {error}"
+    for arg in argv:
+        name = arg.partition("=")[0]
+        if name.startswith("-") and name not in ("--config", "--workdir"):
+            if not name.startswith("--config."):
+                return (
+                    f"Unrecognised argument {arg!r}; expected --config PATH, --workdir DIR or "
+                    "--config.KEY=VALUE."
+                )
+    return f"Cannot parse the command line {' '.join(argv)!r}: {error}"
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -709,38 +709,21 @@ def _help_text() -> str:
 
 
 def parse_args(argv: list[str]) -> tuple[ml_collections.ConfigDict, pathlib.Path]:
-    """``--config PATH``, ``--workdir DIR`` and ``--config.KEY=VALUE`` overrides."""
-    config_path, workdir, overrides = None, None, {}
-    args = list(argv)
-    while args:
-        arg = args.pop(0)
-        name, has_value, value = arg.partition("=")
-        if name in ("--config", "--workdir") and not has_value:
-            if not args:
-                raise UserError(f"{name} needs a value.")
-            value = args.pop(0)
-        if name == "--config":
-            config_path = value
-        elif name == "--workdir":
-            workdir = value
-        elif name.startswith("--config.") and has_value:
-            overrides[name[len("--config.") :]] = value
-        elif arg in ("-h", "--help"):
-            print(_help_text())
-            sys.exit(0)
-        else:
-            raise UserError(
-                f"Unrecognised argument {arg!r}; expected --config PATH, --workdir DIR or "
-                "--config.KEY=VALUE."
-            )
+    """``(config, workdir)`` from ``--config PATH``, ``--workdir DIR``, ``--config.KEY=VALUE``.
+
+    Parsed by absl's ``config_flags`` (:func:`experiments.configuration.parse_command_line`);
+    ``-h`` / ``--help`` prints the methods, data sets, models and config keys, and exits.
+    """
+    if any(arg in ("-h", "--help", "--helpfull") for arg in argv):
+        print(_help_text())
+        sys.exit(0)
     try:
-        config = configuration.apply_overrides(configuration.load_config(config_path), overrides)
-    except ValueError as error:  # unknown key, unparsable value, config without get_config
+        config, workdir, name = configuration.parse_command_line(argv)
+    except (ValueError, FileNotFoundError) as error:
         raise UserError(str(error)) from None
     if workdir is None:
-        stem = pathlib.Path(config_path).stem if config_path else "default"
-        workdir = pathlib.Path("workdirs") / f"{stem}_{config.method}_seed{config.seed}"
-    return config, pathlib.Path(workdir)
+        workdir = pathlib.Path("workdirs") / f"{name}_{config.method}_seed{config.seed}"
+    return config, workdir
 
 
 def main(argv: list[str]) -> int:
