@@ -65,7 +65,6 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.keep_checkpoints = 2  # checkpoints kept in WORKDIR/checkpoints
     config.eval_every_epochs = 5  # evaluate on the test split every this many epochs (and last)
     config.eval_batch_size = 500  # global batch size of evaluation
-    config.diagnostic_batches = 4  # training batches used for the per-class loss variation
     config.cpu_fast_convolutions = True  # on CPU: XLA's conv kernels, ~1.7x faster (benchmarks)
     config.distributed = False  # jax.distributed.initialize() (multi-host, TPU pods); README
     return config
