@@ -317,3 +317,42 @@ def train_batch(images, labels, mean, std, step, *, batch_size, seed, augment, p
         out_images.append((pixels - np.asarray(mean, np.float64)) / np.asarray(std, np.float64))
         out_labels.append(labels[chosen[row]])
     return np.stack(out_images), np.stack(out_labels)
+
+
+# ---------------------------------------------------------------------------
+# ISDA (Wang et al.), written from the paper and the authors' EstimatorCV.
+
+
+def isda_update_class_statistics(counts, means, covariances, features, labels, valid=None):
+    """The authors' EstimatorCV.update_CV, one class at a time."""
+    counts, means, covariances = counts.copy(), means.copy(), covariances.copy()
+    features = np.asarray(features, np.float64)
+    labels = np.asarray(labels)
+    valid = np.ones(len(labels), bool) if valid is None else np.asarray(valid, bool)
+    for c in range(len(counts)):
+        x = features[valid & (labels == c)]
+        if len(x) == 0:
+            continue
+        batch_mean = x.mean(0)
+        batch_cov = (x - batch_mean).T @ (x - batch_mean) / len(x)
+        w = len(x) / (counts[c] + len(x))
+        shift = means[c] - batch_mean
+        covariances[c] = (
+            (1 - w) * covariances[c] + w * batch_cov + w * (1 - w) * np.outer(shift, shift)
+        )
+        means[c] = (1 - w) * means[c] + w * batch_mean
+        counts[c] += len(x)
+    return counts, means, covariances
+
+
+def isda_augmentation(labels, covariances, kernel, ratio):
+    """Direct per-sample, per-class (ratio/2)(w_c - w_y)^T Sigma_y (w_c - w_y)."""
+    kernel = np.asarray(kernel, np.float64)
+    covariances = np.asarray(covariances, np.float64)
+    labels = np.asarray(labels)
+    out = np.zeros((len(labels), kernel.shape[1]))
+    for i, y in enumerate(labels):
+        for c in range(kernel.shape[1]):
+            v = kernel[:, c] - kernel[:, y]
+            out[i, c] = 0.5 * ratio * v @ covariances[y] @ v
+    return out

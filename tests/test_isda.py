@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import reference as ref
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from jax.test_util import check_grads
@@ -15,46 +16,6 @@ from jax.test_util import check_grads
 import lpjax
 
 NUM_CLASSES, FEATURE_DIM = 5, 4
-
-
-# ----------------------------------------------------------------------------
-# NumPy references (float64), written from the ISDA paper and EstimatorCV.
-# ----------------------------------------------------------------------------
-
-
-def reference_update(counts, means, covariances, features, labels, valid=None):
-    """The authors' EstimatorCV.update_CV, one class at a time."""
-    counts, means, covariances = counts.copy(), means.copy(), covariances.copy()
-    features = np.asarray(features, np.float64)
-    labels = np.asarray(labels)
-    valid = np.ones(len(labels), bool) if valid is None else np.asarray(valid, bool)
-    for c in range(len(counts)):
-        x = features[valid & (labels == c)]
-        if len(x) == 0:
-            continue
-        batch_mean = x.mean(0)
-        batch_cov = (x - batch_mean).T @ (x - batch_mean) / len(x)
-        w = len(x) / (counts[c] + len(x))
-        shift = means[c] - batch_mean
-        covariances[c] = (
-            (1 - w) * covariances[c] + w * batch_cov + w * (1 - w) * np.outer(shift, shift)
-        )
-        means[c] = (1 - w) * means[c] + w * batch_mean
-        counts[c] += len(x)
-    return counts, means, covariances
-
-
-def reference_augmentation(labels, covariances, kernel, ratio):
-    """Direct per-sample, per-class (ratio/2)(w_c - w_y)^T Sigma_y (w_c - w_y)."""
-    kernel = np.asarray(kernel, np.float64)
-    covariances = np.asarray(covariances, np.float64)
-    labels = np.asarray(labels)
-    out = np.zeros((len(labels), kernel.shape[1]))
-    for i, y in enumerate(labels):
-        for c in range(kernel.shape[1]):
-            v = kernel[:, c] - kernel[:, y]
-            out[i, c] = 0.5 * ratio * v @ covariances[y] @ v
-    return out
 
 
 def random_batch(seed, batch_size, num_classes=NUM_CLASSES, feature_dim=FEATURE_DIM, offset=3.0):
@@ -96,7 +57,9 @@ def test_update_matches_reference_recursion_and_pooled_statistics():
         if step == 2:  # a batch without class 4
             labels = np.where(labels == 4, 0, labels).astype(np.int32)
         state = update(state, features, labels)
-        counts, means, covariances = reference_update(counts, means, covariances, features, labels)
+        counts, means, covariances = ref.isda_update_class_statistics(
+            counts, means, covariances, features, labels
+        )
         all_features.append(features)
         all_labels.append(labels)
         np.testing.assert_array_equal(state.counts, counts)
@@ -166,7 +129,7 @@ def test_augmentation_matches_direct_evaluation(batch_size):
     delta = jax.jit(lpjax.isda_augmentation)(
         logits, labels, covariances=covariances, classifier_kernel=kernel, ratio=0.7
     )
-    expected = reference_augmentation(labels, covariances, kernel, 0.7)
+    expected = ref.isda_augmentation(labels, covariances, kernel, 0.7)
     np.testing.assert_allclose(delta, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(delta)[np.arange(batch_size), labels], 0.0)
     assert np.all(np.asarray(delta) >= 0)
@@ -188,7 +151,7 @@ def test_augmentation_where_dtype_and_zero_ratio():
         where=where,
     )
     assert delta.dtype == jnp.bfloat16
-    expected = reference_augmentation(labels[:3], covariances, kernel, 0.5)
+    expected = ref.isda_augmentation(labels[:3], covariances, kernel, 0.5)
     np.testing.assert_allclose(np.asarray(delta, np.float32)[[0, 2]], expected[[0, 2]], rtol=1e-2)
     np.testing.assert_array_equal(np.asarray(delta, np.float32)[[1, 3]], 0.0)
     zero = lpjax.isda_augmentation(
@@ -259,7 +222,7 @@ def test_transform_updates_then_augments_with_ramp(step, expected_ratio):
     expected_state = update(state, features, labels)
     chex.assert_trees_all_close(new_state, expected_state)
     assert int(new_state.step) == step + 1
-    expected = np.asarray(logits) + reference_augmentation(
+    expected = np.asarray(logits) + ref.isda_augmentation(
         labels, expected_state.covariances, classifier["kernel"], expected_ratio
     )
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
@@ -277,8 +240,10 @@ def test_transform_under_jit_state_pytree_no_retrace():
     for step in range(6):  # past total_steps: the ramp stays at lambda_0
         logits, labels, features, classifier = make_inputs(step)
         out, state = apply(logits, labels, state, features=features, classifier=classifier)
-        counts, means, covariances = reference_update(counts, means, covariances, features, labels)
-        expected = np.asarray(logits) + reference_augmentation(
+        counts, means, covariances = ref.isda_update_class_statistics(
+            counts, means, covariances, features, labels
+        )
+        expected = np.asarray(logits) + ref.isda_augmentation(
             labels, covariances, classifier["kernel"], 0.5 * min(step, 4) / 4
         )
         np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
