@@ -1,4 +1,4 @@
-"""Flax (linen) image classifiers for CIFAR-style NHWC inputs.
+"""Flax (linen) image classifiers for NHWC inputs: CIFAR networks and ImageNet ResNets.
 
 Every model follows the same conventions, which the trainer and ISDA rely on:
 
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 __all__ = [
     "MODELS",
     "CosineClassifier",
+    "ResNet",
     "ResNetCifar",
     "SEResNetCifar",
     "SmallCNN",
@@ -34,7 +35,9 @@ __all__ = [
     "classifier_model_fns",
     "create_model",
     "resnet32",
+    "resnet50",
     "resnet110",
+    "resnext50_32x4d",
     "se_resnet110",
     "small_cnn",
     "small_cnn28",
@@ -45,12 +48,29 @@ __all__ = [
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str | None = None):
+def _conv(
+    features: int,
+    kernel: int,
+    stride: int,
+    dtype: Any,
+    name: str | None = None,
+    *,
+    groups: int = 1,
+    torch_padding: bool = False,
+):
+    """Bias-free conv; ``torch_padding`` pads ``kernel // 2`` on every side (PyTorch's
+    ``padding=k // 2``), where ``"SAME"`` would pad a stride-2 conv on even inputs only
+    at the end."""
+    if torch_padding:
+        padding = ((kernel // 2, kernel // 2),) * 2
+    else:
+        padding = "SAME" if kernel > 1 else "VALID"
     return nn.Conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),
-        padding="SAME" if kernel > 1 else "VALID",
+        padding=padding,
+        feature_group_count=groups,
         use_bias=False,
         kernel_init=_conv_init,
         dtype=dtype,
@@ -58,13 +78,20 @@ def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str | None 
     )
 
 
-def _bn(train: bool, dtype: Any, axis_name: str | None, name: str | None = None):
+def _bn(
+    train: bool,
+    dtype: Any,
+    axis_name: str | None,
+    name: str | None = None,
+    scale_init: Callable = nn.initializers.ones,
+):
     return nn.BatchNorm(
         use_running_average=not train,
         momentum=0.9,
         epsilon=1e-5,
         axis_name=axis_name,
         dtype=dtype,
+        scale_init=scale_init,
         name=name,
     )
 
@@ -266,6 +293,79 @@ class SmallCNN(nn.Module):
         return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features, self.cosine_scale)
 
 
+class _Bottleneck(nn.Module):
+    """Bottleneck block v1.5 (torchvision): 1x1, 3x3 (stride, groups), 1x1 (x4); projection
+    shortcut (1x1 conv + BN) where the shape changes."""
+
+    planes: int
+    stride: int
+    groups: int
+    width_per_group: int
+    dtype: Any
+    bn_axis_name: str | None
+    zero_init_residual: bool
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        bn = partial(_bn, train, self.dtype, self.bn_axis_name)
+        conv = partial(_conv, dtype=self.dtype, torch_padding=True)
+        width = self.planes * self.width_per_group // 64 * self.groups
+        out_features = 4 * self.planes
+        y = nn.relu(bn()(conv(width, 1, 1)(x)))
+        y = nn.relu(bn()(conv(width, 3, self.stride, groups=self.groups)(y)))
+        last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
+        y = bn(scale_init=last_scale)(conv(out_features, 1, 1)(y))
+        shortcut = x
+        if self.stride != 1 or x.shape[-1] != out_features:
+            shortcut = bn()(conv(out_features, 1, self.stride)(x))
+        return nn.relu(y + shortcut)
+
+
+class ResNet(nn.Module):
+    """ImageNet ResNet / ResNeXt with bottleneck blocks, torchvision's v1.5 layout.
+
+    He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (Table 1), with
+    the stride of a downsampling block on its 3x3 conv rather than its first 1x1 (as in
+    torchvision and Goyal et al. 2017); ResNeXt's grouped 3x3 convs from Xie et al.,
+    "Aggregated Residual Transformations for Deep Neural Networks", CVPR 2017. Stem: 7x7
+    conv (stride 2), BN, ReLU, 3x3 max-pool (stride 2); stages of widths 64/128/256/512
+    (x4 at the block outputs); paddings as PyTorch's, so a 224x224 input gives 7x7 maps.
+    With 1000 classes ResNet-50 has 25,557,032 parameters and ResNeXt-50 (32x4d)
+    25,028,904, torchvision's counts. Features: D = 2048.
+
+    ``zero_init_residual`` starts the last BN scale (gamma) of every block at 0, so each
+    block begins as the identity (Goyal et al., "Accurate, Large Minibatch SGD", 2017;
+    torchvision's ``zero_init_residual``); off by default, as in torchvision.
+    """
+
+    stage_sizes: tuple[int, ...]
+    num_classes: int
+    groups: int = 1
+    width_per_group: int = 64
+    dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+    cosine_scale: float | None = None  # a CosineClassifier of this scale instead of nn.Dense
+    zero_init_residual: bool = False
+
+    @nn.compact
+    def __call__(self, x, *, train: bool, return_features: bool = False):
+        x = _conv(64, 7, 2, self.dtype, torch_padding=True)(x.astype(self.dtype))
+        x = nn.relu(_bn(train, self.dtype, self.bn_axis_name)(x))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        for stage, num_blocks in enumerate(self.stage_sizes):
+            for i in range(num_blocks):
+                x = _Bottleneck(
+                    planes=64 * 2**stage,
+                    stride=2 if stage > 0 and i == 0 else 1,
+                    groups=self.groups,
+                    width_per_group=self.width_per_group,
+                    dtype=self.dtype,
+                    bn_axis_name=self.bn_axis_name,
+                    zero_init_residual=self.zero_init_residual,
+                )(x, train)
+        return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features, self.cosine_scale)
+
+
 def resnet32(num_classes: int, **kwargs) -> ResNetCifar:
     return ResNetCifar(depth=32, num_classes=num_classes, **kwargs)
 
@@ -286,6 +386,16 @@ def wrn28_10(num_classes: int, **kwargs) -> WideResNet:
     return WideResNet(depth=28, widen_factor=10, num_classes=num_classes, **kwargs)
 
 
+def resnet50(num_classes: int, **kwargs) -> ResNet:
+    return ResNet(stage_sizes=(3, 4, 6, 3), num_classes=num_classes, **kwargs)
+
+
+def resnext50_32x4d(num_classes: int, **kwargs) -> ResNet:
+    return ResNet(
+        stage_sizes=(3, 4, 6, 3), num_classes=num_classes, groups=32, width_per_group=4, **kwargs
+    )
+
+
 def small_cnn(num_classes: int, **kwargs) -> SmallCNN:
     return SmallCNN(num_classes=num_classes, **kwargs)
 
@@ -300,6 +410,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "se_resnet110": se_resnet110,
     "wrn16_8": wrn16_8,
     "wrn28_10": wrn28_10,
+    "resnet50": resnet50,
+    "resnext50_32x4d": resnext50_32x4d,
     "small_cnn": small_cnn,
     "small_cnn28": small_cnn28,
 }

@@ -1,7 +1,7 @@
 """Tests for experiments.models: parameter counts, the shared conventions, a digits run.
 
 Large models are only traced (``jax.eval_shape``); forward passes run only for ResNet-32,
-SmallCNN and a WRN-10-1, on tiny batches.
+SmallCNN, a WRN-10-1 and ResNet-50 (64x64), on tiny batches.
 """
 
 from functools import partial
@@ -16,22 +16,29 @@ from jax.sharding import PartitionSpec as P
 
 from experiments.models import (
     MODELS,
+    ResNet,
     ResNetCifar,
     SEResNetCifar,
     SmallCNN,
     WideResNet,
     create_model,
     resnet32,
+    resnet50,
     resnet110,
+    resnext50_32x4d,
 )
 
 CIFAR = (2, 32, 32, 3)
 DIGITS = (2, 8, 8, 1)
+IMAGENET_SMALL = (2, 64, 64, 3)  # ImageNet networks at a quarter of 224 (2x2 final maps)
+IMAGENET_MODELS = ("resnet50", "resnext50_32x4d")
 # RBG keys: flax init and dropout compile several times faster on CPU than with threefry.
 RNGS = {"params": jax.random.key(0, impl="rbg"), "dropout": jax.random.key(1, impl="rbg")}
 
 
 def _input_shape(name):
+    if name in IMAGENET_MODELS:
+        return IMAGENET_SMALL
     return DIGITS if name == "small_cnn" else CIFAR
 
 
@@ -137,6 +144,39 @@ def test_wrn_param_count(name, depth, k, expected):
     assert abs(n - expected) <= 0.01 * expected
 
 
+def _imagenet_resnet_formula(num_classes, groups=1, width_per_group=64):
+    """Bottleneck v1.5 count: stem, [3, 4, 6, 3] blocks, projection shortcuts, dense head."""
+    total = _conv(7, 3, 64) + _bn(64)
+    cin = 64
+    for stage, num_blocks in enumerate((3, 4, 6, 3)):
+        planes = 64 * 2**stage
+        width = planes * width_per_group // 64 * groups
+        for _ in range(num_blocks):
+            total += _conv(1, cin, width) + _bn(width)
+            total += _conv(3, width // groups, width) + _bn(width)  # grouped: in/groups
+            total += _conv(1, width, 4 * planes) + _bn(4 * planes)
+            if cin != 4 * planes:
+                total += _conv(1, cin, 4 * planes) + _bn(4 * planes)
+            cin = 4 * planes
+    return total + cin * num_classes + num_classes
+
+
+# torchvision's published counts (torchvision.models ResNet50_Weights / ResNeXt50_32X4D_Weights
+# "num_params"), for 1000 classes.
+@pytest.mark.parametrize(
+    ("name", "groups", "width", "torchvision_count"),
+    [("resnet50", 1, 64, 25_557_032), ("resnext50_32x4d", 32, 4, 25_028_904)],
+)
+def test_imagenet_resnet_param_count_is_torchvisions(name, groups, width, torchvision_count):
+    model = create_model(name, num_classes=1000)
+    n = _param_count(model, (1, 224, 224, 3))
+    assert n == torchvision_count
+    assert n == _imagenet_resnet_formula(1000, groups, width)
+    # The head scales with the classes: iNaturalist 2018's 8,142 add 2049 per class.
+    n_inat = _param_count(create_model(name, num_classes=8142), IMAGENET_SMALL)
+    assert n_inat == torchvision_count + 7142 * 2049
+
+
 def test_small_cnn_is_small():
     assert 10_000 < _param_count(SmallCNN(num_classes=10), DIGITS) < 50_000
 
@@ -154,6 +194,8 @@ def test_small_cnn_is_small():
         ("wrn28_10", 640),
         ("small_cnn", 64),
         ("small_cnn28", 64),
+        ("resnet50", 2048),
+        ("resnext50_32x4d", 2048),
     ],
 )
 def test_abstract_outputs_and_classifier(name, dim):
@@ -189,6 +231,71 @@ def test_resnet32_forward_bfloat16():
     np.testing.assert_allclose(logits, feats @ head["kernel"] + head["bias"], rtol=1e-5, atol=1e-5)
 
 
+def _intermediate_shapes(model, shape):
+    def init():
+        x = jnp.zeros(shape)
+        return model.init(RNGS, x, train=False, capture_intermediates=True)["intermediates"]
+
+    return jax.tree.map(lambda a: a.shape, jax.eval_shape(init))
+
+
+def test_imagenet_resnet_layout_is_torchvision_v1_5():
+    shapes = _intermediate_shapes(resnext50_32x4d(10), (1, 224, 224, 3))
+    assert shapes["Conv_0"]["__call__"] == ((1, 112, 112, 64),)  # 7x7 stem, stride 2
+    first = shapes["_Bottleneck_0"]  # after the 3x3 max-pool: 56x56
+    assert first["__call__"] == ((1, 56, 56, 256),)
+    # First block of stage 2: the 1x1 keeps 56x56, the (grouped) 3x3 strides to 28x28 (v1.5).
+    down = shapes["_Bottleneck_3"]
+    assert down["Conv_0"]["__call__"] == ((1, 56, 56, 256),)
+    assert down["Conv_1"]["__call__"] == ((1, 28, 28, 256),)
+    assert shapes["_Bottleneck_15"]["__call__"] == ((1, 7, 7, 2048),)  # 224 -> 7x7
+    params = _abstract_variables(resnext50_32x4d(10), IMAGENET_SMALL)["params"]
+    # 32 groups of 4 channels (x2 per stage): the 3x3 kernel sees width / 32 inputs.
+    assert params["_Bottleneck_3"]["Conv_1"]["kernel"].shape == (3, 3, 8, 256)
+    plain = _abstract_variables(resnet50(10), IMAGENET_SMALL)["params"]
+    assert plain["_Bottleneck_3"]["Conv_1"]["kernel"].shape == (3, 3, 128, 128)
+
+
+def test_resnet50_forward_bfloat16():
+    model = resnet50(10, dtype=jnp.bfloat16)
+    x = jax.random.normal(jax.random.key(6), IMAGENET_SMALL)
+    variables = _filled_variables(model, x.shape)
+
+    @jax.jit
+    def forward(v, x):
+        return model.apply(v, x, train=False, return_features=True)
+
+    logits, feats = forward(variables, x)
+    assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+    assert feats.shape == (2, 2048) and feats.dtype == jnp.float32
+    assert bool(jnp.all(jnp.isfinite(logits))) and bool(jnp.all(feats >= 0))  # after ReLU
+    head = variables["params"]["classifier"]
+    np.testing.assert_allclose(logits, feats @ head["kernel"] + head["bias"], rtol=1e-5, atol=1e-5)
+    # LDAM's cosine classifier replaces the dense layer under the same name.
+    cosine = create_model("resnet50", num_classes=10, cosine_scale=30.0)
+    assert set(_abstract_variables(cosine, IMAGENET_SMALL)["params"]["classifier"]) == {"kernel"}
+
+
+def test_zero_init_residual_starts_every_block_as_the_identity():
+    kwargs = dict(stage_sizes=(1, 1), num_classes=3, width_per_group=4)  # a small ResNet
+    x = jax.random.normal(jax.random.key(7), (2, 32, 32, 3))
+    zero = ResNet(**kwargs, zero_init_residual=True)
+    variables = _init(zero, x)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
+    for i in range(2):  # the last BN of every block starts at gamma = 0, the others at 1
+        block = variables["params"][f"_Bottleneck_{i}"]
+        np.testing.assert_array_equal(block["BatchNorm_2"]["scale"], 0.0)
+        np.testing.assert_array_equal(block["BatchNorm_1"]["scale"], 1.0)
+    _, inter = _apply(zero, variables, x, train=False, capture_intermediates=True,
+                      mutable=["intermediates"])  # fmt: skip
+    block = inter["intermediates"]["_Bottleneck_0"]
+    # The residual branch is zero, so the block returns relu(shortcut) = relu(BN(conv(x))).
+    np.testing.assert_allclose(
+        block["__call__"][0], jax.nn.relu(block["BatchNorm_3"]["__call__"][0]), atol=1e-6
+    )
+    assert not ResNet(**kwargs).zero_init_residual  # torchvision's default: gamma = 1
+
+
 def test_batch_stats_updated_only_in_train_mode():
     model = SmallCNN(num_classes=10)
     x = jax.random.normal(jax.random.key(3), (4, 8, 8, 1)) * 3.0 + 1.0
@@ -220,7 +327,8 @@ def test_wrn_dropout_only_in_train_mode():
 
 def test_registry_and_unknown_name():
     assert set(MODELS) == {"resnet32", "resnet110", "se_resnet110", "wrn16_8", "wrn28_10",
-                           "small_cnn", "small_cnn28"}  # fmt: skip
+                           "resnet50", "resnext50_32x4d", "small_cnn", "small_cnn28"}  # fmt: skip
+    assert isinstance(create_model("resnext50_32x4d", num_classes=5), ResNet)
     m = create_model("wrn16_8", num_classes=5, dropout_rate=0.0, bn_axis_name="data")
     assert isinstance(m, WideResNet) and m.dropout_rate == 0.0 and m.bn_axis_name == "data"
     assert isinstance(create_model("se_resnet110", num_classes=5), SEResNetCifar)
