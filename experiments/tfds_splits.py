@@ -107,8 +107,10 @@ class TfdsSplit:
         _write_counts(self.counts_cache, len(self), counts)
         return counts
 
-    def _image(self, index, rng: np.random.Generator | None) -> np.ndarray:
-        image = image_transforms.decode_rgb(self.source[int(index)]["image"])
+    def _example(self, index, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+        """Reads one record; returns its preprocessed uint8 image and its label."""
+        example = self.source[int(index)]
+        image = image_transforms.decode_rgb(example["image"])
         height, width, _ = image.shape
         if not self.crop:
             box = (0, 0, height, width)
@@ -117,12 +119,14 @@ class TfdsSplit:
         else:
             box = image_transforms.center_crop_box(height, width)
         flip = rng is not None and bool(rng.random() < 0.5)
-        return image_transforms.crop_resize(image, box, self.image_size, flip=flip)
+        image = image_transforms.crop_resize(image, box, self.image_size, flip=flip)
+        return image, self.label(example)
 
     def _rows(self, indices, rngs) -> tuple[np.ndarray, np.ndarray]:
-        images = np.stack([self._image(i, rng) for i, rng in zip(indices, rngs, strict=True)])
-        labels = np.stack([self.label(self.source[int(i)]) for i in indices])
-        return grain_pipeline.normalise(images, self.mean, self.std), labels
+        images, labels = zip(
+            *(self._example(i, rng) for i, rng in zip(indices, rngs, strict=True)), strict=True
+        )
+        return grain_pipeline.normalise(np.stack(images), self.mean, self.std), np.stack(labels)
 
     def train_rows(self, indices, *, seed, step, rows, global_batch_size):
         del global_batch_size  # each example's randomness depends on its row alone
