@@ -56,6 +56,7 @@ def parse_command_line(
     config_path = _value_of("--config", argv)
     if config_path is not None:
         load_config(config_path)  # a clear error for a missing file or get_config()
+
     def define(flag_values: flags.FlagValues, sys_argv: list[str]):
         config_flags.DEFINE_config_file(
             "config",

@@ -1,19 +1,9 @@
-"""Deterministic, resumable, multi-host input pipeline held in host memory.
+"""The small data sets, held in host memory, and the long-tailed profiles.
 
-Every data set is a pair of NumPy arrays (CIFAR fits easily: 50k x 32x32x3 uint8) wrapped
-in a :class:`Dataset`. The training batch at global step ``s`` is a *pure function* of
-``(seed, s)``:
-
-* epoch ``e = s // steps_per_epoch``; its order is
-  ``np.random.default_rng([seed, e]).permutation(N)`` (the remainder is dropped);
-* the global batch is the ``s % steps_per_epoch``-th slice of that order, and process ``p``
-  of ``P`` takes rows ``[p * G / P, (p + 1) * G / P)`` of it;
-* augmentation randomness comes from ``np.random.default_rng([seed, s, 1])``, drawn for the
-  whole global batch and then sliced, so the union of what all processes see does not
-  depend on the number of processes.
-
-A run resumed at step ``s`` therefore sees exactly the batches of an uninterrupted run,
-with no iterator state to checkpoint.
+Every small data set is a pair of NumPy arrays (CIFAR fits easily: 50k x 32x32x3 uint8)
+wrapped in a :class:`Dataset`; :mod:`experiments.grain_pipeline` makes the batches
+(``ArraySplit``) and :mod:`experiments.datasets` names the data sets. The large benchmarks
+(ImageNet-LT, iNaturalist 2018, COCO) are streamed instead (:mod:`experiments.tfds_splits`).
 
 Loaders:
 
@@ -25,7 +15,8 @@ Loaders:
   labels with long-tailed class frequencies;
 * :func:`load_fashion_mnist_longtail` -- Fashion-MNIST, long-tailed, with a balanced
   validation split held out of the training pool (from the original IDX files, e.g.
-  Debian's ``dataset-fashion-mnist``, or from tensorflow-datasets).
+  Debian's ``dataset-fashion-mnist``, or from tensorflow-datasets);
+* :func:`load_tfds_voc` -- PASCAL VOC as image-level multi-label classification.
 
 :func:`longtail_class_counts` / :func:`make_longtail` build the exponential long-tailed
 profiles of the LDAM and logit-adjustment papers (CIFAR-10-LT / CIFAR-100-LT).
@@ -34,11 +25,9 @@ profiles of the LDAM and logit-adjustment papers (CIFAR-10-LT / CIFAR-100-LT).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import math
 import pathlib
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -51,9 +40,10 @@ __all__ = [
     "DIGITS_DEFAULT_TEST_PER_CLASS",
     "FASHION_MNIST_IDX_DIR",
     "FASHION_MNIST_VALIDATION_PER_CLASS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "Dataset",
     "DatasetNotPreparedError",
-    "eval_batches",
     "load_digits_longtail",
     "load_fashion_mnist",
     "load_fashion_mnist_longtail",
@@ -61,8 +51,6 @@ __all__ = [
     "load_tfds_image_classification",
     "longtail_class_counts",
     "make_longtail",
-    "steps_per_epoch",
-    "train_batch",
 ]
 
 # Standard per-channel statistics of the training images, in [0, 1] units.
@@ -99,10 +87,6 @@ _FASHION_MNIST_FILES = {
 }
 # The validation split is the same for every run: it is drawn with this fixed seed.
 _FASHION_MNIST_VALIDATION_SEED = 20_230_101
-
-# Augmentation (CIFAR recipe): reflect-pad by 4, random crop back to HxW, random h-flip.
-_AUGMENT_PAD = 4
-_AUGMENT_MIN_SIZE = 16  # smaller images (8x8 digits) are never cropped or flipped
 
 # Fraction of each digit class's source images reserved for the multi-label test split.
 _MULTILABEL_TEST_SOURCE_FRACTION = 1.0 / 3.0
@@ -647,139 +631,3 @@ def load_multilabel_digits(
     train = Dataset(train_x, train_y, num_classes, mean, std, "multilabel_digits")
     test = Dataset(test_x, test_y, num_classes, mean, std, "multilabel_digits_test")
     return train, test
-
-
-# --------------------------------------------------------------------------------------
-# Batches.
-
-
-def steps_per_epoch(dataset: Dataset, global_batch_size: int) -> int:
-    """Full global batches per epoch (the remainder of each epoch's order is dropped)."""
-    if global_batch_size < 1:
-        raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}.")
-    if len(dataset) < global_batch_size:
-        raise ValueError(
-            f"the data set has {len(dataset)} examples, fewer than one global batch "
-            f"of {global_batch_size}."
-        )
-    return len(dataset) // global_batch_size
-
-
-def _local_rows(global_batch_size: int, process_index: int, process_count: int) -> slice:
-    if process_count < 1 or not 0 <= process_index < process_count:
-        raise ValueError(
-            f"need 0 <= process_index < process_count, got {process_index} / {process_count}."
-        )
-    if global_batch_size % process_count:
-        raise ValueError(
-            f"global_batch_size {global_batch_size} is not divisible by the "
-            f"process count {process_count}."
-        )
-    local = global_batch_size // process_count
-    return slice(process_index * local, (process_index + 1) * local)
-
-
-@functools.lru_cache(maxsize=4)
-def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    order.flags.writeable = False
-    return order
-
-
-def _augment_params(
-    seed: int, step: int, global_batch_size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Crop offsets (y, x) in ``[0, 2 * pad]`` and flip flags for the whole global batch."""
-    rng = np.random.default_rng([seed, step, 1])
-    offsets = rng.integers(0, 2 * _AUGMENT_PAD + 1, size=(2, global_batch_size))
-    flips = rng.random(global_batch_size) < 0.5
-    return offsets[0], offsets[1], flips
-
-
-def _crop_flip(
-    images: np.ndarray, offset_y: np.ndarray, offset_x: np.ndarray, flip: np.ndarray
-) -> np.ndarray:
-    """Reflect-pads by ``_AUGMENT_PAD``, crops HxW at the offsets, then flips horizontally."""
-    _, h, w, _ = images.shape
-    p = _AUGMENT_PAD
-    padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
-    rows = offset_y[:, None] + np.arange(h)[None, :]  # [B, H]
-    cols = offset_x[:, None] + np.arange(w)[None, :]  # [B, W]
-    cols = np.where(flip[:, None], cols[:, ::-1], cols)
-    batch = np.arange(images.shape[0])[:, None, None]
-    return padded[batch, rows[:, :, None], cols[:, None, :]]
-
-
-def _normalise(dataset: Dataset, images: np.ndarray) -> np.ndarray:
-    scale = 1.0 / dataset.std
-    if images.dtype == np.uint8:
-        scale = scale / 255.0
-    return images.astype(np.float32) * scale.astype(np.float32) - (
-        dataset.mean / dataset.std
-    ).astype(np.float32)
-
-
-def train_batch(
-    dataset: Dataset,
-    step: int,
-    *,
-    global_batch_size: int,
-    seed: int,
-    augment: bool,
-    process_index: int = 0,
-    process_count: int = 1,
-) -> dict[str, np.ndarray]:
-    """This process's rows of the global training batch at ``step`` (pure in seed, step).
-
-    Augmentation (``augment=True``, only for images of at least 16x16 -- the 8x8 digits are
-    never cropped or flipped): reflect-pad 4, random HxW crop, random horizontal flip. Images
-    are then normalised, ``(x / 255 - mean) / std`` for uint8 (``(x - mean) / std`` for
-    float32).
-
-    Returns:
-      ``{"image": float32 [local, H, W, C], "label": labels[local rows]}`` where
-      ``local = global_batch_size // process_count``.
-    """
-    if int(step) != step or step < 0:
-        raise ValueError(f"step must be an integer >= 0, got {step!r}.")
-    step = int(step)
-    rows = _local_rows(global_batch_size, process_index, process_count)
-    spe = steps_per_epoch(dataset, global_batch_size)
-    epoch, within = divmod(step, spe)
-    order = _epoch_order(int(seed), epoch, len(dataset))
-    idx = order[within * global_batch_size : (within + 1) * global_batch_size][rows]
-    images = dataset.images[idx]
-    _, h, w, _ = images.shape
-    if augment and min(h, w) >= _AUGMENT_MIN_SIZE:
-        oy, ox, flip = _augment_params(int(seed), step, global_batch_size)
-        images = _crop_flip(images, oy[rows], ox[rows], flip[rows])
-    return {"image": _normalise(dataset, images), "label": dataset.labels[idx]}
-
-
-def eval_batches(
-    dataset: Dataset,
-    *,
-    global_batch_size: int,
-    process_index: int = 0,
-    process_count: int = 1,
-) -> Iterator[dict[str, np.ndarray]]:
-    """The data set in order, in global batches; the last one padded to full size.
-
-    Yields this process's rows of each global batch: ``image`` (normalised float32),
-    ``label`` and ``mask`` (bool, False on padding rows, whose image and label are zeros).
-    Every process yields the same number of batches.
-    """
-    if global_batch_size < 1:
-        raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}.")
-    rows = _local_rows(global_batch_size, process_index, process_count)
-    n = len(dataset)
-    local = rows.stop - rows.start
-    for start in range(0, n, global_batch_size):
-        idx = np.arange(start + rows.start, start + rows.stop)
-        mask = idx < n
-        real = idx[mask]
-        image = np.zeros((local, *dataset.images.shape[1:]), np.float32)
-        image[mask] = _normalise(dataset, dataset.images[real])
-        label = np.zeros((local, *dataset.labels.shape[1:]), dataset.labels.dtype)
-        label[mask] = dataset.labels[real]
-        yield {"image": image, "label": label, "mask": mask}

@@ -31,7 +31,15 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from experiments import configuration, input_pipeline, methods, models, reporting
+from experiments import (
+    configuration,
+    datasets,
+    grain_pipeline,
+    input_pipeline,
+    methods,
+    models,
+    reporting,
+)
 from lpjax import training
 
 
@@ -68,55 +76,38 @@ class TrainingInterrupted(Exception):
 
 
 def load_data(config: ml_collections.ConfigDict):
-    """``(train, validation, test)`` named by ``config.dataset``; ``validation`` may be None.
+    """``(train, validation, test)`` splits of ``config.dataset``; ``validation`` may be None.
 
-    Only ``fashion_mnist_lt`` has a validation split (held out of the training pool);
-    hyperparameters are chosen on it, never on the test split.
+    Looked up in :mod:`experiments.datasets`; hyperparameters are chosen on the validation
+    split where there is one, never on the test split.
     """
-    tfds_kwargs = dict(data_dir=config.data_dir or None, download=config.download)
-    if config.dataset == "fashion_mnist_lt":
-        return input_pipeline.load_fashion_mnist_longtail(
-            imbalance_ratio=config.imbalance_ratio,
-            seed=config.seed,
-            idx_dir=config.fashion_mnist_dir or None,
-            **tfds_kwargs,
-        )
-    if config.dataset == "digits_lt":
-        train, test = input_pipeline.load_digits_longtail(
-            imbalance_ratio=config.imbalance_ratio, seed=config.seed
-        )
-    elif config.dataset == "multilabel_digits":
-        train, test = input_pipeline.load_multilabel_digits(
-            num_train=config.multilabel_num_train,
-            num_test=config.multilabel_num_test,
-            imbalance_ratio=config.imbalance_ratio,
-            seed=config.seed,
-        )
-    elif config.dataset == "voc2007":
-        kwargs = dict(image_size=config.image_size, **tfds_kwargs)
-        train = input_pipeline.load_tfds_voc(split="trainval", **kwargs)
-        test = input_pipeline.load_tfds_voc(split="test", **kwargs)
-    elif config.dataset in ("cifar10", "cifar100"):
-        train = input_pipeline.load_tfds_image_classification(
-            config.dataset, split="train", **tfds_kwargs
-        )
-        test = input_pipeline.load_tfds_image_classification(
-            config.dataset, split="test", **tfds_kwargs
-        )
-        train = input_pipeline.make_longtail(train, config.imbalance_ratio, seed=config.seed)
-    else:
-        raise ValueError(f"Unknown dataset {config.dataset!r}; valid: {', '.join(DATASETS)}.")
-    return train, None, test
+    return datasets.load(config)
 
 
-DATASETS = ("digits_lt", "fashion_mnist_lt", "multilabel_digits", "cifar10", "cifar100", "voc2007")
+DATASETS = datasets.NAMES
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("multistep", "cosine", "constant", "onecycle")
 
 
 def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
-    """SGD (Nesterov) with decoupled-from-nothing L2 decay applied once, and the lr schedule."""
+    """``(optimizer, lr schedule)`` named by ``config.optimizer`` and ``config.schedule``.
+
+    ``sgd`` (momentum, optionally Nesterov) and ``adam`` take the weight decay as an L2
+    term added to the gradient once (PyTorch's ``weight_decay``); ``adamw`` decouples it
+    (Loshchilov & Hutter, ICLR 2019; ``optax.adamw``, decay scaled by the learning rate).
+    ``onecycle`` is Smith & Topin's one-cycle policy as PyTorch's ``OneCycleLR`` (used by
+    ASL, Ridnik et al., ICCV 2021): cosine rise from lr / 25 over the first
+    ``warmup_epochs``, then cosine decay to lr / 25e4; its warm-up is part of the cycle.
+    """
     total_steps = config.num_epochs * steps_per_epoch
     warmup_steps = config.warmup_epochs * steps_per_epoch
-    if config.schedule == "multistep":
+    if config.schedule == "onecycle":
+        main = optax.cosine_onecycle_schedule(
+            max(total_steps, 1), config.learning_rate, pct_start=warmup_steps / max(total_steps, 1)
+        )
+    elif config.schedule == "multistep":
         main = optax.piecewise_constant_schedule(
             config.learning_rate,
             {int(m * steps_per_epoch): config.decay_factor for m in config.milestones},
@@ -127,10 +118,11 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
         main = optax.constant_schedule(config.learning_rate)
     else:
         raise ValueError(
-            f"config.schedule must be multistep, cosine or constant; got {config.schedule!r}."
+            f"config.schedule must be multistep, cosine or constant, or onecycle; "
+            f"got {config.schedule!r}."
         )
     schedule = main
-    if warmup_steps:
+    if warmup_steps and config.schedule != "onecycle":
         warmup = optax.linear_schedule(0.0, config.learning_rate, warmup_steps)
         if config.schedule == "multistep":  # milestones count from the start of training
             schedule = optax.join_schedules(
@@ -138,11 +130,17 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
             )
         else:
             schedule = optax.join_schedules([warmup, main], [warmup_steps])
-    tx = optax.chain(
-        optax.add_decayed_weights(config.weight_decay),
-        optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov),
-    )
-    return tx, schedule
+    if config.optimizer == "adamw":
+        return optax.adamw(schedule, weight_decay=config.weight_decay), schedule
+    if config.optimizer == "sgd":
+        update = optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov)
+    elif config.optimizer == "adam":
+        update = optax.adam(schedule)
+    else:
+        raise ValueError(
+            f"config.optimizer must be one of {', '.join(OPTIMIZERS)}; got {config.optimizer!r}."
+        )
+    return optax.chain(optax.add_decayed_weights(config.weight_decay), update), schedule
 
 
 def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
@@ -215,6 +213,7 @@ def _compiler_options(config: ml_collections.ConfigDict) -> dict | None:
 
 
 _SCHEDULE_FIELDS = {"multistep": ("milestones", "decay_factor")}
+_OPTIMIZER_FIELDS = {"sgd": ("momentum", "nesterov")}
 
 
 def validate_config(config: ml_collections.ConfigDict) -> list[str]:
@@ -235,7 +234,7 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
             f"config.method {config.method!r} is unknown; valid: "
             f"{', '.join(methods.SINGLE_LABEL_METHODS + methods.MULTILABEL_METHODS)}."
         )
-    multilabel = config.dataset in ("multilabel_digits", "voc2007")
+    multilabel = datasets.is_multilabel(config.dataset)
     if multilabel != (config.method in methods.MULTILABEL_METHODS):
         kind = "multi-label" if multilabel else "single-label"
         fail(f"config.method {config.method!r} does not apply to the {kind} {config.dataset}.")
@@ -268,8 +267,18 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
         fail("config.learning_rate must be > 0 and config.weight_decay >= 0.")
     if config.warmup_epochs < 0:
         fail(f"config.warmup_epochs must be >= 0; got {config.warmup_epochs}.")
-    if config.schedule not in ("multistep", "cosine", "constant"):
-        fail(f"config.schedule must be multistep, cosine or constant; got {config.schedule!r}.")
+    if config.optimizer not in OPTIMIZERS:
+        fail(f"config.optimizer must be one of {', '.join(OPTIMIZERS)}; got {config.optimizer!r}.")
+    if config.schedule not in SCHEDULES:
+        fail(
+            "config.schedule must be multistep, cosine or constant, or onecycle; "
+            f"got {config.schedule!r}."
+        )
+    if config.schedule == "onecycle" and not 0 < config.warmup_epochs < config.num_epochs:
+        fail(
+            "config.schedule = 'onecycle' rises over config.warmup_epochs, which must lie "
+            f"strictly between 0 and num_epochs = {config.num_epochs}; got {config.warmup_epochs}."
+        )
     if config.schedule == "multistep" and any(m <= 0 for m in config.milestones):
         fail(f"config.milestones must be > 0; got {tuple(config.milestones)}.")
     if config.imbalance_ratio < 1:
@@ -289,6 +298,13 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
         if config.schedule != schedule:
             notes += [
                 f"config.{f} = {config[f]!r} is ignored by the {config.schedule} schedule."
+                for f in fields
+                if config[f] != defaults[f]
+            ]
+    for optimizer, fields in _OPTIMIZER_FIELDS.items():
+        if config.optimizer != optimizer:
+            notes += [
+                f"config.{f} = {config[f]!r} is ignored by the {config.optimizer} optimizer."
                 for f in fields
                 if config[f] != defaults[f]
             ]
@@ -434,18 +450,28 @@ def _restore(manager, state, workdir: pathlib.Path, config):
     return manager, state, {"windows": [], "final_train_loss": None, "pending": []}
 
 
-def _gather_predictions(predict, state, mesh, dataset, config) -> np.ndarray:
-    """Test-set logits in data-set order, on every process."""
-    outputs = []
-    for batch in input_pipeline.eval_batches(
+def _loader_options(config: ml_collections.ConfigDict) -> grain_pipeline.LoaderOptions:
+    return grain_pipeline.LoaderOptions(
+        num_workers=config.data_workers,
+        num_threads=config.data_threads,
+        prefetch_batches=config.prefetch_batches,
+    )
+
+
+def _gather_predictions(predict, state, mesh, dataset, config) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits, labels)`` of a split in data-set order, on every process."""
+    logits, labels = [], []
+    for batch in grain_pipeline.eval_batches(
         dataset,
         global_batch_size=config.eval_batch_size,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        options=_loader_options(config),
     ):
-        logits = predict(state, training.global_batch(mesh, batch["image"]))
-        outputs.append(multihost_utils.process_allgather(logits, tiled=True))
-    return np.concatenate(outputs)[: len(dataset)]
+        outputs = predict(state, training.global_batch(mesh, batch["image"]))
+        logits.append(multihost_utils.process_allgather(outputs, tiled=True))
+        labels.append(multihost_utils.process_allgather(batch["label"], tiled=True))
+    return np.concatenate(logits)[: len(dataset)], np.concatenate(labels)[: len(dataset)]
 
 
 def _evaluate(predict, state, mesh, train, validation, test, config) -> dict:
@@ -454,11 +480,11 @@ def _evaluate(predict, state, mesh, train, validation, test, config) -> dict:
     for prefix, dataset in (("", test), ("validation_", validation)):
         if dataset is None:
             continue
-        logits = _gather_predictions(predict, state, mesh, dataset, config)
+        logits, labels = _gather_predictions(predict, state, mesh, dataset, config)
         if dataset.is_multilabel:
-            metrics = reporting.multilabel_results(logits, dataset.labels, train.class_counts)
+            metrics = reporting.multilabel_results(logits, labels, train.class_counts)
         else:
-            metrics = reporting.classification_results(logits, dataset.labels, train.class_counts)
+            metrics = reporting.classification_results(logits, labels, train.class_counts)
         results.update({prefix + k: v for k, v in metrics.items()})
     return results
 
@@ -496,10 +522,10 @@ def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict
         bn_axis_name=training.DATA_AXIS,
         **methods.model_options(config),
     )
-    steps_per_epoch = input_pipeline.steps_per_epoch(train, config.batch_size)
+    steps_per_epoch = grain_pipeline.steps_per_epoch(train, config.batch_size)
     total_steps = config.num_epochs * steps_per_epoch
     tx, schedule = make_optimizer(config, steps_per_epoch)
-    input_shape = (1, *train.images.shape[1:])
+    input_shape = (1, *train.image_shape)
     _, features = jax.eval_shape(
         lambda: model.init_with_output(
             jax.random.key(0), jnp.zeros(input_shape), train=False, return_features=True
@@ -548,16 +574,19 @@ def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict
         disable=not is_chief,
         file=sys.stdout,
     )
+    # Batches are a pure function of (seed, step): the pipeline starts at the restored step.
+    batches = grain_pipeline.train_batches(
+        train,
+        start_step=start_step,
+        num_steps=total_steps,
+        global_batch_size=config.batch_size,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        options=_loader_options(config),
+    )
     for step in progress:
-        batch = input_pipeline.train_batch(
-            train,
-            step,
-            global_batch_size=config.batch_size,
-            seed=config.seed,
-            augment=config.augment,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-        )
+        batch = next(batches)
         mask = np.ones(len(batch["label"]), bool)  # training batches have no padding
         inputs = training.global_batch(mesh, (batch["image"], batch["label"], mask))
         state, metrics = train_step(state, *inputs, step_key)

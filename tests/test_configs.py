@@ -3,12 +3,14 @@
 import json
 import math
 import pathlib
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import lpjax
 from experiments import configuration, methods, models
 from experiments.configs import common
 
@@ -250,3 +252,165 @@ def test_short_run_on_mock_cifar(name, tmp_path):
     assert len(results["relative_loss_variation"]) == num_classes
     assert (tmp_path / "per_class_accuracy.png").is_file()
     assert (tmp_path / "metrics.jsonl").is_file() and (tmp_path / "checkpoints").is_dir()
+
+
+# --- ImageNet-scale benchmarks -----------------------------------------------------------
+# name -> (dataset, model, default method, classes, LPL head classes), written out from the
+# papers independently of the config files: the head of a long-tailed set is its many-shot
+# group (> 100 training images): 385 classes of ImageNet-LT, 842 of iNaturalist 2018.
+LARGE = {
+    "imagenet_lt_resnet50": ("imagenet_lt", "resnet50", "la_lpl", 1000, 385),
+    "imagenet_lt_resnext50": ("imagenet_lt", "resnext50_32x4d", "la_lpl", 1000, 385),
+    "inaturalist2018_resnet50": ("inaturalist2018", "resnet50", "la_lpl", 8142, 842),
+    "coco2017_resnet50": ("coco2017", "resnet50", "lpl_multilabel", 80, 20),
+}
+# Synthetic class counts of the right size: exponential profiles with the data sets' largest
+# and smallest class (ImageNet-LT 1280 / 5, iNaturalist 2018 1000 / 2; COCO's positive
+# images per class, "person" 64k to about 200).
+_LARGE_COUNTS = {
+    "imagenet_lt": (1280, 1000, 256.0),
+    "inaturalist2018": (1000, 8142, 500.0),
+    "coco2017": (64115, 80, 320.0),
+}
+_LARGE_COMPARED = {  # what each kind of large config is meant to be switched to
+    "longtail": (
+        "la_lpl",
+        "la",
+        "la_posthoc",
+        "balanced_softmax",
+        "ldam_drw",
+        "lpl_varied",
+        "lpl_fixed",
+        "ce",
+    ),
+    "multilabel": ("lpl_multilabel", "asl", "focal", "bce"),
+}
+
+
+def _large_counts(dataset):
+    from experiments import input_pipeline
+
+    return input_pipeline.longtail_class_counts(*_LARGE_COUNTS[dataset])
+
+
+def test_every_large_benchmark_has_a_config_and_commented_recipes():
+    import inspect
+
+    from experiments.configs import recipes
+
+    assert set(LARGE) <= {p.stem for p in CONFIG_FILES}
+    for recipe in (recipes.imagenet_scale_longtail, recipes.coco_multilabel):
+        for line in inspect.getsource(recipe).splitlines():
+            if line.strip().startswith("config.") and " = " in line and "get_base" not in line:
+                assert "  # " in line, f"{recipe.__name__}: field without a comment: {line}"
+
+
+@pytest.mark.parametrize("name", sorted(LARGE))
+def test_large_config_recipe_and_validation(name):
+    from experiments import train
+
+    config = _load(name)
+    dataset, model, method, _, num_head = LARGE[name]
+    assert (config.dataset, config.model, config.method) == (dataset, model, method)
+    assert config.lpl.split == "longtail" and config.lpl.num_head_classes == num_head
+    assert (config.image_size, config.dtype, config.augment) == (224, "bfloat16", True)
+    assert config.imbalance_ratio == 1.0  # the data sets' own long tails
+    if dataset == "coco2017":  # ASL (Ridnik et al., ICCV 2021)
+        recipe = ("adam", 40, 128, 1e-4, 1e-4, "onecycle", 8)
+    else:  # LA (Menon et al., ICLR 2021); LDAM-DRW defers re-weighting to epoch 60 of 90
+        weight_decay = 5e-4 if dataset == "imagenet_lt" else 1e-4
+        recipe = ("sgd", 90, 512, 0.4, weight_decay, "cosine", 5)
+        assert config.momentum == 0.9 and config.drw_start_epoch == 60
+    assert recipe == (
+        config.optimizer,
+        config.num_epochs,
+        config.batch_size,
+        config.learning_rate,
+        config.weight_decay,
+        config.schedule,
+        config.warmup_epochs,
+    )
+    assert _max_inner_steps(config.lpl) <= 30  # a cheap inner solver at this scale
+    assert train.validate_config(config) == []  # valid, and no option is ignored
+
+
+@pytest.mark.parametrize("name", sorted(LARGE))
+def test_large_config_builds_its_model_and_methods(name):
+    config = _load(name)
+    dataset, _, _, num_classes, num_head = LARGE[name]
+    counts = _large_counts(dataset)
+    assert counts.shape == (num_classes,)
+    kind = "multilabel" if dataset == "coco2017" else "longtail"
+    batch = 4
+    shape = (batch, config.image_size, config.image_size, 3)
+    for cosine_scale in (None, 30.0) if kind == "longtail" else (None,):  # LDAM's classifier
+        net = models.create_model(
+            config.model, num_classes=num_classes, dtype=jnp.bfloat16, cosine_scale=cosine_scale
+        )
+        x = jax.ShapeDtypeStruct(shape, jnp.float32)
+        variables = jax.eval_shape(partial(net.init, train=False), jax.random.key(0), x)
+        logits, features = jax.eval_shape(
+            partial(net.apply, train=False, return_features=True), variables, x
+        )
+        assert logits.shape == (batch, num_classes) and logits.dtype == jnp.float32
+        assert features.shape == (batch, 2048)
+    rng = np.random.default_rng(0)
+    labels = jnp.asarray(rng.choice(num_classes, batch, p=counts / counts.sum()))
+    if kind == "multilabel":
+        labels = jax.nn.one_hot(labels, num_classes, dtype=jnp.int32).at[:, 0].set(1)
+    # ImageNet-LT's two configs differ only in the backbone: the methods are checked once.
+    for method in () if name == "imagenet_lt_resnext50" else _LARGE_COMPARED[kind]:
+        override = configuration.apply_overrides(config, {"method": method})
+        assert methods.model_options(override).get("cosine_scale") in (None, 30.0)
+        built = methods.make_method(override, counts, steps_per_epoch=226, feature_dim=2048)
+        perturbed, _ = built.transform.apply(
+            jnp.zeros((batch, num_classes)), labels, built.transform.init()
+        )
+        loss = built.loss_fn(perturbed, labels)
+        assert perturbed.shape == (batch, num_classes) and loss.shape == (batch,)
+        assert bool(jnp.all(jnp.isfinite(loss))), method
+        if method == "ce":  # plain CE at zero logits is log C
+            np.testing.assert_allclose(loss, np.log(num_classes), rtol=1e-6)
+        if method in ("la_lpl", "lpl_multilabel"):
+            assert not np.allclose(perturbed, 0.0), method  # the perturbation acts
+    # The head of the LPL split is the num_head most frequent classes, signed -1.
+    signs, _ = lpjax.longtail_signs_and_bounds(
+        counts, num_head_classes=num_head, epsilon=config.lpl.epsilon
+    )
+    assert int((np.asarray(signs) < 0).sum()) == num_head
+
+
+def test_large_recipes_learning_rate_schedules():
+    from experiments import train
+
+    steps_per_epoch = 100
+    config = _load("imagenet_lt_resnet50")
+    _, schedule = train.make_optimizer(config, steps_per_epoch)
+    total, warmup = 90 * steps_per_epoch, 5 * steps_per_epoch
+    for step in (0, 250, 500, 2000, 6000, 9000):  # linear warm-up to 0.4, then cosine to 0
+        t = (step - warmup) / (total - warmup)
+        expected = 0.4 * step / warmup if step < warmup else 0.2 * (1 + np.cos(np.pi * t))
+        np.testing.assert_allclose(float(schedule(step)), expected, rtol=1e-5, atol=1e-9)
+
+    config = _load("coco2017_resnet50")
+    tx, schedule = train.make_optimizer(config, steps_per_epoch)
+    total, rise = 40 * steps_per_epoch, 8 * steps_per_epoch
+    peak, start = 1e-4, 1e-4 / 25  # PyTorch OneCycleLR: div_factor 25, final_div_factor 1e4
+    for step in (0, 400, 800, 2000, 4000):
+        if step <= rise:
+            expected = start + (peak - start) * (1 - np.cos(np.pi * step / rise)) / 2
+        else:
+            end = start / 1e4
+            expected = end + (peak - end) * (1 + np.cos(np.pi * (step - rise) / (total - rise))) / 2
+        np.testing.assert_allclose(float(schedule(step)), expected, rtol=1e-5)
+    # Adam with L2 decay on the gradient (PyTorch Adam): the first step moves every
+    # parameter by the rate against the sign of (gradient + decay * parameter).
+    params = {"w": jnp.array([1.0, -2.0])}
+    grads = {"w": jnp.array([0.5, 0.0])}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(updates["w"], [-start, start], rtol=1e-3)
+    adamw = configuration.apply_overrides(config, {"optimizer": "adamw"})
+    tx, _ = train.make_optimizer(adamw, steps_per_epoch)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # decoupled: Adam's unit step on the gradient, plus rate * decay * parameter
+    np.testing.assert_allclose(updates["w"], [-start * (1 + 1e-4), start * 2e-4], rtol=1e-3)

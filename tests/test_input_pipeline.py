@@ -1,4 +1,4 @@
-"""Tests for experiments/input_pipeline.py (host-memory, step-indexed input pipeline)."""
+"""Tests for experiments/input_pipeline.py (the in-memory data sets and their loaders)."""
 
 import os
 import pathlib
@@ -7,17 +7,6 @@ import numpy as np
 import pytest
 
 from experiments import input_pipeline as ip
-
-
-def _toy_dataset(n=64, size=32, channels=3, num_classes=10, seed=0, dtype=np.uint8):
-    rng = np.random.default_rng(seed)
-    if dtype == np.uint8:
-        images = rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
-    else:
-        images = rng.random((n, size, size, channels), dtype=np.float32)
-    labels = (np.arange(n) % num_classes).astype(np.int32)
-    mean, std = ip._channel_stats(images)
-    return ip.Dataset(images, labels, num_classes, mean, std, "toy")
 
 
 def _indexed_dataset(labels, num_classes):
@@ -116,117 +105,6 @@ def test_digits_test_per_class_argument():
     assert len(train) + len(test) == 1797
 
 
-# ----------------------------------------------------------------------------- batches
-
-
-def test_train_batch_deterministic_and_epoch_coverage():
-    ds = _indexed_dataset(np.arange(103) % 7, 7)
-    g = 10
-    spe = ip.steps_per_epoch(ds, g)
-    assert spe == 10
-    kw = dict(global_batch_size=g, seed=5, augment=False)
-    b0 = ip.train_batch(ds, 0, **kw)
-    np.testing.assert_array_equal(b0["image"], ip.train_batch(ds, 0, **kw)["image"])
-    assert not np.array_equal(b0["image"], ip.train_batch(ds, 1, **kw)["image"])
-    assert not np.array_equal(b0["image"], ip.train_batch(ds, 0, **{**kw, "seed": 6})["image"])
-    for epoch in range(2):
-        seen = np.concatenate(
-            [ip.train_batch(ds, epoch * spe + s, **kw)["image"].ravel() for s in range(spe)]
-        ).astype(np.int64)
-        assert len(np.unique(seen)) == spe * g  # every sample at most once
-        expected = np.random.default_rng([5, epoch]).permutation(103)[: spe * g]
-        np.testing.assert_array_equal(seen, expected)
-        labels = np.concatenate(
-            [ip.train_batch(ds, epoch * spe + s, **kw)["label"] for s in range(spe)]
-        )
-        np.testing.assert_array_equal(labels, ds.labels[seen])
-    # Exactly once per epoch when nothing is dropped.
-    ds100 = _indexed_dataset(np.arange(100) % 7, 7)
-    seen = np.concatenate([ip.train_batch(ds100, s, **kw)["image"].ravel() for s in range(10, 20)])
-    np.testing.assert_array_equal(np.sort(seen), np.arange(100))
-
-
-@pytest.mark.parametrize("augment", [False, True])
-def test_train_batch_process_slices_concatenate(augment):
-    ds = _toy_dataset(n=40)
-    kw = dict(global_batch_size=16, seed=3, augment=augment)
-    for step in (0, 1, 7):
-        full = ip.train_batch(ds, step, **kw)
-        parts = [ip.train_batch(ds, step, process_index=p, process_count=4, **kw) for p in range(4)]
-        assert parts[0]["image"].shape == (4, 32, 32, 3)
-        for key in ("image", "label"):
-            np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), full[key])
-
-
-def test_train_batch_validation():
-    ds = _toy_dataset(n=20)
-    with pytest.raises(ValueError, match="fewer than one global batch"):
-        ip.train_batch(ds, 0, global_batch_size=32, seed=0, augment=False)
-    with pytest.raises(ValueError, match="divisible"):
-        ip.train_batch(ds, 0, global_batch_size=10, seed=0, augment=False, process_count=3)
-
-
-def test_augmentation_matches_hand_computation():
-    ds = _toy_dataset(n=64)
-    step, seed, g = 4, 11, 64
-    batch = ip.train_batch(ds, step, global_batch_size=g, seed=seed, augment=True)
-    plain = ip.train_batch(ds, step, global_batch_size=g, seed=seed, augment=False)
-    oy, ox, flips = ip._augment_params(seed, step, g)
-    assert flips.any() and (~flips).any() and len(np.unique(oy)) > 1
-    # Recover the source image of each row from the unaugmented batch.
-    raw = np.rint((plain["image"] * ds.std + ds.mean) * 255).astype(np.uint8)
-    for i in (int(np.argmax(flips)), int(np.argmin(flips))):
-        img = raw[i]
-        padded = np.pad(img, ((4, 4), (4, 4), (0, 0)), mode="reflect")
-        expected = padded[oy[i] : oy[i] + 32, ox[i] : ox[i] + 32]
-        if flips[i]:
-            expected = expected[:, ::-1]
-        got = np.rint((batch["image"][i] * ds.std + ds.mean) * 255).astype(np.uint8)
-        np.testing.assert_array_equal(got, expected)
-    # Normalised: roughly zero mean, unit variance per channel.
-    big = _toy_dataset(n=512, seed=1)
-    x = ip.train_batch(big, 0, global_batch_size=512, seed=0, augment=True)["image"]
-    assert x.dtype == np.float32
-    np.testing.assert_allclose(x.mean(axis=(0, 1, 2)), 0.0, atol=0.05)
-    np.testing.assert_allclose(x.std(axis=(0, 1, 2)), 1.0, atol=0.05)
-
-
-def test_small_images_are_not_augmented():
-    ds = _toy_dataset(n=32, size=8, channels=1, dtype=np.float32)
-    a = ip.train_batch(ds, 2, global_batch_size=16, seed=0, augment=True)
-    b = ip.train_batch(ds, 2, global_batch_size=16, seed=0, augment=False)
-    np.testing.assert_array_equal(a["image"], b["image"])
-    # float32 images are normalised as (x - mean) / std, without the / 255.
-    idx = np.random.default_rng([0, 1]).permutation(32)[:16]  # step 2 = epoch 1, batch 0
-    np.testing.assert_allclose(b["image"], (ds.images[idx] - ds.mean) / ds.std, atol=1e-5)
-
-
-def test_eval_batches_padding_and_mask():
-    ds = _indexed_dataset(np.arange(23) % 4, 4)
-    batches = list(ip.eval_batches(ds, global_batch_size=8))
-    assert len(batches) == 3
-    assert all(b["image"].shape == (8, 1, 1, 1) for b in batches)
-    mask = np.concatenate([b["mask"] for b in batches])
-    assert mask.dtype == bool and mask.sum() == 23 and not mask[23:].any()
-    images = np.concatenate([b["image"] for b in batches]).ravel()
-    np.testing.assert_array_equal(images[mask], np.arange(23))
-    np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[mask], ds.labels)
-    # Per-process rows: each process gets its slice of every global batch.
-    per_proc = [
-        list(ip.eval_batches(ds, global_batch_size=8, process_index=p, process_count=2))
-        for p in range(2)
-    ]
-    assert len(per_proc[0]) == len(per_proc[1]) == 3
-    for j in range(3):
-        for key in ("image", "label", "mask"):
-            np.testing.assert_array_equal(
-                np.concatenate([per_proc[0][j][key], per_proc[1][j][key]]), batches[j][key]
-            )
-    # The last global batch covers 16..23: process 1 gets 20, 21, 22 and one padding row.
-    np.testing.assert_array_equal(per_proc[1][2]["mask"], [True, True, True, False])
-    np.testing.assert_array_equal(per_proc[1][2]["image"][3], 0.0)
-
-
 # ----------------------------------------------------------------------------- tfds
 
 
@@ -244,8 +122,6 @@ def test_tfds_loader_under_mock_data(name, num_classes, tmp_path):
     expected_mean = ip.CIFAR10_MEAN if name == "cifar10" else ip.CIFAR100_MEAN
     np.testing.assert_allclose(ds.mean, expected_mean)
     assert len(ds_dl) == 24
-    batch = ip.train_batch(ds, 3, global_batch_size=8, seed=0, augment=True)
-    assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.float32
 
 
 def test_tfds_loader_not_prepared_fails_fast(tmp_path):

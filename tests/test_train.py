@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import configuration, input_pipeline
+from experiments import configuration, grain_pipeline, input_pipeline
 from experiments import train as train_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -33,6 +33,19 @@ def short_default_config(**overrides):
 
 def _timing_free(records):
     return [{k: v for k, v in r.items() if k != "train_images_per_second"} for r in records]
+
+
+def _patch_batches(monkeypatch, action):
+    """Makes the trainer's batch iterator call ``action(step, batch)`` as each batch is
+    handed to the train step (not when grain prefetches it); returns the original."""
+    original = grain_pipeline.train_batches
+
+    def patched(split, *, start_step, **kwargs):
+        for step, batch in enumerate(original(split, start_step=start_step, **kwargs), start_step):
+            yield action(step, batch)
+
+    monkeypatch.setattr(grain_pipeline, "train_batches", patched)
+    return original
 
 
 @pytest.mark.slow
@@ -74,18 +87,16 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch, met
     config = short_default_config(method=method)
     reference = train_lib.train_and_evaluate(config, tmp_path / "uninterrupted")
 
-    original = input_pipeline.train_batch
-
-    def crashing(dataset, step, **kwargs):
+    def crashing(step, batch):
         if step == 13:
             raise KeyboardInterrupt("simulated kill at step 13")
-        return original(dataset, step, **kwargs)
+        return batch
 
-    monkeypatch.setattr(input_pipeline, "train_batch", crashing)
+    original = _patch_batches(monkeypatch, crashing)
     with pytest.raises(KeyboardInterrupt):
         train_lib.train_and_evaluate(config, tmp_path / "resumed")
     assert not (tmp_path / "resumed" / "results.json").exists()
-    monkeypatch.setattr(input_pipeline, "train_batch", original)
+    monkeypatch.setattr(grain_pipeline, "train_batches", original)
     resumed = train_lib.train_and_evaluate(config, tmp_path / "resumed")
 
     assert resumed == reference
@@ -279,15 +290,12 @@ def test_voc2007_multilabel_end_to_end_on_mocked_data(tmp_path):
 
 
 def _interrupt_at(monkeypatch, step, action):
-    original = input_pipeline.train_batch
-
-    def patched(dataset, s, **kwargs):
+    def patched(s, batch):
         if s == step:
             action()
-        return original(dataset, s, **kwargs)
+        return batch
 
-    monkeypatch.setattr(input_pipeline, "train_batch", patched)
-    return original
+    return _patch_batches(monkeypatch, patched)
 
 
 @pytest.mark.slow
@@ -302,7 +310,7 @@ def test_sigterm_saves_the_current_step_and_resume_is_exact(tmp_path, monkeypatc
     # although it is not a checkpoint step; the log was flushed up to step 12.
     steps = [p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()]
     assert "14" in steps and not (tmp_path / "resumed" / "results.json").exists()
-    monkeypatch.setattr(input_pipeline, "train_batch", original)
+    monkeypatch.setattr(grain_pipeline, "train_batches", original)
     # The log may even be lost: results come from the checkpointed history.
     (tmp_path / "resumed" / "metrics.jsonl").unlink()
     resumed = train_lib.train_and_evaluate(config, tmp_path / "resumed")
@@ -332,15 +340,12 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_the_run_and_names_the_steps(tmp_path, monkeypatch):
-    original = input_pipeline.train_batch
-
-    def poisoned(dataset, step, **kwargs):
-        batch = original(dataset, step, **kwargs)
+    def poisoned(step, batch):
         if step == 9:  # 0-based: the 10th step, in the logging window of steps 9-12
             batch["image"] = np.full_like(batch["image"], np.nan)
         return batch
 
-    monkeypatch.setattr(input_pipeline, "train_batch", poisoned)
+    _patch_batches(monkeypatch, poisoned)
     with pytest.raises(train_lib.NonFiniteLossError, match="steps 9-12.*checkpoint 8"):
         train_lib.train_and_evaluate(short_default_config(), tmp_path)
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
@@ -356,6 +361,11 @@ def test_non_finite_loss_stops_the_run_and_names_the_steps(tmp_path, monkeypatch
         (["--config.lpl.eps=0.1"], "Unknown config key 'lpl.eps'"),
         (["--config.method=bce"], "does not apply to the single-label digits_lt"),
         (["--config.schedule=linear"], "schedule must be multistep, cosine or constant"),
+        (["--config.optimizer=rmsprop"], "config.optimizer must be one of sgd, adam, adamw"),
+        (
+            ["--config.schedule=onecycle", "--config.warmup_epochs=0"],
+            "rises over config.warmup_epochs, which must lie",
+        ),
     ],
 )
 def test_config_errors_exit_2_in_one_line_before_writing(tmp_path, capsys, args, message):

@@ -14,24 +14,31 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.data_dir = ""  # tensorflow-datasets directory ("" = tfds default)
     config.multilabel_num_train = 4000  # multilabel_digits: composed training images
     config.multilabel_num_test = 1000  # multilabel_digits: composed test images
-    config.image_size = 128  # voc2007: images are resized to image_size x image_size
+    config.image_size = 128  # voc2007, imagenet_lt, inaturalist2018, coco2017: image side
     config.download = False  # let tfds download and prepare the data set (needs network)
+    # Input pipeline (experiments/grain_pipeline.py): how batches are made, never what
+    # they contain, so changing these keeps a run's batches (and resume) exact.
+    config.data_workers = 0  # grain worker processes (0 = trainer's threads; JPEG sets: 8-16)
+    config.data_threads = 2  # threads making batches in each process (0 = none)
+    config.prefetch_batches = 2  # batches made ahead of the train step, per process/worker
     config.model = "small_cnn"  # resnet32 | resnet110 | se_resnet110 | wrn16_8 | wrn28_10 | ...
     config.dtype = "float32"  # computation dtype of the model: float32 | bfloat16
-    config.augment = True  # pad-4 crop + flip (only for images of at least 16x16)
+    config.augment = True  # pad-4 crop + flip (in-memory images of at least 16x16); random-
+    # resized crop + flip (imagenet_lt, inaturalist2018); flip (coco2017)
     config.seed = 0  # data order, augmentation, initialisation and dropout
 
-    # Optimisation: SGD with Nesterov momentum; weight decay applied once, to all parameters.
+    # Optimisation (experiments/train.py: make_optimizer); weight decay on all parameters.
+    config.optimizer = "sgd"  # sgd | adam (decay as L2 on the gradient) | adamw (decoupled)
     config.num_epochs = 30  # training epochs (an epoch drops the last partial batch)
     config.batch_size = 128  # global batch size, split over all devices and hosts
     config.learning_rate = 0.1  # peak learning rate
-    config.momentum = 0.9  # SGD momentum
-    config.nesterov = True  # Nesterov momentum
-    config.weight_decay = 1e-4  # L2 weight decay added to the gradient (PyTorch SGD style)
-    config.schedule = "multistep"  # multistep | cosine | constant
+    config.momentum = 0.9  # SGD momentum (sgd only)
+    config.nesterov = True  # Nesterov momentum (sgd only)
+    config.weight_decay = 1e-4  # added to the gradient as L2 (sgd, adam); adamw: decoupled
+    config.schedule = "multistep"  # multistep | cosine | constant | onecycle (cosine up, down)
     config.milestones = (20, 25)  # epochs at which multistep multiplies the rate by decay_factor
     config.decay_factor = 0.1  # multistep factor
-    config.warmup_epochs = 0  # linear warm-up from 0 over this many epochs
+    config.warmup_epochs = 0  # linear warm-up from 0 over this many epochs (onecycle: its rise)
 
     # Method hyperparameters (used by the methods that need them).
     config.la_tau = 1.0  # logit adjustment temperature (la, la_posthoc, la_lpl)

@@ -106,3 +106,107 @@ def fashion_mnist_longtail(imbalance_ratio: float):
     config.eval_every_epochs = 5  # validation and test accuracy every 5 epochs and at the end
     config.eval_batch_size = 1000  # divides the 5,000 validation and 10,000 test images
     return config
+
+
+# ImageNet-scale recipes (ResNet-50 / ResNeXt-50 at 224x224). Sources: logit adjustment's
+# ImageNet-LT setup (Menon et al., ICLR 2021: SGD momentum 0.9, batch 512, base rate 0.4,
+# linear warm-up for 5 epochs then cosine decay, 90 epochs, weight decay 5e-4) and
+# LDAM-DRW (Cao et al., NeurIPS 2019: 90 epochs, re-weighting deferred to epoch 60). Every
+# method of a config shares its recipe, as the CIFAR-LT configs share LDAM-DRW's.
+_LONGTAIL_IMAGENET_SCALE = {
+    # dataset: (weight decay, many-shot classes, log_every_steps, checkpoint_every_steps)
+    # ImageNet-LT (Liu et al., CVPR 2019): 115,846 training images, 1,280 to 5 per class,
+    # 226 steps an epoch at batch 512; 385 of its 1,000 classes have > 100 images.
+    "imagenet_lt": (5e-4, 385, 50, 1000),
+    # iNaturalist 2018 (Van Horn et al., CVPR 2018): 437,513 training images, 1,000 to 2 per
+    # class, 854 steps an epoch; 842 of its 8,142 classes have > 100 images (the
+    # literature's many-shot count). Weight decay 1e-4, ResNet-50's ImageNet value, for a
+    # data set four times ImageNet-LT's size (our choice).
+    "inaturalist2018": (1e-4, 842, 100, 2000),
+}
+
+
+def imagenet_scale_longtail(dataset: str, model: str):
+    """A ResNet at 224x224 on ImageNet-LT or iNaturalist 2018: the LA recipe, bfloat16.
+
+    LPL's head is the literature's many-shot group (classes with more than 100 training
+    images, the group the trainer reports as many-shot), so the medium and few-shot
+    classes are maximised. The inner solver takes at most 25 steps (step 0.02), half the
+    CIFAR recipe's 50: at 8,142 classes each step works on a ``[global batch, C]`` array
+    and, on several devices, all-reduces one (benchmarks/RESULTS.md, section 4).
+    """
+    weight_decay, num_head_classes, log_every, checkpoint_every = _LONGTAIL_IMAGENET_SCALE[dataset]
+    config = common.get_base_config()
+    config.method = "la_lpl"  # LA, then LPL: the paper's best long-tail method
+    config.dataset = dataset  # the data set's own long tail, prepared with tfds (README)
+    config.imbalance_ratio = 1.0  # no further subsampling: the data set is long-tailed
+    config.image_size = 224  # random-resized crops for training; resize 256, centre 224 for test
+    config.model = model  # torchvision-layout bottleneck ResNet (experiments/models.py)
+    config.dtype = "bfloat16"  # bfloat16 compute; float32 parameters, BN statistics, logits
+    config.augment = True  # random-resized crop (Inception-style) + horizontal flip
+    config.optimizer = "sgd"  # LA's optimiser
+    config.num_epochs = 90  # LA and LDAM-DRW on ImageNet-LT and iNaturalist 2018
+    config.batch_size = 512  # LA's global batch, split over all devices and hosts
+    config.learning_rate = 0.4  # LA's base rate for batch 512
+    config.momentum = 0.9  # LA
+    config.nesterov = True  # as the LA and LPL authors' code (LA's paper says momentum 0.9)
+    config.weight_decay = weight_decay  # 5e-4 on ImageNet-LT (LA); 1e-4 on iNaturalist
+    config.schedule = "cosine"  # LA: cosine decay after the warm-up
+    config.warmup_epochs = 5  # LA: linear warm-up, needed at rate 0.4
+    config.la_tau = 1.0  # LA temperature (la, la_posthoc, la_lpl)
+    config.ldam_max_margin = 0.5  # LDAM's largest margin (Cao et al.)
+    config.ldam_scale = 30.0  # LDAM's logit scale s (Cao et al.'s code)
+    config.drw_start_epoch = 60  # ldam_drw: LDAM-DRW's deferral for 90 epochs
+    config.drw_beta = 0.9999  # ldam_drw: effective-number beta (Cui et al. / LDAM-DRW)
+    config.lpl.split = "longtail"  # head classes minimised, the others maximised
+    config.lpl.num_head_classes = num_head_classes  # the many-shot classes (> 100 images)
+    config.lpl.epsilon = 0.2  # base bound, as the CIFAR-LT recipe (paper: 0.1-0.2)
+    config.lpl.delta_epsilon = 0.3  # varied bounds: up to 0.5 for the extreme classes
+    config.lpl.step_size = 0.02  # at most 25 inner steps (docstring), within the paper's range
+    config.log_every_steps = log_every  # a few times an epoch
+    config.checkpoint_every_steps = checkpoint_every  # every 2-5 epochs
+    config.eval_every_epochs = 10  # test accuracy is only logged; results use the final epoch
+    config.eval_batch_size = 1024  # any power-of-two mesh up to 1024 devices; last batch padded
+    return config
+
+
+def coco_multilabel(model: str):
+    """MS-COCO 2017 image-level multi-label at 224x224: ASL's optimiser and schedule, bfloat16.
+
+    ASL (Ridnik et al., "Asymmetric Loss For Multi-Label Classification", ICCV 2021; its
+    train.py): Adam at rate 1e-4 with PyTorch's one-cycle schedule (a fifth of the cycle
+    rising), weight decay 1e-4, batch 128, 40 epochs; gamma- = 4, gamma+ = 0, clip 0.05.
+    Departures, for the project's model zoo and trainer: ResNet-50 from scratch at 224
+    (ASL: ImageNet-pretrained TResNet-L at 448, 86.6 mAP), so expect a far lower mAP; the
+    cycle spans the 40 epochs (ASL's spans 80 and stops at 40); weight decay on every
+    parameter (ASL skips biases and BN); no EMA, Cutout or RandAugment; the final epoch is
+    reported (ASL keeps the best validation mAP).
+    """
+    config = common.get_base_config()
+    config.method = "lpl_multilabel"  # the project's multi-label LPL (README)
+    config.dataset = "coco2017"  # train2017 (118,287 images) / val2017 (5,000), 80 classes
+    config.image_size = 224  # images resized whole to 224 x 224, as ASL
+    config.model = model  # torchvision-layout bottleneck ResNet (experiments/models.py)
+    config.dtype = "bfloat16"  # bfloat16 compute; float32 parameters, BN statistics, logits
+    config.augment = True  # random horizontal flip of the resized image
+    config.optimizer = "adam"  # ASL: Adam, decay as L2 on the gradient (PyTorch Adam)
+    config.num_epochs = 40  # ASL stops after 40 epochs; 924 steps an epoch
+    config.batch_size = 128  # ASL's batch
+    config.learning_rate = 1e-4  # ASL's peak rate
+    config.weight_decay = 1e-4  # ASL
+    config.schedule = "onecycle"  # ASL: PyTorch OneCycleLR (cosine rise and decay)
+    config.warmup_epochs = 8  # ASL's pct_start 0.2 of the cycle
+    config.focal_gamma = 2.0  # focal loss gamma (Lin et al.), for method=focal
+    config.asl_gamma_negative = 4.0  # ASL's gamma- for COCO
+    config.asl_gamma_positive = 0.0  # ASL's gamma+
+    config.asl_clip = 0.05  # ASL's probability margin for negatives
+    config.lpl.split = "longtail"  # positives of head classes minimised, of tail maximised
+    config.lpl.num_head_classes = 20  # the quarter of classes with the most positive images
+    config.lpl.epsilon = 0.2  # base bound of every (class, polarity), as for VOC 2007
+    config.lpl.delta_epsilon = 0.4  # varied bounds up to 0.6 for the extreme classes
+    config.lpl.step_size = 0.02  # K = floor(eps / 0.02): 10 to 30 inner steps
+    config.log_every_steps = 100  # about 9 times an epoch
+    config.checkpoint_every_steps = 2000  # about every 2 epochs
+    config.eval_every_epochs = 5  # mAP every 5 epochs and at the end
+    config.eval_batch_size = 1024  # any power-of-two mesh up to 1024 devices; last batch padded
+    return config
