@@ -28,7 +28,7 @@ import json
 import pathlib
 import sys
 
-from experiments import report, sweep
+from experiments import summarize_runs, sweep
 
 CONFIG_DIR = pathlib.Path(__file__).parent / "configs"
 VALIDATION_SEED = 0
@@ -309,7 +309,7 @@ def main(argv: list[str]) -> int:
     finished = [path for path in finished if path.exists()]
     print(f"report of {len(finished)} of {len(runs)} test runs")
     if finished:
-        report.write_report(finished, root, metric="accuracy")
+        summarize_runs.write_report(finished, root, metric="accuracy")
     return 0
 
 

@@ -5,7 +5,7 @@
 
 Each run trains in its own process into ``ROOT/<config>/<method>/seed<k>``. The sweep
 is resumable: finished runs (with ``results.json``) are skipped and interrupted ones
-resume from their checkpoints. At the end ``experiments.report`` writes the table and
+resume from their checkpoints. At the end ``experiments.summarize_runs`` writes the table and
 figures of everything under ROOT into ROOT/report (or ``--report-dir``).
 """
 
@@ -18,7 +18,7 @@ import pathlib
 import subprocess
 import sys
 
-from experiments import report
+from experiments import summarize_runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
             if code:
                 failures.append(run)
     report_dir = pathlib.Path(args.report_dir) if args.report_dir else root / "report"
-    report.write_report([root], report_dir)
+    summarize_runs.write_report([root], report_dir)
     if failures:
         print(f"{len(failures)} runs failed; rerun the same command to retry them.")
         return 1

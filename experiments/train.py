@@ -37,8 +37,10 @@ from experiments import (
     grain_pipeline,
     input_pipeline,
     methods,
+    metric_writer,
+    metrics,
     models,
-    reporting,
+    plots,
 )
 from lpjax import training
 
@@ -482,10 +484,10 @@ def _evaluate(predict, state, mesh, train, validation, test, config) -> dict:
             continue
         logits, labels = _gather_predictions(predict, state, mesh, dataset, config)
         if dataset.is_multilabel:
-            metrics = reporting.multilabel_results(logits, labels, train.class_counts)
+            split_results = metrics.multilabel_results(logits, labels, train.class_counts)
         else:
-            metrics = reporting.classification_results(logits, labels, train.class_counts)
-        results.update({prefix + k: v for k, v in metrics.items()})
+            split_results = metrics.classification_results(logits, labels, train.class_counts)
+        results.update({prefix + k: v for k, v in split_results.items()})
     return results
 
 
@@ -543,7 +545,7 @@ def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict
     manager, state, history = _restore(manager, state, workdir, config)
     start_step = int(state.step)
 
-    writer = reporting.MetricWriter(workdir, resume_step=start_step, enabled=is_chief)
+    writer = metric_writer.MetricWriter(workdir, resume_step=start_step, enabled=is_chief)
     compiler_options = _compiler_options(config)
     train_step = training.make_train_step(
         model_fns,
@@ -589,8 +591,8 @@ def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict
         batch = next(batches)
         mask = np.ones(len(batch["label"]), bool)  # training batches have no padding
         inputs = training.global_batch(mesh, (batch["image"], batch["label"], mask))
-        state, metrics = train_step(state, *inputs, step_key)
-        window.append(metrics)
+        state, step_metrics = train_step(state, *inputs, step_key)
+        window.append(step_metrics)
         done = step + 1
         if done % config.log_every_steps == 0 or done == total_steps:
             summary = _summarise_window(jax.device_get(window))
@@ -609,7 +611,7 @@ def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict
             writer.write(done, {f"eval_{k}": v for k, v in eval_results.items() if v is not None})
         stopping = done < total_steps and stop.requested(done)
         if done % config.checkpoint_every_steps == 0 or done == total_steps or stopping:
-            pending = [reporting.jsonable_tree(m) for m in jax.device_get(window)]
+            pending = [metric_writer.jsonable_tree(m) for m in jax.device_get(window)]
             _save(manager, done, state, {**history, "pending": pending})
         if stopping:
             manager.wait_until_finished()
@@ -644,7 +646,9 @@ def _record_window(history: dict, summary: dict) -> None:
     """Adds a logging window to the run's history (checkpointed with the state)."""
     history["final_train_loss"] = summary["train_loss"]
     if "train_relative_loss_variation" in summary:
-        history["windows"].append(reporting.jsonable_tree(summary["train_relative_loss_variation"]))
+        history["windows"].append(
+            metric_writer.jsonable_tree(summary["train_relative_loss_variation"])
+        )
 
 
 def _summarise_window(window: list[dict]) -> dict:
@@ -655,15 +659,8 @@ def _summarise_window(window: list[dict]) -> dict:
         if values.ndim == 1:
             summary[f"train_{name}"] = float(values.mean())
         else:
-            summary[f"train_{name}"] = _mean_where_defined(values)
+            summary[f"train_{name}"] = metrics.nan_mean(values)
     return summary
-
-
-def _mean_where_defined(values: np.ndarray) -> np.ndarray:
-    """Mean over axis 0 of the finite entries; NaN where a column has none."""
-    defined = np.isfinite(values)
-    total = np.where(defined, values, 0).sum(0)
-    return np.where(defined.any(0), total / np.maximum(defined.sum(0), 1), np.nan)
 
 
 def _final_results(config, train, history, eval_results, total_steps) -> dict:
@@ -694,22 +691,10 @@ def _final_results(config, train, history, eval_results, total_steps) -> dict:
     return results
 
 
-# results.json entry -> (what it shows, y-axis label, whether its sign matters)
-_PER_CLASS_PLOTS = {
-    "per_class_accuracy": ("test accuracy per class", "accuracy", False),
-    "per_class_ap": ("test AP per class", "average precision", False),
-    "relative_loss_variation": (
-        "relative loss variation",
-        "(l' - l) / l, median over training",
-        True,
-    ),
-}
-
-
 def _write_outputs(workdir: pathlib.Path, config, train, results: dict) -> None:
-    for key, (what, ylabel, signed) in _PER_CLASS_PLOTS.items():
+    for key, (what, ylabel, signed) in plots.PER_CLASS_PLOTS.items():
         if key in results:
-            reporting.plot_per_class(
+            plots.plot_per_class(
                 {config.method: results[key]},
                 train.class_counts,
                 title=f"{config.method} on {config.dataset}: {what}",
@@ -771,17 +756,8 @@ def main(argv: list[str]) -> int:
         return interrupted.exit_code
     if jax.process_index() == 0:
         print(f"\nResults of {config.method} on {config.dataset} in {workdir}:")
-        for name in (
-            "accuracy",
-            "many_shot_accuracy",
-            "medium_shot_accuracy",
-            "few_shot_accuracy",
-            "validation_accuracy",
-            "mAP",
-            "head_mAP",
-            "medium_mAP",
-            "tail_mAP",
-        ):
+        names = (*metrics.SINGLE_LABEL_METRICS, "validation_accuracy", *metrics.MULTILABEL_METRICS)
+        for name in names:
             if name in results:
                 value = results[name]
                 print(f"  {name:22s} {'-' if value is None else f'{100 * value:.2f}%'}")

@@ -1,11 +1,11 @@
-"""experiments/report.py on synthetic results.json files: grouping, mean ± std, tables, figures."""
+"""experiments.summarize_runs on synthetic results.json: grouping, mean ± std, tables, plots."""
 
 import json
 
 import numpy as np
 import pytest
 
-from experiments import report
+from experiments import summarize_runs
 
 
 def _single_label(method, seed, accuracy, *, ratio=100.0, variation=True, **extra):
@@ -64,21 +64,21 @@ def runs(tmp_path):
 def test_collect_results_searches_recursively_and_once(runs):
     # The parent, a run folder inside it and a results.json inside it: each run counted once.
     paths = [runs, runs / "lt" / "ce_seed0", runs / "ml" / "b" / "results.json"]
-    results = report.collect_results(paths)
+    results = summarize_runs.collect_results(paths)
     assert len(results) == 6
     assert all(r["path"].endswith("results.json") for r in results)
 
 
 def test_collect_results_rejects_missing_paths_and_fields(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither"):
-        report.collect_results([tmp_path / "nothing"])
+        summarize_runs.collect_results([tmp_path / "nothing"])
     _write(tmp_path / "bad", {"method": "ce", "dataset": "cifar10"})
     with pytest.raises(ValueError, match="imbalance_ratio, model"):
-        report.collect_results([tmp_path])
+        summarize_runs.collect_results([tmp_path])
 
 
 def test_summarise_groups_and_computes_sample_std(runs):
-    rows = report.summarise(report.collect_results([runs]))
+    rows = summarize_runs.summarise(summarize_runs.collect_results([runs]))
     keys = [(r.dataset, r.imbalance_ratio, r.model, r.method, r.num_seeds) for r in rows]
     assert keys == [
         ("cifar10", 100.0, "resnet32", "ce", 1),
@@ -114,8 +114,8 @@ def _cells(table, method):
 
 
 def test_markdown_table_error_and_accuracy(runs):
-    rows = report.summarise(report.collect_results([runs]))
-    table = report.markdown_table(rows)
+    rows = summarize_runs.summarise(summarize_runs.collect_results([runs]))
+    table = summarize_runs.markdown_table(rows, metric="error")
     assert "top-1 error %" in table and "head mAP" in table
     # Errors 22, 20, 21 -> 21.00 ± 1.00; many-shot errors 12, 10, 11 -> 11.00 ± 1.00.
     assert _cells(table, "la_lpl") == [
@@ -132,15 +132,15 @@ def test_markdown_table_error_and_accuracy(runs):
     assert _cells(table, "ce")[5] == "30.00 ± -"
     # Multi-label rows are in their own table and always show mAP (not 1 - mAP).
     assert _cells(table, "lpl_multilabel")[4:7] == ["2", "85.00 ± 7.07", "95.00 ± 0.00"]
-    accuracy = report.markdown_table(rows, metric="accuracy")
-    assert _cells(accuracy, "la_lpl")[5] == "79.00 ± 1.00"
+    accuracy = summarize_runs.markdown_table(rows)  # the default speaks accuracy
+    assert "accuracy %" in accuracy and _cells(accuracy, "la_lpl")[5] == "79.00 ± 1.00"
     with pytest.raises(ValueError, match="error"):
-        report.markdown_table(rows, metric="top5")
+        summarize_runs.markdown_table(rows, metric="top5")
 
 
 def test_write_report_and_cli(runs, tmp_path, capsys):
     output = tmp_path / "out"
-    report.main([str(runs), "--output", str(output)])
+    summarize_runs.main([str(runs), "--output", str(output), "--metric", "error"])
     printed = capsys.readouterr().out
     text = (output / "report.md").read_text()
     assert "21.00 ± 1.00" in printed and "21.00 ± 1.00" in text
@@ -154,4 +154,12 @@ def test_write_report_and_cli(runs, tmp_path, capsys):
         assert (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({name})" in text
     with pytest.raises(SystemExit, match="No results.json"):
-        report.main([str(tmp_path / "out"), "--output", str(tmp_path / "out2")])
+        summarize_runs.main([str(tmp_path / "out"), "--output", str(tmp_path / "out2")])
+
+
+def test_report_is_written_beside_the_runs_by_default(runs, capsys):
+    summarize_runs.main([str(runs)])
+    assert "79.00 ± 1.00" in capsys.readouterr().out  # accuracy, as the trainer prints it
+    assert (runs / "report" / "report.md").is_file()
+    files = [runs / "ml" / "b" / "results.json", runs / "lt"]
+    assert summarize_runs.default_output(files) == runs.resolve() / "report"

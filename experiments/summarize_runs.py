@@ -1,15 +1,15 @@
-"""Summarise finished runs: ``python -m experiments.report WORKDIR... [--output DIR]``.
+"""Summarise finished runs into a table and figures: ``python -m experiments.summarize_runs``.
 
-    python -m experiments.report WORKDIR... [--output DIR] [--metric error|accuracy]
+    python -m experiments.summarize_runs RUNS... [--output DIR] [--metric accuracy|error]
 
-Each WORKDIR is a run's work directory, a ``results.json`` file, or a folder that
+Each of RUNS is a run's work directory, a ``results.json`` file, or a folder that
 holds runs at any depth. Runs are grouped by (dataset, imbalance ratio, model,
 method); each group's mean +- sample standard deviation (ddof = 1; "-" for a
-single seed) over its seeds goes into ``DIR/report.md`` (default ``report``),
-which is also printed:
+single seed) over its seeds goes into ``DIR/report.md``, which is also printed.
+``DIR`` defaults to ``report/`` beside the runs (in the folder that holds them all).
 
-* single-label: top-1 error (or accuracy) in %, overall and on many / medium /
-  few-shot classes;
+* single-label: accuracy (as the trainer reports it) or top-1 error (the paper's
+  tables) in %, overall and on many / medium / few-shot classes;
 * multi-label: mAP in %, overall and on head / medium / tail classes.
 
 Figures, classes ordered by training count (most frequent left): the per-class
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import re
 import sys
@@ -28,18 +29,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from experiments import reporting
+from experiments import metrics, plots
 
 RESULTS_FILE = "results.json"
 GROUP_KEYS = ("dataset", "imbalance_ratio", "model", "method")
-SINGLE_LABEL_METRICS = (
-    "accuracy",
-    "many_shot_accuracy",
-    "medium_shot_accuracy",
-    "few_shot_accuracy",
-)
-MULTILABEL_METRICS = ("mAP", "head_mAP", "medium_mAP", "tail_mAP")
-# Training images per class of the tfds data sets, before the long-tailed profile.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,10 +106,7 @@ def _mean_vectors(vectors: list) -> np.ndarray | None:
         return None
     if len({len(v) for v in vectors}) != 1:
         raise ValueError("runs of one group have per-class vectors of different lengths.")
-    values = np.array([[np.nan if x is None else x for x in v] for v in vectors], np.float64)
-    defined = np.isfinite(values)
-    total = np.where(defined, values, 0.0).sum(0)
-    return np.where(defined.any(0), total / np.maximum(defined.sum(0), 1), np.nan)
+    return metrics.nan_mean([[np.nan if x is None else x for x in v] for v in vectors])
 
 
 def _group_key(result: dict) -> tuple:
@@ -139,7 +129,7 @@ def summarise(results: Sequence[dict]) -> list[Row]:
                 file=sys.stderr,
             )
         multilabel = any("mAP" in r for r in runs)
-        names = MULTILABEL_METRICS if multilabel else SINGLE_LABEL_METRICS
+        names = metrics.MULTILABEL_METRICS if multilabel else metrics.SINGLE_LABEL_METRICS
         per_class_key = "per_class_ap" if multilabel else "per_class_accuracy"
         rows.append(
             Row(
@@ -170,10 +160,11 @@ def _percent(mean: float | None, std: float | None, as_error: bool) -> str:
     return f"{value:.2f} ± {'-' if std is None else f'{100.0 * std:.2f}'}"
 
 
-def markdown_table(rows: Sequence[Row], *, metric: str = "error") -> str:
+def markdown_table(rows: Sequence[Row], *, metric: str = "accuracy") -> str:
     """Markdown tables (single-label, then multi-label) of mean ± std over seeds, in %.
 
-    ``metric="error"`` gives top-1 error (the paper's tables), ``"accuracy"`` accuracy;
+    ``metric="accuracy"`` gives accuracy (as the trainer), ``"error"`` top-1 error (the
+    paper's tables);
     the shot-group columns follow the same choice. Multi-label rows always show mAP.
     """
     if metric not in ("error", "accuracy"):
@@ -185,10 +176,10 @@ def markdown_table(rows: Sequence[Row], *, metric: str = "error") -> str:
     for multilabel, names, headers in (
         (
             False,
-            SINGLE_LABEL_METRICS,
+            metrics.SINGLE_LABEL_METRICS,
             (first, f"many {groups}", f"medium {groups}", f"few {groups}"),
         ),
-        (True, MULTILABEL_METRICS, ("mAP %", "head mAP", "medium mAP", "tail mAP")),
+        (True, metrics.MULTILABEL_METRICS, ("mAP %", "head mAP", "medium mAP", "tail mAP")),
     ):
         selected = [row for row in rows if row.multilabel == multilabel]
         if not selected:
@@ -225,11 +216,11 @@ def write_figures(rows: Sequence[Row], output: pathlib.Path) -> list[pathlib.Pat
         name = f"{dataset} (r = {ratio:g}), {model}"
         series = {row.method: row.per_class for row in group if row.per_class is not None}
         if series:
-            kind = "AP" if group[0].multilabel else "accuracy"
             stem = "per_class_ap" if group[0].multilabel else "per_class_accuracy"
+            spec = plots.PER_CLASS_PLOTS[stem]
             path = output / f"{stem}_{_slug(dataset, f'r{ratio:g}', model)}.png"
-            reporting.plot_per_class(
-                series, counts, title=f"{name}: test {kind} per class", ylabel=kind, path=path
+            plots.plot_per_class(
+                series, counts, title=f"{name}: {spec.what}", ylabel=spec.ylabel, path=path
             )
             written.append(path)
         for row in group:
@@ -238,13 +229,14 @@ def write_figures(rows: Sequence[Row], output: pathlib.Path) -> list[pathlib.Pat
             path = output / (
                 f"relative_loss_variation_{_slug(dataset, f'r{ratio:g}', model, row.method)}.png"
             )
-            reporting.plot_per_class(
+            spec = plots.PER_CLASS_PLOTS["relative_loss_variation"]
+            plots.plot_per_class(
                 {row.method: row.relative_loss_variation.tolist()},
                 counts,
-                title=f"{row.method} (r = {ratio:g}): relative loss variation",
-                ylabel="(l' - l) / l, median over training",
+                title=f"{row.method} (r = {ratio:g}): {spec.what}",
+                ylabel=spec.ylabel,
                 path=path,
-                signed=True,
+                signed=spec.signed,
             )
             written.append(path)
     return written
@@ -254,7 +246,7 @@ def write_report(
     paths: Iterable[str | pathlib.Path],
     output: str | pathlib.Path,
     *,
-    metric: str = "error",
+    metric: str = "accuracy",
 ) -> str:
     """Writes ``output/report.md`` and figures for the runs under ``paths``; returns the table."""
     results = collect_results(paths)
@@ -280,22 +272,33 @@ def write_report(
     return table
 
 
+def default_output(paths: Sequence[str | pathlib.Path]) -> pathlib.Path:
+    """``report/`` in the folder that holds all of ``paths`` (a file's folder for a file)."""
+    folders = [
+        pathlib.Path(p) if pathlib.Path(p).is_dir() else pathlib.Path(p).parent for p in paths
+    ]
+    return pathlib.Path(os.path.commonpath([f.resolve() for f in folders])) / "report"
+
+
 def main(argv: list[str]) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.report", description=__doc__.splitlines()[0]
+        prog="python -m experiments.summarize_runs", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("workdirs", nargs="+", help="run folders, results.json files or parents")
-    parser.add_argument("--output", default="report", help="folder for report.md and figures")
-    parser.add_argument("--metric", choices=("error", "accuracy"), default="error")
+    parser.add_argument("runs", nargs="+", help="run folders, results.json files or parents")
+    parser.add_argument(
+        "--output", default=None, help="folder for report.md and figures (default: RUNS/report)"
+    )
+    parser.add_argument("--metric", choices=("accuracy", "error"), default="accuracy")
     args = parser.parse_args(argv)
+    output = pathlib.Path(args.output) if args.output else default_output(args.runs)
     try:
-        table = write_report(args.workdirs, args.output, metric=args.metric)
+        table = write_report(args.runs, output, metric=args.metric)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"error: {error}")
     print(table, end="")
-    print(f"\nWrote {pathlib.Path(args.output) / 'report.md'}")
+    print(f"\nWrote {output / 'report.md'}")
 
 
 if __name__ == "__main__":

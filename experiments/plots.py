@@ -1,0 +1,88 @@
+"""Per-class bar charts: accuracy (AP) per class and the relative loss variation."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+
+class PerClassPlot(NamedTuple):
+    """How a per-class entry of ``results.json`` is drawn."""
+
+    what: str  # the title's subject
+    ylabel: str
+    signed: bool  # red above zero, blue below (a loss variation)
+
+
+PER_CLASS_PLOTS = {
+    "per_class_accuracy": PerClassPlot("test accuracy per class", "accuracy", False),
+    "per_class_ap": PerClassPlot("test AP per class", "average precision", False),
+    "relative_loss_variation": PerClassPlot(
+        "relative loss variation", "(l' - l) / l, median over training", True
+    ),
+}
+
+
+def plot_per_class(
+    series: Mapping[str, Sequence[float | None]],
+    class_counts: np.ndarray,
+    *,
+    title: str,
+    ylabel: str,
+    path: pathlib.Path,
+    signed: bool = False,
+) -> None:
+    """Bars over classes ordered by training count (most frequent left), one colour per series.
+
+    With a single series and ``signed=True`` bars are red above zero and blue
+    below (positive / negative augmentation in a loss-variation plot).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(class_counts)
+    order = np.argsort(-counts, kind="stable")
+    positions = np.arange(len(order))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, min(20.0, 0.25 * len(order) * len(series))), 3.5))
+    for i, (label, values) in enumerate(series.items()):
+        heights = np.array([np.nan if v is None else v for v in values], float)[order]
+        heights = np.nan_to_num(heights)
+        color = plt.cm.tab20(i % 20) if len(series) > 10 else None  # tab10 repeats past 10
+        if signed and len(series) == 1:
+            color = ["tab:red" if h > 0 else "tab:blue" for h in heights]
+        offset = (i - (len(series) - 1) / 2) * width
+        ax.bar(positions + offset, heights, width, label=label, color=color)
+    if signed:
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        magnitudes = np.abs([v for vs in series.values() for v in vs if v is not None])
+        if magnitudes.size and magnitudes.max() > 10:  # e.g. LDAM's scaled logits
+            ax.set_yscale("symlog", linthresh=1.0)
+    if len(order) <= 30:
+        ax.set_xticks(positions)
+        ax.set_xticklabels([f"{c}\n({int(counts[c])})" for c in order], fontsize=7)
+    ax.set_xlabel("class (training count), most frequent first")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(series) > 1:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    elif signed:
+        from matplotlib.patches import Patch
+
+        ax.legend(
+            handles=[
+                Patch(color="tab:red", label="loss raised (emphasised)"),
+                Patch(color="tab:blue", label="loss lowered (de-emphasised)"),
+            ],
+            fontsize=7,
+            loc="upper left",
+            bbox_to_anchor=(1.0, 1.0),
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend outside stays in
+    plt.close(fig)
