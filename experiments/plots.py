@@ -26,6 +26,9 @@ PER_CLASS_PLOTS = {
 }
 
 
+_MAX_BARS = 200  # above this many classes, series are drawn as filled steps
+
+
 def plot_per_class(
     series: Mapping[str, Sequence[float | None]],
     class_counts: np.ndarray,
@@ -38,7 +41,8 @@ def plot_per_class(
     """Bars over classes ordered by training count (most frequent left), one colour per series.
 
     With a single series and ``signed=True`` bars are red above zero and blue
-    below (positive / negative augmentation in a loss-variation plot).
+    below (positive / negative augmentation in a loss-variation plot). Above 200
+    classes (ImageNet-LT, iNaturalist) each series is a filled step curve.
     """
     import matplotlib
 
@@ -53,7 +57,15 @@ def plot_per_class(
     for i, (label, values) in enumerate(series.items()):
         heights = np.array([np.nan if v is None else v for v in values], float)[order]
         heights = np.nan_to_num(heights)
-        color = plt.cm.tab20(i % 20) if len(series) > 10 else None  # tab10 repeats past 10
+        color = plt.cm.tab20(i % 20) if len(series) > 10 else f"C{i}"  # tab10 repeats past 10
+        if len(order) > _MAX_BARS:  # thousands of bars take seconds: filled steps instead
+            if signed and len(series) == 1:
+                for sign, tone in ((1, "tab:red"), (-1, "tab:blue")):
+                    part = np.where(sign * heights > 0, heights, 0)
+                    ax.fill_between(positions, part, step="mid", color=tone, linewidth=0)
+            else:
+                ax.fill_between(positions, heights, step="mid", alpha=0.5, color=color, label=label)
+            continue
         if signed and len(series) == 1:
             color = ["tab:red" if h > 0 else "tab:blue" for h in heights]
         offset = (i - (len(series) - 1) / 2) * width

@@ -7,27 +7,25 @@ With no ``--config`` it trains LA + LPL on long-tailed scikit-learn digits
 (offline, about a minute on a CPU). A work directory receives ``config.json``,
 ``metrics.jsonl`` and TensorBoard events, orbax checkpoints, plots and
 ``results.json``; running again on it resumes from the latest checkpoint.
+
+As in flax's examples, :func:`train_and_evaluate` is the whole run, top-down; the
+command line (absl ``config_flags``, :mod:`experiments.configuration`) is a thin
+shell around it, and the work directory's safety (lock, signals, checkpoints) lives
+in :mod:`experiments.workdir`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import pathlib
-import shutil
-import signal
 import sys
-import threading
 import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
@@ -40,41 +38,15 @@ from experiments import (
     metric_writer,
     metrics,
     models,
+    optimizers,
     plots,
 )
+from experiments import workdir as workdir_lib
 from lpjax import training
-
-
-class UserError(ValueError):
-    """A mistake in the command line, the config or the work directory: one line, exit 2."""
-
-
-class WorkdirConfigMismatchError(UserError):
-    """The work directory holds a run made with another config."""
-
-
-class WorkdirLockedError(UserError):
-    """Another process is training in the work directory."""
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss or gradient became NaN or infinite."""
-
-
-class TrainingInterrupted(Exception):
-    """SIGTERM / SIGINT (or a multi-host preemption) stopped the run after a checkpoint."""
-
-    def __init__(self, signum: int | None, step: int, workdir: pathlib.Path):
-        self.signum, self.step = signum, step
-        name = signal.Signals(signum).name if signum else "a preemption notice"
-        super().__init__(
-            f"stopped by {name} after step {step}; checkpoint saved in {workdir}. "
-            "Run the same command again to resume."
-        )
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + (self.signum or signal.SIGTERM)
 
 
 def load_data(config: ml_collections.ConfigDict):
@@ -89,415 +61,13 @@ def load_data(config: ml_collections.ConfigDict):
 DATASETS = datasets.NAMES
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("multistep", "cosine", "constant", "onecycle")
-
-
-def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
-    """``(optimizer, lr schedule)`` named by ``config.optimizer`` and ``config.schedule``.
-
-    ``sgd`` (momentum, optionally Nesterov) and ``adam`` take the weight decay as an L2
-    term added to the gradient once (PyTorch's ``weight_decay``); ``adamw`` decouples it
-    (Loshchilov & Hutter, ICLR 2019; ``optax.adamw``, decay scaled by the learning rate).
-    ``onecycle`` is Smith & Topin's one-cycle policy as PyTorch's ``OneCycleLR`` (used by
-    ASL, Ridnik et al., ICCV 2021): cosine rise from lr / 25 over the first
-    ``warmup_epochs``, then cosine decay to lr / 25e4; its warm-up is part of the cycle.
-    """
-    total_steps = config.num_epochs * steps_per_epoch
-    warmup_steps = config.warmup_epochs * steps_per_epoch
-    if config.schedule == "onecycle":
-        main = optax.cosine_onecycle_schedule(
-            max(total_steps, 1), config.learning_rate, pct_start=warmup_steps / max(total_steps, 1)
-        )
-    elif config.schedule == "multistep":
-        main = optax.piecewise_constant_schedule(
-            config.learning_rate,
-            {int(m * steps_per_epoch): config.decay_factor for m in config.milestones},
-        )
-    elif config.schedule == "cosine":
-        main = optax.cosine_decay_schedule(config.learning_rate, max(total_steps - warmup_steps, 1))
-    elif config.schedule == "constant":
-        main = optax.constant_schedule(config.learning_rate)
-    else:
-        raise ValueError(
-            f"config.schedule must be multistep, cosine or constant, or onecycle; "
-            f"got {config.schedule!r}."
-        )
-    schedule = main
-    if warmup_steps and config.schedule != "onecycle":
-        warmup = optax.linear_schedule(0.0, config.learning_rate, warmup_steps)
-        if config.schedule == "multistep":  # milestones count from the start of training
-            schedule = optax.join_schedules(
-                [warmup, lambda step: main(step + warmup_steps)], [warmup_steps]
-            )
-        else:
-            schedule = optax.join_schedules([warmup, main], [warmup_steps])
-    if config.optimizer == "adamw":
-        return optax.adamw(schedule, weight_decay=config.weight_decay), schedule
-    if config.optimizer == "sgd":
-        update = optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov)
-    elif config.optimizer == "adam":
-        update = optax.adam(schedule)
-    else:
-        raise ValueError(
-            f"config.optimizer must be one of {', '.join(OPTIMIZERS)}; got {config.optimizer!r}."
-        )
-    return optax.chain(optax.add_decayed_weights(config.weight_decay), update), schedule
-
-
-def _check_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-    """Refuses a work directory made with another config; records the config otherwise."""
-    path = workdir / "config.json"
-    current = configuration.flat_items(json.loads(configuration.to_json(config)))
-    if path.exists():
-        previous = configuration.flat_items(json.loads(path.read_text()))
-        if previous != current:
-            keys = sorted(set(previous) | set(current))
-            diffs = [
-                f"{k}: {previous.get(k)!r} -> {current.get(k)!r}"
-                for k in keys
-                if previous.get(k) != current.get(k)
-            ]
-            raise WorkdirConfigMismatchError(
-                f"Work directory {str(workdir)!r} holds a run made with a different config "
-                f"({'; '.join(diffs)}). Use another --workdir, or delete this one to start over."
-            )
-    elif jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(configuration.to_json(config))
-        os.replace(tmp, path)
-
-
-def _initialize_distributed(config: ml_collections.ConfigDict) -> None:
-    """``jax.distributed.initialize()`` when the config or the environment asks for it.
-
-    On TPU pods and SLURM clusters JAX finds the processes by itself
-    (``--config.distributed=True``). Elsewhere set ``JAX_COORDINATOR_ADDRESS``
-    (host:port of process 0), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
-    CPU processes exchange data through gloo.
-    """
-    if not (config.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS")):
-        return
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    kwargs = {}
-    if "JAX_NUM_PROCESSES" in os.environ:
-        kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
-    if "JAX_PROCESS_ID" in os.environ:
-        kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
-    jax.distributed.initialize(**kwargs)
-
-
-# XLA:CPU options that run convolutions on XLA's own (Eigen) kernels and only dots,
-# reductions and elementwise work on YNNPACK: a ResNet-32 train step takes 0.6x the
-# default time on a 2-core CPU (benchmarks/RESULTS.md). Experimental, jaxlib-specific.
-CPU_FAST_CONVOLUTIONS = {
-    "xla_cpu_experimental_ynn_fusion_type": (
-        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_ELTWISE"
-    )
-}
-
-
-def _compiler_options(config: ml_collections.ConfigDict) -> dict | None:
-    """XLA options for the train and predict steps (on CPU, faster convolutions).
-
-    The option is experimental; a jaxlib that rejects it trains without it.
-    """
-    if not config.cpu_fast_convolutions or jax.default_backend() != "cpu":
-        return None
-    options = CPU_FAST_CONVOLUTIONS
-    try:
-        jax.jit(lambda x: x + 1, compiler_options=options).lower(1.0).compile()
-    except Exception as error:  # noqa: BLE001 - any rejection means: run without
-        print(f"note: this jaxlib rejects {options} ({error}); training without it.")
-        return None
-    return options
-
-
-_SCHEDULE_FIELDS = {"multistep": ("milestones", "decay_factor")}
-_OPTIMIZER_FIELDS = {"sgd": ("momentum", "nesterov")}
-
-
-def validate_config(config: ml_collections.ConfigDict) -> list[str]:
-    """Checks the whole config before anything is written; returns notes on ignored options.
-
-    Raises:
-      UserError: naming the first field that is wrong.
-    """
-    from experiments.configs import common
-
-    def fail(message):
-        raise UserError(message)
-
-    if config.dataset not in DATASETS:
-        fail(f"config.dataset {config.dataset!r} is unknown; valid: {', '.join(DATASETS)}.")
-    if config.method not in methods.SINGLE_LABEL_METHODS + methods.MULTILABEL_METHODS:
-        fail(
-            f"config.method {config.method!r} is unknown; valid: "
-            f"{', '.join(methods.SINGLE_LABEL_METHODS + methods.MULTILABEL_METHODS)}."
-        )
-    multilabel = datasets.is_multilabel(config.dataset)
-    if multilabel != (config.method in methods.MULTILABEL_METHODS):
-        kind = "multi-label" if multilabel else "single-label"
-        fail(f"config.method {config.method!r} does not apply to the {kind} {config.dataset}.")
-    if config.model not in models.MODELS:
-        fail(f"config.model {config.model!r} is unknown; valid: {', '.join(models.MODELS)}.")
-    for field in (
-        "num_epochs",
-        "batch_size",
-        "eval_batch_size",
-        "log_every_steps",
-        "checkpoint_every_steps",
-        "keep_checkpoints",
-        "eval_every_epochs",
-    ):
-        if config[field] < 1:
-            fail(f"config.{field} must be >= 1; got {config[field]}.")
-    if config.checkpoint_every_steps % config.log_every_steps:
-        fail(
-            "config.checkpoint_every_steps must be a multiple of config.log_every_steps "
-            f"(so a checkpoint never splits a logging window); got "
-            f"{config.checkpoint_every_steps} and {config.log_every_steps}."
-        )
-    for field in ("batch_size", "eval_batch_size"):
-        if config[field] % jax.device_count():
-            fail(
-                f"config.{field} ({config[field]}) must be divisible by the number of "
-                f"devices ({jax.device_count()})."
-            )
-    if config.learning_rate <= 0 or config.weight_decay < 0:
-        fail("config.learning_rate must be > 0 and config.weight_decay >= 0.")
-    if config.warmup_epochs < 0:
-        fail(f"config.warmup_epochs must be >= 0; got {config.warmup_epochs}.")
-    if config.optimizer not in OPTIMIZERS:
-        fail(f"config.optimizer must be one of {', '.join(OPTIMIZERS)}; got {config.optimizer!r}.")
-    if config.schedule not in SCHEDULES:
-        fail(
-            "config.schedule must be multistep, cosine or constant, or onecycle; "
-            f"got {config.schedule!r}."
-        )
-    if config.schedule == "onecycle" and not 0 < config.warmup_epochs < config.num_epochs:
-        fail(
-            "config.schedule = 'onecycle' rises over config.warmup_epochs, which must lie "
-            f"strictly between 0 and num_epochs = {config.num_epochs}; got {config.warmup_epochs}."
-        )
-    if config.schedule == "multistep" and any(m <= 0 for m in config.milestones):
-        fail(f"config.milestones must be > 0; got {tuple(config.milestones)}.")
-    if config.imbalance_ratio < 1:
-        fail(f"config.imbalance_ratio must be >= 1; got {config.imbalance_ratio}.")
-    defaults = common.get_base_config()
-    notes = []
-    if config.warmup_epochs > config.num_epochs:
-        notes.append(
-            f"config.warmup_epochs = {config.warmup_epochs} > num_epochs: the learning rate "
-            "never reaches config.learning_rate."
-        )
-    if config.schedule == "multistep":
-        late = [m for m in config.milestones if m >= config.num_epochs]
-        if late:
-            notes.append(f"config.milestones {late} lie beyond num_epochs = {config.num_epochs}.")
-    for schedule, fields in _SCHEDULE_FIELDS.items():
-        if config.schedule != schedule:
-            notes += [
-                f"config.{f} = {config[f]!r} is ignored by the {config.schedule} schedule."
-                for f in fields
-                if config[f] != defaults[f]
-            ]
-    for optimizer, fields in _OPTIMIZER_FIELDS.items():
-        if config.optimizer != optimizer:
-            notes += [
-                f"config.{f} = {config[f]!r} is ignored by the {config.optimizer} optimizer."
-                for f in fields
-                if config[f] != defaults[f]
-            ]
-    return notes
-
-
-def _check_data(config: ml_collections.ConfigDict, train) -> None:
-    if config.batch_size > len(train):
-        raise UserError(
-            f"config.batch_size ({config.batch_size}) is larger than the {len(train)} "
-            f"training images of {config.dataset}."
-        )
-
-
-def _check_workdir_path(workdir: pathlib.Path) -> None:
-    """Refuses a work directory path that is a file, or under one."""
-    for path in (workdir, *workdir.parents):
-        if path.exists():
-            if not path.is_dir():
-                raise UserError(f"the work directory {str(workdir)!r}: {str(path)!r} is a file.")
-            if not os.access(path, os.W_OK):
-                raise UserError(f"the work directory {str(workdir)!r}: {str(path)!r} is read-only.")
-            return
-
-
-@contextlib.contextmanager
-def _workdir_lock(workdir: pathlib.Path, enabled: bool):
-    """An exclusive ``flock`` on ``WORKDIR/.lock`` for the run's lifetime.
-
-    The kernel releases it when the process ends, however it ends, so a crashed
-    or killed run never leaves the directory locked.
-    """
-    if not enabled:
-        yield
-        return
-    workdir.mkdir(parents=True, exist_ok=True)
-    with open(workdir / ".lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise WorkdirLockedError(
-                f"the work directory {str(workdir)!r} is in use by another training process."
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-class _StopSignals:
-    """Turns SIGTERM / SIGINT into a request to stop after the current step.
-
-    A second SIGINT (Ctrl-C twice) stops at once. On several processes the stop is the
-    preemption sync point of ``jax.distributed`` (JAX's coordination service receives
-    the preemption notice), so that every process saves the same step.
-    """
-
-    def __init__(self):
-        self.signum = None
-        self._previous = {}
-
-    def __enter__(self):
-        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def requested(self, step: int) -> bool:
-        if jax.process_count() > 1:
-            return multihost_utils.reached_preemption_sync_point(step)
-        return self.signum is not None
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
-def _checkpoint_manager(workdir: pathlib.Path, config) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(
-        workdir / "checkpoints",
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=config.keep_checkpoints, enable_async_checkpointing=False
-        ),
-    )
-
-
-def _save(manager, step: int, state, history: dict) -> None:
-    """Saves the train state and the run's history (what results.json needs) atomically."""
-    if step in manager.all_steps():
-        return
-    manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), history=ocp.args.JsonSave(history)
-        ),
-    )
-
-
-def _restore(manager, state, workdir: pathlib.Path, config):
-    """``(manager, state, history)`` from the newest checkpoint that restores.
-
-    A checkpoint that cannot be restored (torn, corrupt, or written by an incompatible
-    version) is reported and moved to ``WORKDIR/broken_checkpoints`` (never deleted), and
-    the previous one is tried, so at most one checkpoint interval is lost; if none
-    restores, a one-line error.
-    """
-    broken = workdir / "broken_checkpoints"
-    for step in sorted(manager.all_steps(), reverse=True):
-        try:
-            restored = manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(state), history=ocp.args.JsonRestore()
-                ),
-            )
-        except Exception as error:  # noqa: BLE001 - any failure: fall back to an older one
-            print(
-                f"warning: checkpoint {step} in {workdir / 'checkpoints'} cannot be restored "
-                f"({type(error).__name__}: {str(error)[:200]}); moved to {broken}, trying an "
-                "older one.",
-                file=sys.stderr,
-            )
-            if jax.process_index() == 0:
-                broken.mkdir(exist_ok=True)
-                shutil.move(
-                    workdir / "checkpoints" / str(step), broken / f"{step}.{time.time_ns()}"
-                )
-            multihost_utils.sync_global_devices(f"moved broken checkpoint {step}")
-            manager.close()
-            manager = _checkpoint_manager(workdir, config)
-            continue
-        return manager, restored.state, dict(restored.history)
-    if broken.exists():
-        raise UserError(
-            f"no checkpoint in {str(workdir / 'checkpoints')!r} can be restored (they are in "
-            f"{str(broken)!r}); use another --workdir, or delete this one to start over."
-        )
-    return manager, state, {"windows": [], "final_train_loss": None, "pending": []}
-
-
-def _loader_options(config: ml_collections.ConfigDict) -> grain_pipeline.LoaderOptions:
-    return grain_pipeline.LoaderOptions(
-        num_workers=config.data_workers,
-        num_threads=config.data_threads,
-        prefetch_batches=config.prefetch_batches,
-    )
-
-
-def _gather_predictions(predict, state, mesh, dataset, config) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits, labels)`` of a split in data-set order, on every process."""
-    logits, labels = [], []
-    for batch in grain_pipeline.eval_batches(
-        dataset,
-        global_batch_size=config.eval_batch_size,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        options=_loader_options(config),
-    ):
-        outputs = predict(state, training.global_batch(mesh, batch["image"]))
-        logits.append(multihost_utils.process_allgather(outputs, tiled=True))
-        labels.append(multihost_utils.process_allgather(batch["label"], tiled=True))
-    return np.concatenate(logits)[: len(dataset)], np.concatenate(labels)[: len(dataset)]
-
-
-def _evaluate(predict, state, mesh, train, validation, test, config) -> dict:
-    """Test metrics, and the validation split's prefixed with ``validation_`` if there is one."""
-    results = {}
-    for prefix, dataset in (("", test), ("validation_", validation)):
-        if dataset is None:
-            continue
-        logits, labels = _gather_predictions(predict, state, mesh, dataset, config)
-        if dataset.is_multilabel:
-            split_results = metrics.multilabel_results(logits, labels, train.class_counts)
-        else:
-            split_results = metrics.classification_results(logits, labels, train.class_counts)
-        results.update({prefix + k: v for k, v in split_results.items()})
-    return results
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
     """Trains ``config.method`` as configured, resuming from ``workdir``; returns the results.
 
     Raises:
-      UserError: a wrong config or work directory, found before anything is written.
+      workdir_lib.UserError: a wrong config or work directory, found before anything is written.
       input_pipeline.DatasetNotPreparedError: the data set is not on disk.
-      TrainingInterrupted: SIGTERM / SIGINT; a checkpoint of the last step was saved.
+      workdir_lib.TrainingInterrupted: SIGTERM / SIGINT; a checkpoint of the last step was saved.
       NonFiniteLossError: the loss or gradient became non-finite; the last checkpoint
         is the last good state.
     """
@@ -505,16 +75,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     _initialize_distributed(config)
     for note in validate_config(config):
         print(f"note: {note}")
-    _check_workdir_path(workdir)
+    workdir_lib.check_path(workdir)
     train, validation, test = load_data(config)
     _check_data(config, train)
     is_chief = jax.process_index() == 0
-    with _workdir_lock(workdir, enabled=is_chief), _StopSignals() as stop:
-        _check_workdir(workdir, config)
+    with workdir_lib.lock(workdir, enabled=is_chief), workdir_lib.StopSignals() as stop:
+        workdir_lib.check_config(workdir, config)
         return _train(config, workdir, train, validation, test, stop)
 
 
-def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict:
+def _train(config, workdir, train, validation, test, stop: workdir_lib.StopSignals) -> dict:
     is_chief = jax.process_index() == 0
     mesh = training.make_data_mesh()
     model = models.create_model(
@@ -526,7 +96,7 @@ def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict
     )
     steps_per_epoch = grain_pipeline.steps_per_epoch(train, config.batch_size)
     total_steps = config.num_epochs * steps_per_epoch
-    tx, schedule = make_optimizer(config, steps_per_epoch)
+    tx, schedule = optimizers.make_optimizer(config, steps_per_epoch)
     input_shape = (1, *train.image_shape)
     _, features = jax.eval_shape(
         lambda: model.init_with_output(
@@ -541,8 +111,8 @@ def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict
     init_key, step_key = jax.random.split(key)
     model_fns = models.classifier_model_fns(model, input_shape=input_shape)
     state = training.create_train_state(model_fns, tx, method.transform, key=init_key, mesh=mesh)
-    manager = _checkpoint_manager(workdir, config)
-    manager, state, history = _restore(manager, state, workdir, config)
+    manager = workdir_lib.checkpoint_manager(workdir, config)
+    manager, state, history = workdir_lib.restore(manager, state, workdir, config)
     start_step = int(state.step)
 
     writer = metric_writer.MetricWriter(workdir, resume_step=start_step, enabled=is_chief)
@@ -612,12 +182,12 @@ def _train(config, workdir, train, validation, test, stop: _StopSignals) -> dict
         stopping = done < total_steps and stop.requested(done)
         if done % config.checkpoint_every_steps == 0 or done == total_steps or stopping:
             pending = [metric_writer.jsonable_tree(m) for m in jax.device_get(window)]
-            _save(manager, done, state, {**history, "pending": pending})
+            workdir_lib.save(manager, done, state, {**history, "pending": pending})
         if stopping:
             manager.wait_until_finished()
             writer.close()
             progress.close()
-            raise TrainingInterrupted(stop.signum, done, workdir)
+            raise workdir_lib.TrainingInterrupted(stop.signum, done, workdir)
     progress.close()
     manager.wait_until_finished()
 
@@ -661,6 +231,45 @@ def _summarise_window(window: list[dict]) -> dict:
         else:
             summary[f"train_{name}"] = metrics.nan_mean(values)
     return summary
+
+
+def _evaluate(predict, state, mesh, train, validation, test, config) -> dict:
+    """Test metrics, and the validation split's prefixed with ``validation_`` if there is one."""
+    results = {}
+    for prefix, dataset in (("", test), ("validation_", validation)):
+        if dataset is None:
+            continue
+        logits, labels = _gather_predictions(predict, state, mesh, dataset, config)
+        if dataset.is_multilabel:
+            split_results = metrics.multilabel_results(logits, labels, train.class_counts)
+        else:
+            split_results = metrics.classification_results(logits, labels, train.class_counts)
+        results.update({prefix + k: v for k, v in split_results.items()})
+    return results
+
+
+def _gather_predictions(predict, state, mesh, dataset, config) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits, labels)`` of a split in data-set order, on every process."""
+    logits, labels = [], []
+    for batch in grain_pipeline.eval_batches(
+        dataset,
+        global_batch_size=config.eval_batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        options=_loader_options(config),
+    ):
+        outputs = predict(state, training.global_batch(mesh, batch["image"]))
+        logits.append(multihost_utils.process_allgather(outputs, tiled=True))
+        labels.append(multihost_utils.process_allgather(batch["label"], tiled=True))
+    return np.concatenate(logits)[: len(dataset)], np.concatenate(labels)[: len(dataset)]
+
+
+def _loader_options(config: ml_collections.ConfigDict) -> grain_pipeline.LoaderOptions:
+    return grain_pipeline.LoaderOptions(
+        num_workers=config.data_workers,
+        num_threads=config.data_threads,
+        prefetch_batches=config.prefetch_batches,
+    )
 
 
 def _final_results(config, train, history, eval_results, total_steps) -> dict:
@@ -707,6 +316,159 @@ def _write_outputs(workdir: pathlib.Path, config, train, results: dict) -> None:
     os.replace(tmp, workdir / "results.json")
 
 
+_SCHEDULE_FIELDS = {"multistep": ("milestones", "decay_factor")}
+_OPTIMIZER_FIELDS = {"sgd": ("momentum", "nesterov")}
+
+
+def validate_config(config: ml_collections.ConfigDict) -> list[str]:
+    """Checks the whole config before anything is written; returns notes on ignored options.
+
+    Raises:
+      workdir_lib.UserError: naming the first field that is wrong.
+    """
+    from experiments.configs import common
+
+    def fail(message):
+        raise workdir_lib.UserError(message)
+
+    if config.dataset not in DATASETS:
+        fail(f"config.dataset {config.dataset!r} is unknown; valid: {', '.join(DATASETS)}.")
+    if config.method not in methods.SINGLE_LABEL_METHODS + methods.MULTILABEL_METHODS:
+        fail(
+            f"config.method {config.method!r} is unknown; valid: "
+            f"{', '.join(methods.SINGLE_LABEL_METHODS + methods.MULTILABEL_METHODS)}."
+        )
+    multilabel = datasets.is_multilabel(config.dataset)
+    if multilabel != (config.method in methods.MULTILABEL_METHODS):
+        kind = "multi-label" if multilabel else "single-label"
+        fail(f"config.method {config.method!r} does not apply to the {kind} {config.dataset}.")
+    if config.model not in models.MODELS:
+        fail(f"config.model {config.model!r} is unknown; valid: {', '.join(models.MODELS)}.")
+    for field in (
+        "num_epochs",
+        "batch_size",
+        "eval_batch_size",
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "eval_every_epochs",
+    ):
+        if config[field] < 1:
+            fail(f"config.{field} must be >= 1; got {config[field]}.")
+    if config.checkpoint_every_steps % config.log_every_steps:
+        fail(
+            "config.checkpoint_every_steps must be a multiple of config.log_every_steps "
+            f"(so a checkpoint never splits a logging window); got "
+            f"{config.checkpoint_every_steps} and {config.log_every_steps}."
+        )
+    for field in ("batch_size", "eval_batch_size"):
+        if config[field] % jax.device_count():
+            fail(
+                f"config.{field} ({config[field]}) must be divisible by the number of "
+                f"devices ({jax.device_count()})."
+            )
+    if config.learning_rate <= 0 or config.weight_decay < 0:
+        fail("config.learning_rate must be > 0 and config.weight_decay >= 0.")
+    if config.warmup_epochs < 0:
+        fail(f"config.warmup_epochs must be >= 0; got {config.warmup_epochs}.")
+    if config.optimizer not in optimizers.OPTIMIZERS:
+        valid = ", ".join(optimizers.OPTIMIZERS)
+        fail(f"config.optimizer must be one of {valid}; got {config.optimizer!r}.")
+    if config.schedule not in optimizers.SCHEDULES:
+        fail(
+            "config.schedule must be multistep, cosine or constant, or onecycle; "
+            f"got {config.schedule!r}."
+        )
+    if config.schedule == "onecycle" and not 0 < config.warmup_epochs < config.num_epochs:
+        fail(
+            "config.schedule = 'onecycle' rises over config.warmup_epochs, which must lie "
+            f"strictly between 0 and num_epochs = {config.num_epochs}; got {config.warmup_epochs}."
+        )
+    if config.schedule == "multistep" and any(m <= 0 for m in config.milestones):
+        fail(f"config.milestones must be > 0; got {tuple(config.milestones)}.")
+    if config.imbalance_ratio < 1:
+        fail(f"config.imbalance_ratio must be >= 1; got {config.imbalance_ratio}.")
+    defaults = common.get_base_config()
+    notes = []
+    if config.warmup_epochs > config.num_epochs:
+        notes.append(
+            f"config.warmup_epochs = {config.warmup_epochs} > num_epochs: the learning rate "
+            "never reaches config.learning_rate."
+        )
+    if config.schedule == "multistep":
+        late = [m for m in config.milestones if m >= config.num_epochs]
+        if late:
+            notes.append(f"config.milestones {late} lie beyond num_epochs = {config.num_epochs}.")
+    for schedule, fields in _SCHEDULE_FIELDS.items():
+        if config.schedule != schedule:
+            notes += [
+                f"config.{f} = {config[f]!r} is ignored by the {config.schedule} schedule."
+                for f in fields
+                if config[f] != defaults[f]
+            ]
+    for optimizer, fields in _OPTIMIZER_FIELDS.items():
+        if config.optimizer != optimizer:
+            notes += [
+                f"config.{f} = {config[f]!r} is ignored by the {config.optimizer} optimizer."
+                for f in fields
+                if config[f] != defaults[f]
+            ]
+    return notes
+
+
+def _check_data(config: ml_collections.ConfigDict, train) -> None:
+    if config.batch_size > len(train):
+        raise workdir_lib.UserError(
+            f"config.batch_size ({config.batch_size}) is larger than the {len(train)} "
+            f"training images of {config.dataset}."
+        )
+
+
+def _initialize_distributed(config: ml_collections.ConfigDict) -> None:
+    """``jax.distributed.initialize()`` when the config or the environment asks for it.
+
+    On TPU pods and SLURM clusters JAX finds the processes by itself
+    (``--config.distributed=True``). Elsewhere set ``JAX_COORDINATOR_ADDRESS``
+    (host:port of process 0), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
+    CPU processes exchange data through gloo.
+    """
+    if not (config.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS")):
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {}
+    if "JAX_NUM_PROCESSES" in os.environ:
+        kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
+    if "JAX_PROCESS_ID" in os.environ:
+        kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
+    jax.distributed.initialize(**kwargs)
+
+
+# XLA:CPU options that run convolutions on XLA's own (Eigen) kernels and only dots,
+# reductions and elementwise work on YNNPACK: a ResNet-32 train step takes 0.6x the
+# default time on a 2-core CPU (benchmarks/RESULTS.md). Experimental, jaxlib-specific.
+CPU_FAST_CONVOLUTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": (
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_ELTWISE"
+    )
+}
+
+
+def _compiler_options(config: ml_collections.ConfigDict) -> dict | None:
+    """XLA options for the train and predict steps (on CPU, faster convolutions).
+
+    The option is experimental; a jaxlib that rejects it trains without it.
+    """
+    if not config.cpu_fast_convolutions or jax.default_backend() != "cpu":
+        return None
+    options = CPU_FAST_CONVOLUTIONS
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=options).lower(1.0).compile()
+    except Exception as error:  # noqa: BLE001 - any rejection means: run without
+        print(f"note: this jaxlib rejects {options} ({error}); training without it.")
+        return None
+    return options
+
+
 def _help_text() -> str:
     """The module docstring, the methods, data sets, models and every config key."""
     defaults = configuration.flat_items(configuration.load_config().to_dict())
@@ -734,7 +496,7 @@ def parse_args(argv: list[str]) -> tuple[ml_collections.ConfigDict, pathlib.Path
     try:
         config, workdir, name = configuration.parse_command_line(argv)
     except (ValueError, FileNotFoundError) as error:
-        raise UserError(str(error)) from None
+        raise workdir_lib.UserError(str(error)) from None
     if workdir is None:
         workdir = pathlib.Path("workdirs") / f"{name}_{config.method}_seed{config.seed}"
     return config, workdir
@@ -745,13 +507,17 @@ def main(argv: list[str]) -> int:
     try:
         config, workdir = parse_args(argv)
         results = train_and_evaluate(config, workdir)
-    except (UserError, FileNotFoundError, input_pipeline.DatasetNotPreparedError) as error:
+    except (
+        workdir_lib.UserError,
+        FileNotFoundError,
+        input_pipeline.DatasetNotPreparedError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    except TrainingInterrupted as interrupted:
+    except workdir_lib.TrainingInterrupted as interrupted:
         print(f"\n{interrupted}", file=sys.stderr)
         return interrupted.exit_code
     if jax.process_index() == 0:

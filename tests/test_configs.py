@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import lpjax
-from experiments import configuration, methods, models
+from experiments import configuration, methods, models, optimizers
 from experiments.configs import common
 
 CONFIG_DIR = pathlib.Path(configuration.__file__).parent / "configs"
@@ -381,11 +381,10 @@ def test_large_config_builds_its_model_and_methods(name):
 
 
 def test_large_recipes_learning_rate_schedules():
-    from experiments import train
 
     steps_per_epoch = 100
     config = _load("imagenet_lt_resnet50")
-    _, schedule = train.make_optimizer(config, steps_per_epoch)
+    _, schedule = optimizers.make_optimizer(config, steps_per_epoch)
     total, warmup = 90 * steps_per_epoch, 5 * steps_per_epoch
     for step in (0, 250, 500, 2000, 6000, 9000):  # linear warm-up to 0.4, then cosine to 0
         t = (step - warmup) / (total - warmup)
@@ -393,7 +392,7 @@ def test_large_recipes_learning_rate_schedules():
         np.testing.assert_allclose(float(schedule(step)), expected, rtol=1e-5, atol=1e-9)
 
     config = _load("coco2017_resnet50")
-    tx, schedule = train.make_optimizer(config, steps_per_epoch)
+    tx, schedule = optimizers.make_optimizer(config, steps_per_epoch)
     total, rise = 40 * steps_per_epoch, 8 * steps_per_epoch
     peak, start = 1e-4, 1e-4 / 25  # PyTorch OneCycleLR: div_factor 25, final_div_factor 1e4
     for step in (0, 400, 800, 2000, 4000):
@@ -410,7 +409,7 @@ def test_large_recipes_learning_rate_schedules():
     updates, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(updates["w"], [-start, start], rtol=1e-3)
     adamw = configuration.apply_overrides(config, {"optimizer": "adamw"})
-    tx, _ = train.make_optimizer(adamw, steps_per_epoch)
+    tx, _ = optimizers.make_optimizer(adamw, steps_per_epoch)
     updates, _ = tx.update(grads, tx.init(params), params)
     # decoupled: Adam's unit step on the gradient, plus rate * decay * parameter
     np.testing.assert_allclose(updates["w"], [-start * (1 + 1e-4), start * 2e-4], rtol=1e-3)

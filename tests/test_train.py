@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 
 from experiments import configuration, grain_pipeline, input_pipeline
 from experiments import train as train_lib
+from experiments import workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -112,7 +113,7 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch, met
 @pytest.mark.slow
 def test_workdir_of_another_config_is_refused(tmp_path):
     train_lib.train_and_evaluate(short_default_config(num_epochs="1"), tmp_path)
-    with pytest.raises(train_lib.WorkdirConfigMismatchError, match="lpl.epsilon: 0.2 -> 0.3"):
+    with pytest.raises(workdir_lib.WorkdirConfigMismatchError, match="lpl.epsilon: 0.2 -> 0.3"):
         train_lib.train_and_evaluate(
             short_default_config(num_epochs="1", **{"lpl.epsilon": "0.3"}), tmp_path
         )
@@ -303,7 +304,7 @@ def test_sigterm_saves_the_current_step_and_resume_is_exact(tmp_path, monkeypatc
     config = short_default_config()
     reference = train_lib.train_and_evaluate(config, tmp_path / "uninterrupted")
     original = _interrupt_at(monkeypatch, 13, lambda: os.kill(os.getpid(), signal.SIGTERM))
-    with pytest.raises(train_lib.TrainingInterrupted, match="SIGTERM after step 14") as info:
+    with pytest.raises(workdir_lib.TrainingInterrupted, match="SIGTERM after step 14") as info:
         train_lib.train_and_evaluate(config, tmp_path / "resumed")
     assert info.value.exit_code == 143
     # Step 14 (the one running when the signal came) finished and was checkpointed,
@@ -334,7 +335,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
     for path in (tmp_path / "checkpoints").rglob("*"):
         if path.is_file():
             path.write_bytes(b"")
-    with pytest.raises(train_lib.UserError, match="no checkpoint in .* can be restored"):
+    with pytest.raises(workdir_lib.UserError, match="no checkpoint in .* can be restored"):
         train_lib.train_and_evaluate(config, tmp_path)
 
 
@@ -382,7 +383,7 @@ def test_unusable_workdirs_are_refused(tmp_path, capsys):
     assert train_lib.main(["--workdir", str(file / "run")]) == 2
     assert "is a file" in capsys.readouterr().err
     workdir = tmp_path / "busy"
-    with train_lib._workdir_lock(workdir, enabled=True):
+    with workdir_lib.lock(workdir, enabled=True):
         assert train_lib.main(["--workdir", str(workdir)]) == 2
     assert "in use by another training process" in capsys.readouterr().err
     assert not (workdir / "config.json").exists()
@@ -394,8 +395,8 @@ def test_lock_of_a_killed_process_is_released(tmp_path):
         [
             sys.executable,
             "-c",
-            "import pathlib, sys, time; from experiments import train; "
-            f"ctx = train._workdir_lock(pathlib.Path({str(tmp_path)!r}), True); ctx.__enter__(); "
+            "import pathlib, sys, time; from experiments import workdir; "
+            f"ctx = workdir.lock(pathlib.Path({str(tmp_path)!r}), True); ctx.__enter__(); "
             "print('locked', flush=True); time.sleep(600)",
         ],
         cwd=REPO,
@@ -403,12 +404,12 @@ def test_lock_of_a_killed_process_is_released(tmp_path):
         text=True,
     )
     assert holder.stdout.readline().strip() == "locked"
-    with pytest.raises(train_lib.WorkdirLockedError):
-        with train_lib._workdir_lock(tmp_path, enabled=True):
+    with pytest.raises(workdir_lib.WorkdirLockedError):
+        with workdir_lib.lock(tmp_path, enabled=True):
             pass
     holder.kill()
     holder.wait()
-    with train_lib._workdir_lock(tmp_path, enabled=True):
+    with workdir_lib.lock(tmp_path, enabled=True):
         pass
 
 
