@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 import lpjax
 from lpjax import training
@@ -50,11 +51,11 @@ def _batches(num_steps, batch_size=32):
     ]
 
 
-def _sharded_run(devices, batches, tx):
+def _sharded_run(devices, batches, tx, fns=None):
     mesh = training.make_data_mesh(devices)
     model = TinyNet(bn_axis_name=training.DATA_AXIS)
     transform = _transform()
-    fns = training.linen_model_fns(model, input_shape=(1, 4, 4, 1))
+    fns = fns or training.linen_model_fns(model, input_shape=(1, 4, 4, 1))
     state = training.create_train_state(fns, tx, transform, key=jax.random.key(0), mesh=mesh)
     step = training.make_train_step(
         fns, tx, transform, lpjax.softmax_cross_entropy_with_integer_labels, mesh=mesh
@@ -116,6 +117,61 @@ def test_sharded_step_equals_plain_single_device_training(num_devices):
         batch_stats,
     )
     assert int(state.step) == 3
+
+
+class TinyNnxNet(nnx.Module):
+    """TinyNet in Flax nnx, with TinyNet's initial weights (``TinyNet().init(key(0))``)."""
+
+    def __init__(self, linen_variables):
+        params, stats = linen_variables["params"], linen_variables["batch_stats"]
+        rngs = nnx.Rngs(0)
+        self.dense = nnx.Linear(16, 16, rngs=rngs)
+        self.norm = nnx.BatchNorm(16, axis_name=training.DATA_AXIS, rngs=rngs)
+        self.head = nnx.Linear(16, NUM_CLASSES, rngs=rngs)
+        for layer, name in ((self.dense, "Dense_0"), (self.head, "head")):
+            layer.kernel.value = jnp.asarray(params[name]["kernel"])
+            layer.bias.value = jnp.asarray(params[name]["bias"])
+        self.norm.scale.value = jnp.asarray(params["BatchNorm_0"]["scale"])
+        self.norm.bias.value = jnp.asarray(params["BatchNorm_0"]["bias"])
+        self.norm.mean.value = jnp.asarray(stats["BatchNorm_0"]["mean"])
+        self.norm.var.value = jnp.asarray(stats["BatchNorm_0"]["var"])
+
+    def __call__(self, x):
+        return self.head(nnx.relu(self.norm(self.dense(x.reshape(x.shape[0], -1)))))
+
+
+def test_nnx_model_trains_like_the_plain_linen_reference():
+    tx = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.1, momentum=0.9, nesterov=True))
+    batches = _batches(3)
+    linen_variables = TinyNet().init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)), train=False)
+    fns = training.nnx_model_fns(TinyNnxNet(linen_variables))
+    state, losses = _sharded_run(jax.devices(), batches, tx, fns)
+    params, batch_stats, reference_losses = _reference_run(batches, tx)
+
+    np.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
+    got = {
+        "Dense_0": state.params["dense"],
+        "head": state.params["head"],
+        "BatchNorm_0": state.params["norm"],
+    }
+    for layer, values in got.items():
+        for name, value in values.items():
+            np.testing.assert_allclose(value, params[layer][name], rtol=1e-4, atol=1e-6)
+    for name in ("mean", "var"):
+        np.testing.assert_allclose(
+            state.model_state["norm"][name],
+            batch_stats["BatchNorm_0"][name],
+            rtol=1e-4,
+            atol=1e-6,
+        )
+    # Prediction uses the running statistics (eval mode), like linen's train=False.
+    mesh = training.make_data_mesh()
+    predict = training.make_predict_step(fns, mesh=mesh)
+    images = training.global_batch(mesh, batches[0]["image"][:24])
+    expected = TinyNet().apply(
+        {"params": params, "batch_stats": batch_stats}, batches[0]["image"][:24], train=False
+    )
+    np.testing.assert_allclose(predict(state, images), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_step_compiles_once_and_makes_no_host_transfers():

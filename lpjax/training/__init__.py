@@ -4,7 +4,8 @@
 ``"data"`` mesh with ``jax.shard_map``; the lpjax loss is called with
 ``axis_name="data"`` so class statistics cover the global batch, and the
 same code runs on one device, eight, or a multi-host TPU slice. The model is
-given as :class:`ModelFns` (``linen_model_fns`` builds them for Flax linen).
+given as :class:`ModelFns` (``linen_model_fns`` and ``nnx_model_fns`` build them for
+Flax linen and nnx models).
 """
 
 from lpjax.training._step import (
@@ -17,6 +18,7 @@ from lpjax.training._step import (
     make_data_mesh,
     make_predict_step,
     make_train_step,
+    nnx_model_fns,
 )
 
 __all__ = (
@@ -29,4 +31,5 @@ __all__ = (
     "make_data_mesh",
     "make_predict_step",
     "make_train_step",
+    "nnx_model_fns",
 )

@@ -2,8 +2,8 @@
 
 The step sees a model only through :class:`ModelFns`, three pure functions; it assumes
 no batch keys and no layer names. :func:`linen_model_fns` builds them for a Flax linen
-module; for a Flax nnx model (or anything else) write the three functions by hand
-(``nnx.split`` / ``nnx.merge`` give the params and the rest of the state).
+module, :func:`nnx_model_fns` for a Flax nnx model; for anything else write the three
+functions by hand.
 """
 
 from __future__ import annotations
@@ -75,6 +75,54 @@ def linen_model_fns(module: nn.Module, *, input_shape: tuple[int, ...]) -> Model
 
     def predict(params, model_state, inputs):
         return module.apply({"params": params, **model_state}, inputs, train=False)
+
+    return ModelFns(init, apply, predict)
+
+
+def nnx_model_fns(model) -> ModelFns:
+    """:class:`ModelFns` of a Flax nnx model called as ``model(x)``.
+
+    The parameters are the model's ``nnx.Param`` variables and the model state all its
+    other variables (batch-norm statistics, RNG counters), from ``nnx.split``, kept as
+    plain nested dicts of arrays (``nnx.to_pure_dict``); the functions ``nnx.merge``
+    them and switch ``model.train()`` / ``model.eval()``. nnx
+    models are initialised when constructed, so ``init`` returns the model's current
+    variables (its key is unused), and dropout draws from the model's own ``nnx.Rngs``,
+    carried in the model state (the step's key is unused, and every device draws the same
+    masks). Cross-device batch norm: build ``nnx.BatchNorm(..., axis_name="data")``.
+    """
+    from flax import nnx
+
+    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+
+    def as_state(template, pure):
+        # The train state holds plain nested dicts of arrays (optax- and orbax-friendly);
+        # fresh nnx Variables are made from them inside each trace.
+        state = jax.tree.map(lambda x: x, template)
+        nnx.replace_by_pure_dict(state, pure)
+        return state
+
+    def merge(pure_params, pure_model_state):
+        return nnx.merge(
+            graphdef, as_state(params, pure_params), as_state(model_state, pure_model_state)
+        )
+
+    def init(key):
+        del key
+        return nnx.to_pure_dict(params), nnx.to_pure_dict(model_state)
+
+    def apply(params, model_state, inputs, key):
+        del key
+        module = merge(params, model_state)
+        module.train()
+        logits = module(inputs)
+        _, _, new_model_state = nnx.split(module, nnx.Param, ...)
+        return logits, nnx.to_pure_dict(new_model_state), {}
+
+    def predict(params, model_state, inputs):
+        module = merge(params, model_state)
+        module.eval()
+        return module(inputs)
 
     return ModelFns(init, apply, predict)
 
