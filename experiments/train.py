@@ -316,8 +316,11 @@ def _write_outputs(workdir: pathlib.Path, config, train, results: dict) -> None:
     os.replace(tmp, workdir / "results.json")
 
 
-_SCHEDULE_FIELDS = {"multistep": ("milestones", "decay_factor")}
-_OPTIMIZER_FIELDS = {"sgd": ("momentum", "nesterov")}
+# (config field, value) -> the fields only that choice uses.
+_FIELDS_USED_ONLY_BY = {
+    ("schedule", "multistep"): ("milestones", "decay_factor"),
+    ("optimizer", "sgd"): ("momentum", "nesterov"),
+}
 
 
 def validate_config(config: ml_collections.ConfigDict) -> list[str]:
@@ -399,17 +402,10 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
         late = [m for m in config.milestones if m >= config.num_epochs]
         if late:
             notes.append(f"config.milestones {late} lie beyond num_epochs = {config.num_epochs}.")
-    for schedule, fields in _SCHEDULE_FIELDS.items():
-        if config.schedule != schedule:
+    for (option, value), fields in _FIELDS_USED_ONLY_BY.items():
+        if config[option] != value:
             notes += [
-                f"config.{f} = {config[f]!r} is ignored by the {config.schedule} schedule."
-                for f in fields
-                if config[f] != defaults[f]
-            ]
-    for optimizer, fields in _OPTIMIZER_FIELDS.items():
-        if config.optimizer != optimizer:
-            notes += [
-                f"config.{f} = {config[f]!r} is ignored by the {config.optimizer} optimizer."
+                f"config.{f} = {config[f]!r} is ignored by the {config[option]} {option}."
                 for f in fields
                 if config[f] != defaults[f]
             ]
