@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from benchmarks import _common
-from experiments import grain_pipeline, input_pipeline, tfds_splits
+from experiments.data import in_memory, pipeline, tfds_splits
 
 _JPEG_SHAPE = (375, 500, 3)  # height, width of an average ImageNet photograph
 _NUM_DISTINCT_JPEGS = 32
@@ -58,24 +58,22 @@ class _SyntheticJpegs:
         return {"image": self.jpegs[index % _NUM_DISTINCT_JPEGS], "label": index % 1000}
 
 
-def _in_memory(n: int, size: int) -> grain_pipeline.ArraySplit:
+def _in_memory(n: int, size: int) -> pipeline.ArraySplit:
     images = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     labels = (np.arange(n) % 10).astype(np.int32)
-    dataset = input_pipeline.Dataset(images, labels, 10, [0.5] * 3, [0.25] * 3, f"random{size}")
-    return grain_pipeline.ArraySplit(dataset, augment=True)
+    dataset = in_memory.Dataset(images, labels, 10, [0.5] * 3, [0.25] * 3, f"random{size}")
+    return pipeline.ArraySplit(dataset, augment=True)
 
 
 def _loop(split, *, start_step, num_steps, global_batch_size, seed):
     """The trainer's former input loop: one pure ``train_batch`` call a step, in-thread."""
     for step in range(start_step, num_steps):
-        yield grain_pipeline.train_batch(
-            split, step, global_batch_size=global_batch_size, seed=seed
-        )
+        yield pipeline.train_batch(split, step, global_batch_size=global_batch_size, seed=seed)
 
 
-def _grain(options: grain_pipeline.LoaderOptions):
+def _grain(options: pipeline.LoaderOptions):
     def batches(split, **kwargs):
-        return grain_pipeline.train_batches(split, options=options, **kwargs)
+        return pipeline.train_batches(split, options=options, **kwargs)
 
     return batches
 
@@ -125,8 +123,8 @@ def main(argv=None) -> int:
 
     emit = _common.Emitter(args.out)
     emit({"bench": "input_pipeline_machine", **_common.machine_info()})
-    threads = grain_pipeline.LoaderOptions(num_threads=2)
-    workers = grain_pipeline.LoaderOptions(num_workers=args.workers, num_threads=1)
+    threads = pipeline.LoaderOptions(num_threads=2)
+    workers = pipeline.LoaderOptions(num_workers=args.workers, num_threads=1)
     cifar = _in_memory(10_000, 32)
     jpegs = tfds_splits.TfdsSplit(_SyntheticJpegs(100_000), "jpegs", 1000, image_size=224)
     pre_resized = _in_memory(64 * (args.steps + 1), 224)

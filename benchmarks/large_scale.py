@@ -80,10 +80,11 @@ def measure_losses(stem, num_classes, n_max, ratio, *, batch_size, repeats, emit
     import jax.numpy as jnp
     import numpy as np
 
-    from experiments import configuration, input_pipeline, methods
+    from experiments import configuration, methods
+    from experiments.data import in_memory
 
     base = _load_config(stem)
-    counts = input_pipeline.longtail_class_counts(n_max, num_classes, ratio)
+    counts = in_memory.longtail_class_counts(n_max, num_classes, ratio)
     rng = np.random.default_rng(0)
     labels = jnp.asarray(rng.choice(num_classes, batch_size, p=counts / counts.sum()), jnp.int32)
     logits = jnp.asarray(2.0 * rng.standard_normal((batch_size, num_classes), np.float32))

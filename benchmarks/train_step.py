@@ -61,10 +61,10 @@ def class_counts(name: str, num_classes: int):
     """Long-tailed counts (r = 100) for the methods that use them, balanced otherwise."""
     import numpy as np
 
-    from experiments import input_pipeline
+    from experiments.data import in_memory
 
     if name in ("la", "la_lpl"):
-        return input_pipeline.longtail_class_counts(5000, num_classes, 100.0)
+        return in_memory.longtail_class_counts(5000, num_classes, 100.0)
     return np.full(num_classes, 5000, np.int64)
 
 

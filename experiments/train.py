@@ -29,19 +29,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from experiments import (
-    configuration,
-    datasets,
-    grain_pipeline,
-    input_pipeline,
-    methods,
-    metric_writer,
-    metrics,
-    models,
-    optimizers,
-    plots,
-)
+from experiments import configuration, methods, metric_writer, metrics, models, optimizers, plots
 from experiments import workdir as workdir_lib
+from experiments.data import in_memory, pipeline, registry
 from lpjax import training
 
 
@@ -52,13 +42,13 @@ class NonFiniteLossError(RuntimeError):
 def load_data(config: ml_collections.ConfigDict):
     """``(train, validation, test)`` splits of ``config.dataset``; ``validation`` may be None.
 
-    Looked up in :mod:`experiments.datasets`; hyperparameters are chosen on the validation
+    Looked up in :mod:`experiments.data.registry`; hyperparameters are chosen on the validation
     split where there is one, never on the test split.
     """
-    return datasets.load(config)
+    return registry.load(config)
 
 
-DATASETS = datasets.NAMES
+DATASETS = registry.NAMES
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
@@ -66,7 +56,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
     Raises:
       workdir_lib.UserError: a wrong config or work directory, found before anything is written.
-      input_pipeline.DatasetNotPreparedError: the data set is not on disk.
+      in_memory.DatasetNotPreparedError: the data set is not on disk.
       workdir_lib.TrainingInterrupted: SIGTERM / SIGINT; a checkpoint of the last step was saved.
       NonFiniteLossError: the loss or gradient became non-finite; the last checkpoint
         is the last good state.
@@ -94,7 +84,7 @@ def _train(config, workdir, train, validation, test, stop: workdir_lib.StopSigna
         bn_axis_name=training.DATA_AXIS,
         **methods.model_options(config),
     )
-    steps_per_epoch = grain_pipeline.steps_per_epoch(train, config.batch_size)
+    steps_per_epoch = pipeline.steps_per_epoch(train, config.batch_size)
     total_steps = config.num_epochs * steps_per_epoch
     tx, schedule = optimizers.make_optimizer(config, steps_per_epoch)
     input_shape = (1, *train.image_shape)
@@ -147,7 +137,7 @@ def _train(config, workdir, train, validation, test, stop: workdir_lib.StopSigna
         file=sys.stdout,
     )
     # Batches are a pure function of (seed, step): the pipeline starts at the restored step.
-    batches = grain_pipeline.train_batches(
+    batches = pipeline.train_batches(
         train,
         start_step=start_step,
         num_steps=total_steps,
@@ -251,7 +241,7 @@ def _evaluate(predict, state, mesh, train, validation, test, config) -> dict:
 def _gather_predictions(predict, state, mesh, dataset, config) -> tuple[np.ndarray, np.ndarray]:
     """``(logits, labels)`` of a split in data-set order, on every process."""
     logits, labels = [], []
-    for batch in grain_pipeline.eval_batches(
+    for batch in pipeline.eval_batches(
         dataset,
         global_batch_size=config.eval_batch_size,
         process_index=jax.process_index(),
@@ -264,8 +254,8 @@ def _gather_predictions(predict, state, mesh, dataset, config) -> tuple[np.ndarr
     return np.concatenate(logits)[: len(dataset)], np.concatenate(labels)[: len(dataset)]
 
 
-def _loader_options(config: ml_collections.ConfigDict) -> grain_pipeline.LoaderOptions:
-    return grain_pipeline.LoaderOptions(
+def _loader_options(config: ml_collections.ConfigDict) -> pipeline.LoaderOptions:
+    return pipeline.LoaderOptions(
         num_workers=config.data_workers,
         num_threads=config.data_threads,
         prefetch_batches=config.prefetch_batches,
@@ -341,7 +331,7 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
             f"config.method {config.method!r} is unknown; valid: "
             f"{', '.join(methods.SINGLE_LABEL_METHODS + methods.MULTILABEL_METHODS)}."
         )
-    multilabel = datasets.is_multilabel(config.dataset)
+    multilabel = registry.is_multilabel(config.dataset)
     if multilabel != (config.method in methods.MULTILABEL_METHODS):
         kind = "multi-label" if multilabel else "single-label"
         fail(f"config.method {config.method!r} does not apply to the {kind} {config.dataset}.")
@@ -506,7 +496,7 @@ def main(argv: list[str]) -> int:
     except (
         workdir_lib.UserError,
         FileNotFoundError,
-        input_pipeline.DatasetNotPreparedError,
+        in_memory.DatasetNotPreparedError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -178,11 +178,11 @@ _COMPARED_METHODS = {  # the methods each kind of config is meant to be switched
 
 @pytest.mark.parametrize("name", sorted(BALANCED) + sorted(LONGTAIL))
 def test_compared_methods_build_from_the_config(name):
-    from experiments import input_pipeline
+    from experiments.data import in_memory
 
     config = _load(name)
     num_classes = 10 if config.dataset == "cifar10" else 100
-    counts = input_pipeline.longtail_class_counts(
+    counts = in_memory.longtail_class_counts(
         5000 if num_classes == 10 else 500, num_classes, config.imbalance_ratio
     )
     for method in _COMPARED_METHODS[config.lpl.split]:
@@ -288,9 +288,9 @@ _LARGE_COMPARED = {  # what each kind of large config is meant to be switched to
 
 
 def _large_counts(dataset):
-    from experiments import input_pipeline
+    from experiments.data import in_memory
 
-    return input_pipeline.longtail_class_counts(*_LARGE_COUNTS[dataset])
+    return in_memory.longtail_class_counts(*_LARGE_COUNTS[dataset])
 
 
 def test_every_large_benchmark_has_a_config_and_commented_recipes():

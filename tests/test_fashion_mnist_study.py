@@ -6,8 +6,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from experiments import configuration, input_pipeline, methods
+from experiments import configuration, methods
 from experiments import fashion_mnist_study as study
+from experiments.data import in_memory
 
 COUNTS_R100 = [5500, 3297, 1976, 1184, 710, 425, 255, 153, 91, 55]
 
@@ -90,7 +91,7 @@ def test_validation_report(tmp_path):
     flags = "`lpl.epsilon=3 lpl.delta_epsilon=6 lpl.step_size=0.3`"
     assert f"| 100 | lpl_varied | eps3 | {flags} | **53.00** |" in text
     assert (root / "validation_accuracy_vs_bound.png").read_bytes().startswith(b"\x89PNG")
-    assert input_pipeline.FASHION_MNIST_VALIDATION_PER_CLASS == 500
+    assert in_memory.FASHION_MNIST_VALIDATION_PER_CLASS == 500
 
 
 def test_report_stage_needs_a_complete_validation_round(tmp_path, capsys):

@@ -15,9 +15,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from experiments import configuration, datasets, image_transforms, input_pipeline, tfds_splits
-from experiments import grain_pipeline as gp
+from experiments import configuration
 from experiments import train as train_lib
+from experiments.data import image_transforms, in_memory, registry, tfds_splits
+from experiments.data import pipeline as gp
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -83,7 +84,7 @@ def test_decode_rgb_converts_grey_images():
 
 
 def test_not_prepared_fails_fast_naming_the_command(tmp_path):
-    with pytest.raises(input_pipeline.DatasetNotPreparedError) as info:
+    with pytest.raises(in_memory.DatasetNotPreparedError) as info:
         tfds_splits.open_tfds_split("imagenet_lt", "train", data_dir=str(tmp_path), manual_dir=True)
     message = str(info.value)
     assert f"tfds build imagenet_lt --file_format=array_record --data_dir={tmp_path}" in message
@@ -142,11 +143,11 @@ def _config(dataset, **overrides):
 )
 def test_registry_streams_the_large_data_sets(name, num_classes, multilabel, splits):
     with _mock_data(name, 12):
-        train, validation, test = datasets.load(_config(name))
+        train, validation, test = registry.load(_config(name))
         counts = train.class_counts
         batch = gp.train_batch(train, 1, global_batch_size=4, seed=0)
         evaluation = next(gp.eval_batches(test, global_batch_size=8))
-    assert datasets.is_multilabel(name) == multilabel
+    assert registry.is_multilabel(name) == multilabel
     assert [s and s.name for s in (train, validation, test)] == list(splits)
     assert len(train) == len(test) == 12 and train.num_classes == num_classes
     assert train.image_shape == (32, 32, 3) and train.is_multilabel == multilabel
@@ -171,8 +172,8 @@ def test_unknown_dataset_names_the_valid_ones():
     config = _config("digits_lt")
     config.dataset = "imagenet"
     with pytest.raises(ValueError, match="Unknown dataset 'imagenet'.*imagenet_lt"):
-        datasets.load(config)
-    assert {"imagenet_lt", "inaturalist2018", "coco2017", "digits_lt"} <= set(datasets.NAMES)
+        registry.load(config)
+    assert {"imagenet_lt", "inaturalist2018", "coco2017", "digits_lt"} <= set(registry.NAMES)
 
 
 @pytest.mark.slow
@@ -252,7 +253,7 @@ _BUILDER = textwrap.dedent(
 _READER = textwrap.dedent(
     """
     import json, sys
-    from experiments import grain_pipeline, tfds_splits
+    from experiments.data import pipeline, tfds_splits
 
     source, features, cache = tfds_splits.open_tfds_split(
         "tiny_jpegs", "train", data_dir=sys.argv[1]
@@ -260,7 +261,7 @@ _READER = textwrap.dedent(
     split = tfds_splits.TfdsSplit(
         source, "tiny", features["label"].num_classes, image_size=16, counts_cache=cache
     )
-    batches = grain_pipeline.train_batches(
+    batches = pipeline.train_batches(
         split, start_step=0, num_steps=5, global_batch_size=8, seed=0
     )
     batches = list(batches)
@@ -302,7 +303,7 @@ def test_prepared_array_record_is_read_without_tensorflow(prepared):
     assert out["counts"] == [8, 3, 3, 3, 3] and out["batches"] == 5
     assert out["shape"] == [8, 16, 16, 3]
     # Constant images of value 10 i (tfds stores them in its own order), normalised.
-    mean, std = np.asarray(input_pipeline.IMAGENET_MEAN), np.asarray(input_pipeline.IMAGENET_STD)
+    mean, std = np.asarray(in_memory.IMAGENET_MEAN), np.asarray(in_memory.IMAGENET_STD)
     expected = [np.mean((10 * i / 255 - mean) / std) for i in range(20)]
     np.testing.assert_allclose(out["eval_pixels"], expected, atol=0.03)
     cache = pathlib.Path(out["cache"])
@@ -311,7 +312,7 @@ def test_prepared_array_record_is_read_without_tensorflow(prepared):
 
 @pytest.mark.slow
 def test_tfrecord_preparation_is_refused_with_the_conversion_command(prepared):
-    with pytest.raises(input_pipeline.DatasetNotPreparedError, match="tfds convert_format"):
+    with pytest.raises(in_memory.DatasetNotPreparedError, match="tfds convert_format"):
         tfds_splits.open_tfds_split("tiny_jpegs", "train", data_dir=prepared[1])
 
 

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import configuration, grain_pipeline, input_pipeline
+from experiments import configuration
 from experiments import train as train_lib
 from experiments import workdir as workdir_lib
+from experiments.data import in_memory, pipeline
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,13 +40,13 @@ def _timing_free(records):
 def _patch_batches(monkeypatch, action):
     """Makes the trainer's batch iterator call ``action(step, batch)`` as each batch is
     handed to the train step (not when grain prefetches it); returns the original."""
-    original = grain_pipeline.train_batches
+    original = pipeline.train_batches
 
     def patched(split, *, start_step, **kwargs):
         for step, batch in enumerate(original(split, start_step=start_step, **kwargs), start_step):
             yield action(step, batch)
 
-    monkeypatch.setattr(grain_pipeline, "train_batches", patched)
+    monkeypatch.setattr(pipeline, "train_batches", patched)
     return original
 
 
@@ -97,7 +98,7 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch, met
     with pytest.raises(KeyboardInterrupt):
         train_lib.train_and_evaluate(config, tmp_path / "resumed")
     assert not (tmp_path / "resumed" / "results.json").exists()
-    monkeypatch.setattr(grain_pipeline, "train_batches", original)
+    monkeypatch.setattr(pipeline, "train_batches", original)
     resumed = train_lib.train_and_evaluate(config, tmp_path / "resumed")
 
     assert resumed == reference
@@ -159,7 +160,7 @@ def test_cifar10_longtail_end_to_end_on_mocked_data(tmp_path):
     assert any(p.name.isdigit() for p in (tmp_path / "checkpoints").iterdir())
 
 
-FASHION_MNIST = pathlib.Path(input_pipeline.FASHION_MNIST_IDX_DIR)
+FASHION_MNIST = pathlib.Path(in_memory.FASHION_MNIST_IDX_DIR)
 
 
 @pytest.mark.slow
@@ -311,7 +312,7 @@ def test_sigterm_saves_the_current_step_and_resume_is_exact(tmp_path, monkeypatc
     # although it is not a checkpoint step; the log was flushed up to step 12.
     steps = [p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()]
     assert "14" in steps and not (tmp_path / "resumed" / "results.json").exists()
-    monkeypatch.setattr(grain_pipeline, "train_batches", original)
+    monkeypatch.setattr(pipeline, "train_batches", original)
     # The log may even be lost: results come from the checkpointed history.
     (tmp_path / "resumed" / "metrics.jsonl").unlink()
     resumed = train_lib.train_and_evaluate(config, tmp_path / "resumed")

@@ -16,7 +16,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.multilabel_num_test = 1000  # multilabel_digits: composed test images
     config.image_size = 128  # voc2007, imagenet_lt, inaturalist2018, coco2017: image side
     config.download = False  # let tfds download and prepare the data set (needs network)
-    # Input pipeline (experiments/grain_pipeline.py): how batches are made, never what
+    # Input pipeline (experiments/pipeline.py): how batches are made, never what
     # they contain, so changing these keeps a run's batches (and resume) exact.
     config.data_workers = 0  # grain worker processes (0 = trainer's threads; JPEG sets: 8-16)
     config.data_threads = 2  # threads making batches in each process (0 = none)

@@ -1,4 +1,4 @@
-"""Tests for experiments/input_pipeline.py (the in-memory data sets and their loaders)."""
+"""Tests for experiments/in_memory.py (the in-memory data sets and their loaders)."""
 
 import os
 import pathlib
@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from experiments import input_pipeline as ip
+from experiments.data import in_memory as ip
 
 
 def _indexed_dataset(labels, num_classes):

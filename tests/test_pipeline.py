@@ -1,4 +1,4 @@
-"""Tests for experiments/grain_pipeline.py: step-indexed batches, grain iteration, memory."""
+"""Tests for experiments/pipeline.py: step-indexed batches, grain iteration, memory."""
 
 import io
 import tracemalloc
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import reference as ref
 
-from experiments import grain_pipeline as gp
-from experiments import input_pipeline as ip
-from experiments import tfds_splits
+from experiments.data import in_memory as ip
+from experiments.data import pipeline as gp
+from experiments.data import tfds_splits
 
 
 def _toy_dataset(n=64, size=32, channels=3, num_classes=10, seed=0, dtype=np.uint8):

@@ -3,7 +3,7 @@
 :func:`open_tfds_split` opens a prepared split with ``tfds``'s random-access data source,
 images left encoded (``SkipDecoding``): a record is read, and its JPEG decoded, only when a
 batch needs it -- in the grain threads or worker processes of
-:mod:`experiments.grain_pipeline`. Reading needs no TensorFlow (the read-only builder comes
+:mod:`experiments.data.pipeline`. Reading needs no TensorFlow (the read-only builder comes
 from the prepared files' metadata); only preparing a data set does (``pip install
 ".[prepare]"``, then ``tfds build``: README, "Preparing the large data sets").
 
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from experiments import grain_pipeline, image_transforms, input_pipeline
+from experiments.data import image_transforms, in_memory, pipeline
 
 __all__ = ["TfdsSplit", "open_tfds_split", "preparation_command"]
 
@@ -48,7 +48,7 @@ class TfdsSplit:
 
     * ``crop=True`` (ImageNet-LT, iNaturalist): training images get a random-resized crop
       and a random flip when ``augment``; evaluation images (and training images without
-      ``augment``) the resize-256 / centre-crop-224 of :mod:`experiments.image_transforms`;
+      ``augment``) the resize-256 / centre-crop-224 of :mod:`experiments.data.image_transforms`;
     * ``crop=False`` (COCO, as ASL): every image resized whole to ``image_size`` squared,
       training images flipped at random when ``augment``.
 
@@ -76,10 +76,10 @@ class TfdsSplit:
     augment: bool = True
     counts_cache: pathlib.Path | None = None
     mean: np.ndarray = dataclasses.field(
-        default_factory=lambda: np.asarray(input_pipeline.IMAGENET_MEAN, np.float32)
+        default_factory=lambda: np.asarray(in_memory.IMAGENET_MEAN, np.float32)
     )
     std: np.ndarray = dataclasses.field(
-        default_factory=lambda: np.asarray(input_pipeline.IMAGENET_STD, np.float32)
+        default_factory=lambda: np.asarray(in_memory.IMAGENET_STD, np.float32)
     )
 
     @property
@@ -126,7 +126,7 @@ class TfdsSplit:
         images, labels = zip(
             *(self._example(i, rng) for i, rng in zip(indices, rngs, strict=True)), strict=True
         )
-        return grain_pipeline.normalise(np.stack(images), self.mean, self.std), np.stack(labels)
+        return pipeline.normalise(np.stack(images), self.mean, self.std), np.stack(labels)
 
     def train_rows(self, indices, *, seed, step, rows, global_batch_size):
         del global_batch_size  # each example's randomness depends on its row alone
@@ -189,7 +189,7 @@ def open_tfds_split(
     A data set prepared in ``data_dir`` (or tfds's default directories) is opened from its
     files alone, without its builder code and without TensorFlow. Otherwise, if
     ``download``, tfds downloads and prepares it (``array_record``; needs TensorFlow);
-    if not, :class:`~experiments.input_pipeline.DatasetNotPreparedError` names the command
+    if not, :class:`~experiments.data.in_memory.DatasetNotPreparedError` names the command
     that prepares it, before anything is read or downloaded. Under
     ``tfds.testing.mock_data`` the mocked source is returned.
 
@@ -214,7 +214,7 @@ def open_tfds_split(
         builder = None
     if builder is not None:
         if builder.info.file_format != file_adapters.FileFormat.ARRAY_RECORD:
-            raise input_pipeline.DatasetNotPreparedError(
+            raise in_memory.DatasetNotPreparedError(
                 f"{name!r} is prepared in {builder.data_dir} as {builder.info.file_format.value}"
                 f", but streaming needs array_record. Convert it once:\n  tfds convert_format "
                 f"--dataset_version_dir={builder.data_dir} --out_file_format=array_record"
@@ -232,7 +232,7 @@ def open_tfds_split(
         if download:
             raise
         where = data_dir or "tfds's default data directory (~/tensorflow_datasets)"
-        raise input_pipeline.DatasetNotPreparedError(
+        raise in_memory.DatasetNotPreparedError(
             f"The tensorflow-datasets data set {name!r} is not prepared (array_record) in "
             f"{where}, and download=False, so nothing was downloaded. Prepare it once "
             f'(pip install -c constraints.txt -e ".[prepare]"):\n  {command}\n'

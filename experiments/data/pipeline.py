@@ -1,8 +1,8 @@
 """Deterministic, resumable, multi-host batches read with grain from random-access splits.
 
 A *split* is anything with random access to its examples (:class:`ArraySplit` over an
-in-memory :class:`~experiments.input_pipeline.Dataset`;
-:class:`~experiments.tfds_splits.TfdsSplit` over a tensorflow-datasets ``array_record``
+in-memory :class:`~experiments.data.in_memory.Dataset`;
+:class:`~experiments.data.tfds_splits.TfdsSplit` over a tensorflow-datasets ``array_record``
 data source). The training batch at global step ``s`` is a *pure function* of
 ``(seed, s)``:
 
@@ -23,7 +23,7 @@ worker processes (``mp_prefetch``) and prefetched; the order never depends on ei
 Host memory: the one per-example array is the epoch permutation (8 bytes per example, in
 the trainer and in each worker process: 3.5 MB for iNaturalist 2018's 437k training
 images); images are read when their batch is made, so memory does not grow with the data
-set (``tests/test_grain_pipeline.py``).
+set (``tests/test_pipeline.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Protocol
 
 import numpy as np
 
-from experiments import input_pipeline
+from experiments.data import in_memory
 
 __all__ = [
     "ArraySplit",
@@ -121,7 +121,7 @@ class ArraySplit:
       augment: crop and flip training images.
     """
 
-    dataset: input_pipeline.Dataset
+    dataset: in_memory.Dataset
     augment: bool = False
 
     @property

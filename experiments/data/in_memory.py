@@ -1,9 +1,9 @@
 """The small data sets, held in host memory, and the long-tailed profiles.
 
 Every small data set is a pair of NumPy arrays (CIFAR fits easily: 50k x 32x32x3 uint8)
-wrapped in a :class:`Dataset`; :mod:`experiments.grain_pipeline` makes the batches
-(``ArraySplit``) and :mod:`experiments.datasets` names the data sets. The large benchmarks
-(ImageNet-LT, iNaturalist 2018, COCO) are streamed instead (:mod:`experiments.tfds_splits`).
+wrapped in a :class:`Dataset`; :mod:`experiments.data.pipeline` makes the batches
+(``ArraySplit``) and :mod:`experiments.data.registry` names the data sets. The large benchmarks
+(ImageNet-LT, iNaturalist 2018, COCO) are streamed instead (:mod:`experiments.data.tfds_splits`).
 
 Loaders:
 

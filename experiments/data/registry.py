@@ -1,12 +1,12 @@
 """The data sets the trainer knows: ``config.dataset`` -> ``(train, validation, test)``.
 
-Each entry builds the three splits of :mod:`experiments.grain_pipeline` from the config
+Each entry builds the three splits of :mod:`experiments.data.pipeline` from the config
 (``validation`` is None where the benchmark has none). Adding a data set is one entry here
 and one config file.
 
-Small data sets are held in memory (:class:`~experiments.grain_pipeline.ArraySplit`); the
+Small data sets are held in memory (:class:`~experiments.data.pipeline.ArraySplit`); the
 large long-tailed benchmarks are streamed from tensorflow-datasets ``array_record`` files
-(:class:`~experiments.tfds_splits.TfdsSplit`):
+(:class:`~experiments.data.tfds_splits.TfdsSplit`):
 
 ==================  ==========================  =======  =========================
 name                tfds splits (train / test)  classes  preparation
@@ -30,11 +30,11 @@ from typing import NamedTuple
 
 import ml_collections
 
-from experiments import grain_pipeline, input_pipeline, tfds_splits
+from experiments.data import in_memory, pipeline, tfds_splits
 
 __all__ = ["NAMES", "DatasetEntry", "is_multilabel", "load"]
 
-Splits = tuple[grain_pipeline.Split, grain_pipeline.Split | None, grain_pipeline.Split]
+Splits = tuple[pipeline.Split, pipeline.Split | None, pipeline.Split]
 
 
 class DatasetEntry(NamedTuple):
@@ -46,7 +46,7 @@ class DatasetEntry(NamedTuple):
 
 def _in_memory(config, train, validation, test) -> Splits:
     def wrap(dataset, augment=False):
-        return None if dataset is None else grain_pipeline.ArraySplit(dataset, augment)
+        return None if dataset is None else pipeline.ArraySplit(dataset, augment)
 
     return wrap(train, config.augment), wrap(validation), wrap(test)
 
@@ -56,14 +56,14 @@ def _tfds_kwargs(config) -> dict:
 
 
 def _digits_lt(config) -> Splits:
-    train, test = input_pipeline.load_digits_longtail(
+    train, test = in_memory.load_digits_longtail(
         imbalance_ratio=config.imbalance_ratio, seed=config.seed
     )
     return _in_memory(config, train, None, test)
 
 
 def _fashion_mnist_lt(config) -> Splits:
-    train, validation, test = input_pipeline.load_fashion_mnist_longtail(
+    train, validation, test = in_memory.load_fashion_mnist_longtail(
         imbalance_ratio=config.imbalance_ratio,
         seed=config.seed,
         idx_dir=config.fashion_mnist_dir or None,
@@ -73,7 +73,7 @@ def _fashion_mnist_lt(config) -> Splits:
 
 
 def _multilabel_digits(config) -> Splits:
-    train, test = input_pipeline.load_multilabel_digits(
+    train, test = in_memory.load_multilabel_digits(
         num_train=config.multilabel_num_train,
         num_test=config.multilabel_num_test,
         imbalance_ratio=config.imbalance_ratio,
@@ -84,18 +84,16 @@ def _multilabel_digits(config) -> Splits:
 
 def _cifar(name, config) -> Splits:
     train, test = (
-        input_pipeline.load_tfds_image_classification(name, split=split, **_tfds_kwargs(config))
+        in_memory.load_tfds_image_classification(name, split=split, **_tfds_kwargs(config))
         for split in ("train", "test")
     )
-    train = input_pipeline.make_longtail(train, config.imbalance_ratio, seed=config.seed)
+    train = in_memory.make_longtail(train, config.imbalance_ratio, seed=config.seed)
     return _in_memory(config, train, None, test)
 
 
 def _voc2007(config) -> Splits:
     train, test = (
-        input_pipeline.load_tfds_voc(
-            split=split, image_size=config.image_size, **_tfds_kwargs(config)
-        )
+        in_memory.load_tfds_voc(split=split, image_size=config.image_size, **_tfds_kwargs(config))
         for split in ("trainval", "test")
     )
     return _in_memory(config, train, None, test)
@@ -180,7 +178,7 @@ def load(config: ml_collections.ConfigDict) -> Splits:
 
     Raises:
       ValueError: an unknown ``config.dataset``.
-      input_pipeline.DatasetNotPreparedError: the data set is not on disk (the message
+      in_memory.DatasetNotPreparedError: the data set is not on disk (the message
         names the command that prepares it).
     """
     return _entry(config.dataset).build(config)
