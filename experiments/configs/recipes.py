@@ -141,6 +141,7 @@ def imagenet_scale_longtail(dataset: str, model: str):
     config.dataset = dataset  # the data set's own long tail, prepared with tfds (README)
     config.imbalance_ratio = 1.0  # no further subsampling: the data set is long-tailed
     config.image_size = 224  # random-resized crops for training; resize 256, centre 224 for test
+    config.data_workers = 16  # JPEG decoding: ~420 images/s a core (benchmarks/RESULTS.md)
     config.model = model  # torchvision-layout bottleneck ResNet (experiments/models.py)
     config.dtype = "bfloat16"  # bfloat16 compute; float32 parameters, BN statistics, logits
     config.augment = True  # random-resized crop (Inception-style) + horizontal flip
@@ -186,6 +187,7 @@ def coco_multilabel(model: str):
     config.method = "lpl_multilabel"  # the project's multi-label LPL (README)
     config.dataset = "coco2017"  # train2017 (118,287 images) / val2017 (5,000), 80 classes
     config.image_size = 224  # images resized whole to 224 x 224, as ASL
+    config.data_workers = 16  # JPEG decoding: ~420 images/s a core (benchmarks/RESULTS.md)
     config.model = model  # torchvision-layout bottleneck ResNet (experiments/models.py)
     config.dtype = "bfloat16"  # bfloat16 compute; float32 parameters, BN statistics, logits
     config.augment = True  # random horizontal flip of the resized image
@@ -200,6 +202,7 @@ def coco_multilabel(model: str):
     config.asl_gamma_negative = 4.0  # ASL's gamma- for COCO
     config.asl_gamma_positive = 0.0  # ASL's gamma+
     config.asl_clip = 0.05  # ASL's probability margin for negatives
+    config.asl_stop_focusing_gradient = True  # ASL's disable_torch_grad_focal_loss
     config.lpl.split = "longtail"  # positives of head classes minimised, of tail maximised
     config.lpl.num_head_classes = 20  # the quarter of classes with the most positive images
     config.lpl.epsilon = 0.2  # base bound of every (class, polarity), as for VOC 2007
