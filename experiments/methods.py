@@ -43,6 +43,7 @@ MULTILABEL_METHODS = (
 
 
 _LDAM_METHODS = ("ldam", "ldam_drw")
+ISDA_MAX_COVARIANCE_BYTES = 8 * 2**30  # ImageNet-LT with ResNet-50 would need 16 GiB
 
 
 def model_options(config: ml_collections.ConfigDict) -> dict:
@@ -138,6 +139,14 @@ def make_method(
     else:  # isda
         if feature_dim is None:
             raise ValueError("isda needs the model's feature dimension.")
+        covariance_bytes = 4 * len(counts) * feature_dim**2
+        if covariance_bytes > ISDA_MAX_COVARIANCE_BYTES:
+            raise ValueError(
+                f"isda keeps a float32 [C, D, D] class covariance on every device: "
+                f"{len(counts)} x {feature_dim}^2 x 4 bytes = {covariance_bytes / 2**30:.1f} GiB "
+                f"(the limit is {ISDA_MAX_COVARIANCE_BYTES / 2**30:.0f} GiB); choose another "
+                "method, or a model with fewer features."
+            )
         transform = lpjax.isda_transform(
             len(counts),
             feature_dim,

@@ -68,15 +68,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     workdir_lib.check_path(workdir)
     train, validation, test = load_data(config)
     _check_data(config, train)
+    model, method = _model_and_method(config, train)
     is_chief = jax.process_index() == 0
     with workdir_lib.lock(workdir, enabled=is_chief), workdir_lib.StopSignals() as stop:
         workdir_lib.check_config(workdir, config)
-        return _train(config, workdir, train, validation, test, stop)
+        return _train(config, workdir, train, validation, test, model, method, stop)
 
 
-def _train(config, workdir, train, validation, test, stop: workdir_lib.StopSignals) -> dict:
-    is_chief = jax.process_index() == 0
-    mesh = training.make_data_mesh()
+def _model_and_method(config: ml_collections.ConfigDict, train):
+    """The model and the method for ``train``'s classes; a bad choice is a ``UserError``."""
     model = models.create_model(
         config.model,
         num_classes=train.num_classes,
@@ -84,18 +84,30 @@ def _train(config, workdir, train, validation, test, stop: workdir_lib.StopSigna
         bn_axis_name=training.DATA_AXIS,
         **methods.model_options(config),
     )
+    _, features = jax.eval_shape(
+        lambda: model.init_with_output(
+            jax.random.key(0), jnp.zeros((1, *train.image_shape)), train=False, return_features=True
+        )[0]
+    )
+    try:
+        method = methods.make_method(
+            config,
+            train.class_counts,
+            steps_per_epoch=pipeline.steps_per_epoch(train, config.batch_size),
+            feature_dim=features.shape[-1],
+        )
+    except ValueError as error:  # e.g. LPL bounds needing too many steps, ISDA too large
+        raise workdir_lib.UserError(str(error)) from None
+    return model, method
+
+
+def _train(config, workdir, train, validation, test, model, method, stop) -> dict:
+    is_chief = jax.process_index() == 0
+    mesh = training.make_data_mesh()
     steps_per_epoch = pipeline.steps_per_epoch(train, config.batch_size)
     total_steps = config.num_epochs * steps_per_epoch
     tx, schedule = optimizers.make_optimizer(config, steps_per_epoch)
     input_shape = (1, *train.image_shape)
-    _, features = jax.eval_shape(
-        lambda: model.init_with_output(
-            jax.random.key(0), jnp.zeros(input_shape), train=False, return_features=True
-        )[0]
-    )
-    method = methods.make_method(
-        config, train.class_counts, steps_per_epoch=steps_per_epoch, feature_dim=features.shape[-1]
-    )
 
     key = jax.random.key(config.seed)
     init_key, step_key = jax.random.split(key)

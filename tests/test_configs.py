@@ -413,3 +413,12 @@ def test_large_recipes_learning_rate_schedules():
     updates, _ = tx.update(grads, tx.init(params), params)
     # decoupled: Adam's unit step on the gradient, plus rate * decay * parameter
     np.testing.assert_allclose(updates["w"], [-start * (1 + 1e-4), start * 2e-4], rtol=1e-3)
+
+
+def test_isda_refuses_a_covariance_too_large_for_a_device():
+    config = configuration.apply_overrides(_load("cifar10_lt_r100"), {"method": "isda"})
+    counts = np.full(1000, 100)
+    with pytest.raises(ValueError, match=r"1000 x 2048\^2 x 4 bytes = 15.6 GiB"):
+        methods.make_method(config, counts, steps_per_epoch=10, feature_dim=2048)
+    built = methods.make_method(config, np.full(100, 100), steps_per_epoch=10, feature_dim=640)
+    assert built.transform.init().covariances.shape == (100, 640, 640)

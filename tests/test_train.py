@@ -368,6 +368,7 @@ def test_non_finite_loss_stops_the_run_and_names_the_steps(tmp_path, monkeypatch
             ["--config.schedule=onecycle", "--config.warmup_epochs=0"],
             "rises over config.warmup_epochs, which must lie",
         ),
+        (["--config.lpl.step_size=0.00001"], "max_inner_steps"),
     ],
 )
 def test_config_errors_exit_2_in_one_line_before_writing(tmp_path, capsys, args, message):
