@@ -174,22 +174,19 @@ def lpl_adaptive_transform(
             raise TypeError(f"expected an AdaptiveLplState (from init()); got {type(state)}.")
         logits = jnp.asarray(logits)
         labels = _checks.require_integer_labels(labels, logits, "lpl_adaptive_transform")
-        _, classes = _checks.check_logits(logits)
+        batch_size, classes = _checks.check_logits(logits)
+        _checks.check_where(where, batch_size)
         _checks.check_axis_name(logits, axis_name)
         if classes != num_classes:
             raise ValueError(
                 f"logits have {classes} classes; the transform was built for {num_classes}."
             )
         signs, targets = signs_and_targets(logits, labels, where, axis_name)
-        delta = _solver.lpl_perturbation(
-            logits,
-            labels,
-            signs=signs,
-            bounds=state.bounds,
-            step_size=step_size,
-            where=where,
-            axis_name=axis_name,
-            max_inner_steps=max_inner_steps,
+        _solver.check_split(
+            num_classes, step_size, max_inner_steps, signs=signs, bounds=state.bounds
+        )
+        delta = _solver.solve(
+            logits, labels, signs, state.bounds, step_size, where, axis_name, max_inner_steps
         )
         perturbed = logits + delta
         dtype = _checks.compute_dtype(logits.dtype)

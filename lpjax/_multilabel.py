@@ -154,21 +154,48 @@ def multilabel_lpl_perturbation(
     _checks.check_multihot_labels(labels, (batch_size, num_classes))
     _checks.check_where(where, batch_size)
     _checks.check_axis_name(logits, axis_name)
-    for name, vector in (
-        ("positive_signs", positive_signs),
-        ("negative_signs", negative_signs),
-        ("positive_bounds", positive_bounds),
-        ("negative_bounds", negative_bounds),
-    ):
-        _checks.check_class_vector(name, vector, num_classes)
     _checks.check_positive_scalar("step_size", step_size)
-    _checks.check_nonnegative("positive_bounds", positive_bounds)
-    _checks.check_nonnegative("negative_bounds", negative_bounds)
-    _checks.check_signs("positive_signs", positive_signs)
-    _checks.check_signs("negative_signs", negative_signs)
-    for bounds_, signs_ in ((positive_bounds, positive_signs), (negative_bounds, negative_signs)):
-        _solver.check_inner_steps(bounds_, step_size, max_inner_steps, signs_)
+    split = MultilabelSplit(positive_signs, negative_signs, positive_bounds, negative_bounds)
+    _check_split(num_classes, step_size, max_inner_steps, **split._asdict())
+    return _solve(logits, labels, *split, step_size, where, axis_name, max_inner_steps)
 
+
+def _check_split(
+    num_classes: int,
+    step_size,
+    max_inner_steps: int,
+    *,
+    positive_signs,
+    negative_signs,
+    positive_bounds,
+    negative_bounds,
+) -> None:
+    """Checks a :class:`MultilabelSplit` as :func:`lpjax._solver.check_split` does."""
+    for polarity, signs, bounds in (
+        ("positive", positive_signs, positive_bounds),
+        ("negative", negative_signs, negative_bounds),
+    ):
+        _checks.check_class_vector(f"{polarity}_signs", signs, num_classes)
+        _checks.check_class_vector(f"{polarity}_bounds", bounds, num_classes)
+        _checks.check_nonnegative(f"{polarity}_bounds", bounds)
+        _checks.check_signs(f"{polarity}_signs", signs)
+        _solver.check_inner_steps(bounds, step_size, max_inner_steps, signs)
+
+
+def _solve(
+    logits,
+    labels,
+    positive_signs,
+    negative_signs,
+    positive_bounds,
+    negative_bounds,
+    step_size,
+    where,
+    axis_name,
+    max_inner_steps,
+):
+    """:func:`multilabel_lpl_perturbation` on inputs its caller has checked."""
+    num_classes = jnp.shape(logits)[-1]
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)
     u = lax.stop_gradient(logits).astype(dtype)
@@ -340,7 +367,11 @@ def multilabel_balanced_signs_and_bounds(
     _checks.check_axis_name(logits, axis_name)
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)
+    return _balanced_split(logits, labels, epsilon, delta_epsilon, where, axis_name)
 
+
+def _balanced_split(logits, labels, epsilon, delta_epsilon, where, axis_name) -> MultilabelSplit:
+    """:func:`multilabel_balanced_signs_and_bounds` on inputs its caller has checked."""
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)
     u = lax.stop_gradient(logits).astype(dtype)
@@ -372,7 +403,8 @@ def _multilabel_lpl_transform(
         signs_and_bounds,
         step_size,
         max_inner_steps,
-        solver=multilabel_lpl_perturbation,
+        solve=_solve,
+        check_split=_check_split,
         split_fields=MultilabelSplit._fields,
         require_labels=_require_multilabel_labels,
     )
@@ -438,13 +470,6 @@ def lpl_multilabel_balanced_transform(
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)
 
     def signs_and_bounds(logits, labels, where, axis_name):
-        return multilabel_balanced_signs_and_bounds(
-            logits,
-            labels,
-            epsilon=epsilon,
-            delta_epsilon=delta_epsilon,
-            where=where,
-            axis_name=axis_name,
-        )
+        return _balanced_split(logits, labels, epsilon, delta_epsilon, where, axis_name)
 
     return _multilabel_lpl_transform(signs_and_bounds, step_size)

@@ -169,13 +169,23 @@ def lpl_perturbation(
     _checks.check_integer_labels(labels, batch_size)
     _checks.check_where(where, batch_size)
     _checks.check_axis_name(logits, axis_name)
+    _checks.check_positive_scalar("step_size", step_size)
+    check_split(num_classes, step_size, max_inner_steps, signs=signs, bounds=bounds)
+    return solve(logits, labels, signs, bounds, step_size, where, axis_name, max_inner_steps)
+
+
+def check_split(num_classes: int, step_size, max_inner_steps: int, *, signs, bounds) -> None:
+    """Checks a split: ``[num_classes]`` signs in {-1, 0, +1}, bounds >= 0 within the cap."""
     _checks.check_class_vector("signs", signs, num_classes)
     _checks.check_class_vector("bounds", bounds, num_classes)
-    _checks.check_positive_scalar("step_size", step_size)
     _checks.check_nonnegative("bounds", bounds)
     _checks.check_signs("signs", signs)
     check_inner_steps(bounds, step_size, max_inner_steps, signs)
 
+
+def solve(logits, labels, signs, bounds, step_size, where, axis_name, max_inner_steps):
+    """:func:`lpl_perturbation` on inputs its caller has checked."""
+    num_classes = jnp.shape(logits)[-1]
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)
     u = lax.stop_gradient(logits).astype(dtype)

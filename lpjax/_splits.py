@@ -58,13 +58,18 @@ def balanced_signs_and_bounds(
     References:
       Li et al., "Class-Level Logit Perturbation", TNNLS 2023, Sec. IV ("mean" rule).
     """
-    batch_size, num_classes = _checks.check_logits(logits)
+    batch_size, _ = _checks.check_logits(logits)
     _checks.check_integer_labels(labels, batch_size)
     _checks.check_where(where, batch_size)
     _checks.check_axis_name(logits, axis_name)
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)
+    return balanced_split(logits, labels, epsilon, delta_epsilon, where, axis_name)
 
+
+def balanced_split(logits, labels, epsilon, delta_epsilon, where, axis_name):
+    """:func:`balanced_signs_and_bounds` on inputs its caller has checked."""
+    num_classes = jnp.shape(logits)[-1]
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)
     u = lax.stop_gradient(logits).astype(dtype)

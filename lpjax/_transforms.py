@@ -196,30 +196,27 @@ def _lpl_transform(
     step_size,
     max_inner_steps,
     *,
-    solver=_solver.lpl_perturbation,
+    solve=_solver.solve,
+    check_split=_solver.check_split,
     split_fields: tuple[str, ...] = ("signs", "bounds"),
     require_labels=_checks.require_integer_labels,
 ) -> LogitTransform:
-    """LPL on the incoming logits: ``logits + solver(logits, labels, **split, ...)``.
+    """LPL on the incoming logits: ``logits + solve(logits, labels, *split, ...)``.
 
-    ``signs_and_bounds(logits, labels, where, axis_name)`` returns the split, whose
-    entries are passed to ``solver`` under the names ``split_fields``; the multi-label
-    transforms reuse this with their solver and :class:`lpjax.MultilabelSplit`.
+    ``signs_and_bounds(logits, labels, where, axis_name)`` returns the split, named by
+    ``split_fields`` for ``check_split``; the inputs are checked once here (and by
+    :func:`stateless`), then the unchecked ``solve`` runs. The multi-label transforms
+    reuse this with their solver, their checks and :class:`lpjax.MultilabelSplit`.
     """
     _checks.check_positive_scalar("step_size", step_size)
 
     def perturb(logits, labels, where, axis_name):
         labels = require_labels(labels, logits, "an LPL transform")
+        _checks.check_axis_name(logits, axis_name)
         split = signs_and_bounds(logits, labels, where, axis_name)
-        delta = solver(
-            logits,
-            labels,
-            **dict(zip(split_fields, split, strict=True)),
-            step_size=step_size,
-            where=where,
-            axis_name=axis_name,
-            max_inner_steps=max_inner_steps,
-        )
+        named = dict(zip(split_fields, split, strict=True))
+        check_split(logits.shape[-1], step_size, max_inner_steps, **named)
+        delta = solve(logits, labels, *named.values(), step_size, where, axis_name, max_inner_steps)
         return logits + delta
 
     return stateless(perturb)
@@ -246,14 +243,7 @@ def lpl_balanced_transform(
     _solver.check_inner_steps(jnp.asarray([epsilon + delta_epsilon]), step_size, max_inner_steps)
 
     def signs_and_bounds(logits, labels, where, axis_name):
-        return _splits.balanced_signs_and_bounds(
-            logits,
-            labels,
-            epsilon=epsilon,
-            delta_epsilon=delta_epsilon,
-            where=where,
-            axis_name=axis_name,
-        )
+        return _splits.balanced_split(logits, labels, epsilon, delta_epsilon, where, axis_name)
 
     return _lpl_transform(signs_and_bounds, step_size, max_inner_steps)
 

@@ -243,3 +243,16 @@ def test_validate_labels_traced_reports_through_checkify():
     err, _ = checked(jnp.asarray(LOGITS), jnp.array([0, -1, 2, 0]))
     with pytest.raises(checkify.JaxRuntimeError, match=r"labels must lie in \[0, 3\)"):
         err.throw()
+
+
+def test_a_custom_split_rule_is_checked_once_by_the_transform():
+    def wrong_shape(logits, labels, where, axis_name):
+        return jnp.ones(C + 1, jnp.int32), jnp.full(C + 1, 0.1)
+
+    def negative_bounds(logits, labels, where, axis_name):
+        return jnp.ones(C, jnp.int32), jnp.full(C, -0.1)
+
+    with pytest.raises(ValueError, match=r"signs must have shape \[num_classes\]"):
+        lpjax.lpl_transform(wrong_shape, step_size=0.05).apply(LOGITS, LABELS, ())
+    with pytest.raises(ValueError, match="bounds must be finite and >= 0"):
+        lpjax.lpl_transform(negative_bounds, step_size=0.05).apply(LOGITS, LABELS, ())
