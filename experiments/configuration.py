@@ -131,7 +131,7 @@ def _explain(argv: list[str], config: ml_collections.ConfigDict, error: Exceptio
         key = name[len("--config.") :]
         if key not in valid:
             return f"Unknown config key {key!r}. Valid keys: {', '.join(sorted(valid))}."
-        if has_value and str(error).find(key) >= 0:
+        if has_value and key in str(error):
             kind = type(valid[key]).__name__
             return f"Cannot parse {text!r} for config key {key!r} (a {kind}): {error}"
     for arg in argv:

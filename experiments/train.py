@@ -39,18 +39,6 @@ class NonFiniteLossError(RuntimeError):
     """The training loss or gradient became NaN or infinite."""
 
 
-def load_data(config: ml_collections.ConfigDict):
-    """``(train, validation, test)`` splits of ``config.dataset``; ``validation`` may be None.
-
-    Looked up in :mod:`experiments.data.registry`; hyperparameters are chosen on the validation
-    split where there is one, never on the test split.
-    """
-    return registry.load(config)
-
-
-DATASETS = registry.NAMES
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
     """Trains ``config.method`` as configured, resuming from ``workdir``; returns the results.
 
@@ -66,7 +54,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     for note in validate_config(config):
         print(f"note: {note}")
     workdir_lib.check_path(workdir)
-    train, validation, test = load_data(config)
+    # Hyperparameters are chosen on the validation split where there is one, never on test.
+    train, validation, test = registry.load(config)
     _check_data(config, train)
     model, method = _model_and_method(config, train)
     is_chief = jax.process_index() == 0
@@ -336,8 +325,8 @@ def validate_config(config: ml_collections.ConfigDict) -> list[str]:
     def fail(message):
         raise workdir_lib.UserError(message)
 
-    if config.dataset not in DATASETS:
-        fail(f"config.dataset {config.dataset!r} is unknown; valid: {', '.join(DATASETS)}.")
+    if config.dataset not in registry.NAMES:
+        fail(f"config.dataset {config.dataset!r} is unknown; valid: {', '.join(registry.NAMES)}.")
     if config.method not in methods.SINGLE_LABEL_METHODS + methods.MULTILABEL_METHODS:
         fail(
             f"config.method {config.method!r} is unknown; valid: "
@@ -475,7 +464,7 @@ def _help_text() -> str:
         f"{__doc__}\n"
         f"methods:  {', '.join(methods.SINGLE_LABEL_METHODS)}\n"
         f"          multi-label: {', '.join(methods.MULTILABEL_METHODS)}\n"
-        f"datasets: {', '.join(DATASETS)}\n"
+        f"datasets: {', '.join(registry.NAMES)}\n"
         f"models:   {', '.join(models.MODELS)}\n\n"
         f"config keys (values of the default config; each is commented in "
         f"experiments/configs/common.py):\n{keys}"

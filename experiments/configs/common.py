@@ -8,7 +8,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     # What to train.
     config.method = "ce"  # see experiments/methods.py: METHODS (single-label) / MULTILABEL_METHODS
-    config.dataset = "digits_lt"  # see experiments/train.py: DATASETS
+    config.dataset = "digits_lt"  # see experiments/data/registry.py (NAMES)
     config.fashion_mnist_dir = ""  # fashion_mnist_lt: folder of the IDX files ("" = Debian's)
     config.imbalance_ratio = 1.0  # n_max / n_min of the exponential profile; 1 = balanced
     config.data_dir = ""  # tensorflow-datasets directory ("" = tfds default)

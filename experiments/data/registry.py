@@ -133,6 +133,12 @@ def _streamed(
     return open_split(train, True), open_split(validation, False), open_split(test, False)
 
 
+def _streamed_entry(tfds_name: str, splits, *, multilabel: bool = False, **options) -> DatasetEntry:
+    """The entry of a data set streamed from tfds (``options``: ``crop``, ``manual_dir``)."""
+    build = functools.partial(_streamed, tfds_name, splits, multilabel=multilabel, **options)
+    return DatasetEntry(build, multilabel=multilabel)
+
+
 _REGISTRY: dict[str, DatasetEntry] = {
     "digits_lt": DatasetEntry(_digits_lt),
     "fashion_mnist_lt": DatasetEntry(_fashion_mnist_lt),
@@ -140,20 +146,11 @@ _REGISTRY: dict[str, DatasetEntry] = {
     "cifar10": DatasetEntry(functools.partial(_cifar, "cifar10")),
     "cifar100": DatasetEntry(functools.partial(_cifar, "cifar100")),
     "voc2007": DatasetEntry(_voc2007, multilabel=True),
-    "imagenet_lt": DatasetEntry(
-        functools.partial(
-            _streamed, "imagenet_lt", ("train", "validation", "test"), manual_dir=True
-        )
-    ),
-    "inaturalist2018": DatasetEntry(
-        functools.partial(_streamed, "i_naturalist2018", ("train", None, "validation"))
-    ),
+    "imagenet_lt": _streamed_entry("imagenet_lt", ("train", "validation", "test"), manual_dir=True),
+    "inaturalist2018": _streamed_entry("i_naturalist2018", ("train", None, "validation")),
     # ASL's recipe: the whole image resized, no crop.
-    "coco2017": DatasetEntry(
-        functools.partial(
-            _streamed, "coco/2017", ("train", None, "validation"), multilabel=True, crop=False
-        ),
-        multilabel=True,
+    "coco2017": _streamed_entry(
+        "coco/2017", ("train", None, "validation"), multilabel=True, crop=False
     ),
 }
 
