@@ -23,7 +23,7 @@ worker processes (``mp_prefetch``) and prefetched; the order never depends on ei
 Host memory: the one per-example array is the epoch permutation (8 bytes per example, in
 the trainer and in each worker process: 3.5 MB for iNaturalist 2018's 437k training
 images); images are read when their batch is made, so memory does not grow with the data
-set (``tests/test_pipeline.py``).
+set (``tests/experiments/test_pipeline.py``).
 """
 
 from __future__ import annotations

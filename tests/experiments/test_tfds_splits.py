@@ -22,7 +22,7 @@ from experiments.data import pipeline as gp
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- transforms

@@ -8,7 +8,7 @@ import re
 import jax
 import numpy as np
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_train_step_example_runs_and_lowers_the_loss():

@@ -18,7 +18,7 @@ from experiments import train as train_lib
 from experiments import workdir as workdir_lib
 from experiments.data import in_memory, pipeline
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # Two epochs of the offline default (16 steps), logging and checkpointing every 4 / 8 steps.
 SHORT = {

@@ -8,7 +8,7 @@ import pytest
 
 from experiments import sweep
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "experiments" / "configs" / "default.py"
 
 
