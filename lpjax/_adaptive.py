@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
+from jax.sharding import PartitionSpec
 
-from lpjax import _batch, _checks, _solver, _splits
+from lpjax import _batch, _checks, _solver, _split_rules
 from lpjax._transforms import LogitTransform
 
 # One step changes log(eps_c) by at most rate * _MAX_ERROR: a single odd batch (a class
@@ -91,7 +92,8 @@ def adaptive_bounds_update(
     return jnp.where(measurable, updated, bounds)
 
 
-def _class_loss_sums(logits, labels, valid, num_classes, axis_name):
+@_batch.batch_statistics(lambda batch_axes: PartitionSpec())
+def _class_loss_sums(logits, labels, valid, *, num_classes, axis_name):
     """Summed softmax cross-entropy per class over the valid samples of all devices."""
     safe_labels = jnp.where(valid, labels, 0)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, safe_labels)
@@ -109,6 +111,7 @@ def lpl_adaptive_transform(
     rate: float = 0.05,
     max_epsilon: float = 10.0,
     min_epsilon: float | None = None,
+    normalize: bool = False,
     max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> LogitTransform:
     r"""Adaptive LPL: LPL whose per-class bounds follow a target loss variation.
@@ -137,6 +140,9 @@ def lpl_adaptive_transform(
       rate: controller gain :math:`\eta > 0` (per step, in log-bound units).
       max_epsilon: upper limit of the bounds.
       min_epsilon: lower limit (default ``step_size``: at least one inner step).
+      normalize: the solver's step rule (:func:`lpjax.lpl_perturbation`): the paper's
+        (False, the default) or the unit step (True).
+      max_inner_steps: the solver's cap on the steps of a class.
 
     Returns:
       A :class:`LogitTransform` with state :class:`AdaptiveLplState`.
@@ -172,11 +178,9 @@ def lpl_adaptive_transform(
         del extra_args
         if not isinstance(state, AdaptiveLplState):
             raise TypeError(f"expected an AdaptiveLplState (from init()); got {type(state)}.")
-        logits = jnp.asarray(logits)
-        labels = _checks.require_integer_labels(labels, logits, "lpl_adaptive_transform")
-        batch_size, classes = _checks.check_logits(logits)
-        _checks.check_where(where, batch_size)
-        _checks.check_axis_name(logits, axis_name)
+        _checks.require_labels(labels, "lpl_adaptive_transform")
+        _, classes = _checks.check_batch(logits, labels, where, axis_name)
+        logits, labels = jnp.asarray(logits), jnp.asarray(labels)
         if classes != num_classes:
             raise ValueError(
                 f"logits have {classes} classes; the transform was built for {num_classes}."
@@ -186,15 +190,23 @@ def lpl_adaptive_transform(
             num_classes, step_size, max_inner_steps, signs=signs, bounds=state.bounds
         )
         delta = _solver.solve(
-            logits, labels, signs, state.bounds, step_size, where, axis_name, max_inner_steps
+            logits,
+            labels,
+            signs,
+            state.bounds,
+            step_size,
+            where,
+            axis_name=axis_name,
+            max_inner_steps=max_inner_steps,
+            normalize=normalize,
         )
         perturbed = logits + delta
         dtype = _checks.compute_dtype(logits.dtype)
         plain = lax.stop_gradient(logits).astype(dtype)
         valid = _batch.valid_samples(labels, num_classes, where, plain)
-        loss_sums = _class_loss_sums(plain, labels, valid, num_classes, axis_name)
-        perturbed_sums = _class_loss_sums(
-            plain + delta.astype(dtype), labels, valid, num_classes, axis_name
+        loss_sums, perturbed_sums = (
+            _class_loss_sums(x, labels, valid, num_classes=num_classes, axis_name=axis_name)
+            for x in (plain, plain + delta.astype(dtype))
         )
         bounds = adaptive_bounds_update(
             state.bounds,
@@ -219,24 +231,28 @@ def lpl_adaptive_longtail_transform(
     step_size: float,
     initial_epsilon: float,
     delta_target: float = 0.0,
+    head_scale: float = 1.0,
     rate: float = 0.05,
     max_epsilon: float = 10.0,
     min_epsilon: float | None = None,
+    normalize: bool = False,
     max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> LogitTransform:
     r"""Adaptive LPL with LPL's head/tail split: head losses scaled toward
     :math:`e^{-\kappa_c}`, tail losses toward :math:`e^{+\kappa_c}`.
 
-    Signs and targets are :func:`lpjax.longtail_signs_and_bounds` with ``epsilon=target``
-    and ``delta_epsilon=delta_target`` (so ``delta_target > 0`` gives the extreme classes
-    the largest targets); see :func:`lpl_adaptive_transform` for the rest. Chain after
+    Signs and targets are :func:`lpjax.longtail_signs_and_bounds` with ``epsilon=target``,
+    ``delta_epsilon=delta_target`` (so ``delta_target > 0`` gives the extreme classes
+    the largest targets) and ``head_scale`` (the head classes' targets scaled); see
+    :func:`lpl_adaptive_transform` for the rest. Chain after
     :func:`lpjax.logit_adjustment_transform` for LA + adaptive LPL.
     """
-    signs, targets = _splits.longtail_signs_and_bounds(
+    signs, targets = _split_rules.longtail_signs_and_bounds(
         class_counts,
         num_head_classes=num_head_classes,
         epsilon=target,
         delta_epsilon=delta_target,
+        head_scale=head_scale,
     )
     return lpl_adaptive_transform(
         lambda logits, labels, where, axis_name: (signs, targets),
@@ -246,5 +262,6 @@ def lpl_adaptive_longtail_transform(
         rate=rate,
         max_epsilon=max_epsilon,
         min_epsilon=min_epsilon,
+        normalize=normalize,
         max_inner_steps=max_inner_steps,
     )

@@ -68,6 +68,37 @@ def check_axis_name(logits, axis_name) -> None:
             )
 
 
+def check_batch(
+    logits,
+    labels,
+    where,
+    axis_name,
+    *,
+    labels_kind: str = "integer",
+    reduces_over_batch: bool = True,
+    name: str = "logits",
+) -> tuple[int, int]:
+    """Checks a batch at a public entry; returns ``(batch_size, num_classes)``.
+
+    ``logits`` floating ``[batch, num_classes]``; ``labels`` by ``labels_kind``:
+    ``"integer"`` ``[batch]`` class indices, ``"multihot"`` 0/1 ``[batch, num_classes]``,
+    ``"soft"`` values in [0, 1] of that shape, ``"none"`` not checked; ``where`` an
+    optional boolean ``[batch]``; ``axis_name`` given when the logits are split over a
+    ``shard_map`` axis (unless the function does not ``reduces_over_batch``).
+    """
+    batch_size, num_classes = check_logits(logits, name)
+    if labels_kind == "integer":
+        check_integer_labels(labels, batch_size)
+    elif labels_kind in ("multihot", "soft"):
+        check_multihot_labels(labels, (batch_size, num_classes), binary=labels_kind == "multihot")
+    elif labels_kind != "none":
+        raise ValueError(f"unknown labels_kind {labels_kind!r}")
+    check_where(where, batch_size)
+    if reduces_over_batch:
+        check_axis_name(logits, axis_name)
+    return batch_size, num_classes
+
+
 def check_integer_labels(labels, batch_size: int) -> None:
     """Checks ``labels`` is an integer ``[batch]`` array."""
     if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
@@ -82,12 +113,10 @@ def check_integer_labels(labels, batch_size: int) -> None:
         )
 
 
-def require_integer_labels(labels, logits, user: str) -> jax.Array:
-    """Checks ``labels`` were given (not None) as integer ``[batch]`` matching ``logits``."""
+def require_labels(labels, user: str) -> None:
+    """Refuses ``labels=None`` for a transform that needs the labels of the batch."""
     if labels is None:
         raise ValueError(f"{user} needs the labels of the batch; got labels=None.")
-    check_integer_labels(labels, check_logits(logits)[0])
-    return jnp.asarray(labels)
 
 
 def check_multihot_labels(labels, shape: tuple[int, ...], *, binary: bool = True) -> None:

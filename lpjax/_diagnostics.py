@@ -48,16 +48,13 @@ def relative_loss_variation(
     References:
       Li et al., "Class-Level Logit Perturbation", TNNLS 2023, Sec. III (Figs. 2-4).
     """
-    batch_size, num_classes = _checks.check_logits(logits)
+    _, num_classes = _checks.check_batch(logits, labels, where, axis_name)
     if jnp.shape(perturbed_logits) != jnp.shape(logits):
         raise ValueError(
             f"perturbed_logits must have the shape of logits {jnp.shape(logits)}; "
             f"got {jnp.shape(perturbed_logits)}."
         )
     _checks.check_logits(perturbed_logits, "perturbed_logits")
-    _checks.check_integer_labels(labels, batch_size)
-    _checks.check_where(where, batch_size)
-    _checks.check_axis_name(logits, axis_name)
 
     dtype = _checks.compute_dtype(jnp.result_type(logits))
     labels = jnp.asarray(labels)

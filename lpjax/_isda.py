@@ -132,7 +132,14 @@ def update_class_statistics(
     _checks.check_integer_labels(labels, batch_size)
     _checks.check_where(where, batch_size)
     _checks.check_axis_name(features, axis_name)
+    return _update_class_statistics(
+        features, labels, where, state, num_classes=num_classes, axis_name=axis_name
+    )
 
+
+@_batch.batch_statistics(lambda batch_axes: IsdaState(*_batch.replicated(4)(batch_axes)))
+def _update_class_statistics(features, labels, where, state, *, num_classes, axis_name):
+    """:func:`update_class_statistics` on inputs its caller has checked."""
     labels = jnp.asarray(labels)
     x = lax.stop_gradient(jnp.asarray(features)).astype(jnp.float32)
     valid = _batch.valid_samples(labels, num_classes, where)
@@ -241,9 +248,9 @@ def isda_augmentation(
       Data Augmentation for Deep Networks", NeurIPS 2019 (arXiv:1909.12220),
       and the authors' code (``ISDALoss.isda_aug``).
     """
-    batch_size, num_classes = _checks.check_logits(logits)
-    _checks.check_integer_labels(labels, batch_size)
-    _checks.check_where(where, batch_size)
+    batch_size, num_classes = _checks.check_batch(
+        logits, labels, where, None, reduces_over_batch=False
+    )
     if jnp.ndim(classifier_kernel) != 2 or jnp.shape(classifier_kernel)[1] != num_classes:
         raise ValueError(
             f"classifier_kernel must have shape [feature_dim, num_classes = {num_classes}]; "
@@ -260,6 +267,15 @@ def isda_augmentation(
         raise ValueError(f"ratio must be a scalar; got shape {jnp.shape(ratio)}.")
     _checks.check_nonnegative("ratio", ratio)
 
+    return _augmentation(
+        logits, labels, covariances, classifier_kernel, ratio, where, num_classes=num_classes
+    )
+
+
+@_batch.batch_statistics(_batch.per_sample)
+def _augmentation(logits, labels, covariances, classifier_kernel, ratio, where, *, num_classes):
+    """:func:`isda_augmentation` on inputs its caller has checked."""
+    batch_size = jnp.shape(logits)[0]
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)
     labels = jnp.asarray(labels)
@@ -380,7 +396,7 @@ def isda_transform(
                 f"isda_transform needs the extra argument(s) {' and '.join(missing)}: "
                 "features=[batch, feature_dim] penultimate features and "
                 "classifier={'kernel': [feature_dim, num_classes], ...} of the final "
-                "dense layer (lpjax.training.make_train_step passes both)."
+                "dense layer (the trainer's step in experiments/ passes both)."
             )
         if not isinstance(classifier, Mapping) or "kernel" not in classifier:
             raise ValueError(
@@ -388,8 +404,9 @@ def isda_transform(
                 f"[feature_dim, num_classes] (flax nn.Dense params); got {type(classifier)}"
                 + (f" with keys {sorted(classifier)}." if isinstance(classifier, Mapping) else ".")
             )
-        labels = _checks.require_integer_labels(labels, logits, "isda_transform")
-        _, logit_classes = _checks.check_logits(logits)
+        _checks.require_labels(labels, "isda_transform")
+        _, logit_classes = _checks.check_batch(logits, labels, where, axis_name)
+        labels = jnp.asarray(labels)
         if logit_classes != num_classes:
             raise ValueError(
                 f"isda_transform was built for num_classes = {num_classes}; "

@@ -53,9 +53,7 @@ def softmax_cross_entropy_with_integer_labels(
       >>> [round(float(x), 4) for x in loss]
       [1.3863, 1.3863, 0.0]
     """
-    batch_size, num_classes = _checks.check_logits(logits)
-    _checks.check_integer_labels(labels, batch_size)
-    _checks.check_where(where, batch_size)
+    _, num_classes = _checks.check_batch(logits, labels, where, None, reduces_over_batch=False)
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     valid = _batch.valid_samples(labels, num_classes, where)
     loss = optax.softmax_cross_entropy_with_integer_labels(

@@ -16,14 +16,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lpjax import _batch, _checks, _solver, _splits, _transforms
+from lpjax import _batch, _checks, _solver, _split_rules, _transforms
 
 
-class MultilabelSplit(NamedTuple):
+class MultilabelSignsAndBounds(NamedTuple):
     """Signs and bounds of multi-label LPL per class, for positive and negative entries.
 
-    The keyword arguments of :func:`lpjax.multilabel_lpl_perturbation`
-    (``multilabel_lpl_perturbation(logits, labels, **split._asdict(), step_size=...)``).
+    The output of a multi-label split rule and the keyword arguments of
+    :func:`lpjax.lpl_multilabel_perturbation`
+    (``lpl_multilabel_perturbation(logits, labels, **split._asdict(), step_size=...)``).
     """
 
     positive_signs: jax.Array
@@ -62,7 +63,7 @@ def _polarity_sums(values, positive, negative, axis_name) -> jax.Array:
     return _batch.sum_over_devices(sums, axis_name)
 
 
-def multilabel_lpl_perturbation(
+def lpl_multilabel_perturbation(
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
     *,
@@ -134,7 +135,7 @@ def multilabel_lpl_perturbation(
       >>> import jax.numpy as jnp, lpjax
       >>> logits = jnp.array([[2.0, -1.0], [0.0, 1.0], [-1.0, 0.5]])
       >>> labels = jnp.array([[1, 0], [1, 1], [0, 0]])
-      >>> delta = lpjax.multilabel_lpl_perturbation(
+      >>> delta = lpjax.lpl_multilabel_perturbation(
       ...     logits, labels,
       ...     positive_signs=jnp.array([1, -1]), negative_signs=jnp.array([-1, -1]),
       ...     positive_bounds=jnp.array([0.2, 0.2]), negative_bounds=jnp.array([0.1, 0.1]),
@@ -150,17 +151,24 @@ def multilabel_lpl_perturbation(
       IEEE TNNLS 2023 (arXiv:2209.05668), Algorithm 1; the multi-label form is
       the project's (docs/method.md, section 4).
     """
-    batch_size, num_classes = _checks.check_logits(logits)
-    _checks.check_multihot_labels(labels, (batch_size, num_classes))
-    _checks.check_where(where, batch_size)
-    _checks.check_axis_name(logits, axis_name)
+    _, num_classes = _checks.check_batch(logits, labels, where, axis_name, labels_kind="multihot")
     _checks.check_positive_scalar("step_size", step_size)
-    split = MultilabelSplit(positive_signs, negative_signs, positive_bounds, negative_bounds)
-    _check_split(num_classes, step_size, max_inner_steps, **split._asdict())
-    return _solve(logits, labels, *split, step_size, where, axis_name, max_inner_steps)
+    split = MultilabelSignsAndBounds(
+        positive_signs, negative_signs, positive_bounds, negative_bounds
+    )
+    check_split(num_classes, step_size, max_inner_steps, **split._asdict())
+    return solve(
+        logits,
+        labels,
+        *split,
+        step_size,
+        where,
+        axis_name=axis_name,
+        max_inner_steps=max_inner_steps,
+    )
 
 
-def _check_split(
+def check_split(
     num_classes: int,
     step_size,
     max_inner_steps: int,
@@ -170,7 +178,7 @@ def _check_split(
     positive_bounds,
     negative_bounds,
 ) -> None:
-    """Checks a :class:`MultilabelSplit` as :func:`lpjax._solver.check_split` does."""
+    """Checks a :class:`MultilabelSignsAndBounds` as the single-label ``check_split`` does."""
     for polarity, signs, bounds in (
         ("positive", positive_signs, positive_bounds),
         ("negative", negative_signs, negative_bounds),
@@ -182,7 +190,8 @@ def _check_split(
         _solver.check_inner_steps(bounds, step_size, max_inner_steps, signs)
 
 
-def _solve(
+@_batch.batch_statistics(_batch.per_sample)
+def solve(
     logits,
     labels,
     positive_signs,
@@ -191,10 +200,11 @@ def _solve(
     negative_bounds,
     step_size,
     where,
+    *,
     axis_name,
     max_inner_steps,
 ):
-    """:func:`multilabel_lpl_perturbation` on inputs its caller has checked."""
+    """:func:`lpl_multilabel_perturbation` on inputs its caller has checked."""
     num_classes = jnp.shape(logits)[-1]
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)
@@ -238,17 +248,18 @@ def multilabel_longtail_signs_and_bounds(
     num_head_classes: int,
     epsilon: float | jax.typing.ArrayLike,
     delta_epsilon: float | jax.typing.ArrayLike = 0.0,
+    head_scale: float | jax.typing.ArrayLike = 1.0,
     negative_sign: int | jax.typing.ArrayLike = -1,
     negative_epsilon: float | jax.typing.ArrayLike | None = None,
-) -> MultilabelSplit:
-    r"""Multi-label LPL's default split, from training-set positive-label counts.
+) -> MultilabelSignsAndBounds:
+    r"""Multi-label LPL's head/tail rule (the default), from training-set positive-label counts.
 
     Positive entries follow :func:`lpjax.longtail_signs_and_bounds` applied to
     the positive-label counts :math:`n_c`: classes ranked by count (most first,
     ties lower index first), the ``num_head_classes`` first are head,
 
     .. math::
-      \text{head: } s_c^+ = -1,\ \epsilon_c^+ = \epsilon + \Delta\epsilon\, n_c / n_{\max};
+      \text{head: } s_c^+ = -1,\ \epsilon_c^+ = h\,(\epsilon + \Delta\epsilon\, n_c / n_{\max});
       \qquad
       \text{tail: } s_c^+ = +1,\ \epsilon_c^+ = \epsilon + \Delta\epsilon\, n_{\min} / n_c,
 
@@ -264,15 +275,16 @@ def multilabel_longtail_signs_and_bounds(
       num_head_classes: how many of the most frequent classes are head, in ``[0, C]``.
       epsilon: base bound ``eps >= 0`` of the positive entries.
       delta_epsilon: ``d_eps >= 0``.
+      head_scale: ``h >= 0``, the factor of the head classes' positive bounds.
       negative_sign: sign of the negative entries, in {-1, 0, +1}; a scalar or
         a ``[num_classes]`` vector.
       negative_epsilon: bound of the negative entries, ``>= 0``; a scalar or a
         ``[num_classes]`` vector; ``None`` means ``epsilon``.
 
     Returns:
-      A :class:`MultilabelSplit` ``(positive_signs, negative_signs, positive_bounds,
-      negative_bounds)``: int32 ``[num_classes]`` signs and float32 ``[num_classes]``
-      bounds, the arguments of :func:`lpjax.multilabel_lpl_perturbation`.
+      A :class:`MultilabelSignsAndBounds` ``(positive_signs, negative_signs,
+      positive_bounds, negative_bounds)``: int32 ``[num_classes]`` signs and float32
+      ``[num_classes]`` bounds, the arguments of :func:`lpjax.lpl_multilabel_perturbation`.
 
     Example::
 
@@ -287,11 +299,12 @@ def multilabel_longtail_signs_and_bounds(
       Li et al., "Class-Level Logit Perturbation", TNNLS 2023, Sec. IV (long-tailed
       split); the multi-label form is the project's (docs/method.md, section 4).
     """
-    positive_signs, positive_bounds = _splits.longtail_signs_and_bounds(
+    positive_signs, positive_bounds = _split_rules.longtail_signs_and_bounds(
         positive_counts,
         num_head_classes=num_head_classes,
         epsilon=epsilon,
         delta_epsilon=delta_epsilon,
+        head_scale=head_scale,
     )
     num_classes = positive_signs.shape[0]
     if negative_epsilon is None:
@@ -305,10 +318,12 @@ def multilabel_longtail_signs_and_bounds(
     negative_bounds = jnp.broadcast_to(
         jnp.asarray(negative_epsilon).astype(jnp.float32), (num_classes,)
     )
-    return MultilabelSplit(positive_signs, negative_signs, positive_bounds, negative_bounds)
+    return MultilabelSignsAndBounds(
+        positive_signs, negative_signs, positive_bounds, negative_bounds
+    )
 
 
-def multilabel_balanced_signs_and_bounds(
+def multilabel_mean_rule_signs_and_bounds(
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
     *,
@@ -316,8 +331,8 @@ def multilabel_balanced_signs_and_bounds(
     delta_epsilon: float | jax.typing.ArrayLike = 0.0,
     where: jax.typing.ArrayLike | None = None,
     axis_name=None,
-) -> MultilabelSplit:
-    r"""The mean-threshold split per (class, polarity), from the plain logits of a batch.
+) -> MultilabelSignsAndBounds:
+    r"""Multi-label LPL's mean rule per (class, polarity), from the plain logits of a batch.
 
     For each class :math:`c` and polarity :math:`\pm`, :math:`q_c^\pm` is the
     mean probability of the correct polarity over the entries of that class
@@ -337,21 +352,21 @@ def multilabel_balanced_signs_and_bounds(
     Args:
       logits: ``[batch, num_classes]`` plain logits.
       labels: ``[batch, num_classes]`` multi-hot labels (0/1; see
-        :func:`lpjax.multilabel_lpl_perturbation`).
+        :func:`lpjax.lpl_multilabel_perturbation`).
       epsilon: base bound ``eps >= 0``.
       delta_epsilon: ``d_eps >= 0``; the bound grows with the distance to the threshold.
       where: optional boolean ``[batch]`` mask of real samples.
       axis_name: mapped axis to reduce the statistics over.
 
     Returns:
-      A :class:`MultilabelSplit`: int32 ``[num_classes]`` signs in {-1, 0, +1} and
+      A :class:`MultilabelSignsAndBounds`: int32 ``[num_classes]`` signs in {-1, 0, +1} and
       float ``[num_classes]`` bounds for the positive and negative entries.
 
     Example::
 
       >>> import jax.numpy as jnp, lpjax
       >>> pos_signs, neg_signs, pos_bounds, neg_bounds = (
-      ...     lpjax.multilabel_balanced_signs_and_bounds(
+      ...     lpjax.multilabel_mean_rule_signs_and_bounds(
       ...         jnp.array([[-2.0, 3.0], [-3.0, 2.0]]), jnp.array([[1, 1], [0, 1]]),
       ...         epsilon=0.1))
       >>> pos_signs.tolist(), neg_signs.tolist()
@@ -361,17 +376,21 @@ def multilabel_balanced_signs_and_bounds(
       Li et al., "Class-Level Logit Perturbation", TNNLS 2023, Sec. IV ("mean" rule);
       the multi-label form is the project's (docs/method.md, section 4).
     """
-    batch_size, num_classes = _checks.check_logits(logits)
-    _checks.check_multihot_labels(labels, (batch_size, num_classes))
-    _checks.check_where(where, batch_size)
-    _checks.check_axis_name(logits, axis_name)
+    _checks.check_batch(logits, labels, where, axis_name, labels_kind="multihot")
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)
-    return _balanced_split(logits, labels, epsilon, delta_epsilon, where, axis_name)
+    return mean_rule_split(
+        logits, labels, where, epsilon=epsilon, delta_epsilon=delta_epsilon, axis_name=axis_name
+    )
 
 
-def _balanced_split(logits, labels, epsilon, delta_epsilon, where, axis_name) -> MultilabelSplit:
-    """:func:`multilabel_balanced_signs_and_bounds` on inputs its caller has checked."""
+@_batch.batch_statistics(
+    lambda batch_axes: MultilabelSignsAndBounds(*_batch.replicated(4)(batch_axes))
+)
+def mean_rule_split(
+    logits, labels, where, *, epsilon, delta_epsilon, axis_name
+) -> MultilabelSignsAndBounds:
+    """:func:`multilabel_mean_rule_signs_and_bounds` on inputs its caller has checked."""
     logits = jnp.asarray(logits)
     dtype = _checks.compute_dtype(logits.dtype)
     u = lax.stop_gradient(logits).astype(dtype)
@@ -381,32 +400,24 @@ def _balanced_split(logits, labels, epsilon, delta_epsilon, where, axis_name) ->
 
     counts = _polarity_sums(jnp.ones_like(u), positive, negative, axis_name)
     prob_sums = _polarity_sums(correct_prob, positive, negative, axis_name)
-    signs, bounds = _splits.mean_rule(
+    signs, bounds = _split_rules.mean_rule_on_groups(
         counts, prob_sums, epsilon=epsilon, delta_epsilon=delta_epsilon
     )
-    return MultilabelSplit(signs[1], signs[0], bounds[1], bounds[0])
+    return MultilabelSignsAndBounds(signs[1], signs[0], bounds[1], bounds[0])
 
 
-def _require_multilabel_labels(labels, logits, user: str) -> jax.Array:
-    """Checks ``labels`` were given (not None) as 0/1 multi-hot matching ``logits``."""
-    if labels is None:
-        raise ValueError(f"{user} needs the labels of the batch; got labels=None.")
-    _checks.check_multihot_labels(labels, _checks.check_logits(logits))
-    return jnp.asarray(labels)
-
-
-def _multilabel_lpl_transform(
-    signs_and_bounds, step_size, max_inner_steps=_solver.DEFAULT_MAX_INNER_STEPS
+def _lpl_multilabel_transform(
+    signs_and_bounds, step_size, max_inner_steps
 ) -> _transforms.LogitTransform:
     """Multi-label LPL on the incoming logits, signs and bounds from ``signs_and_bounds``."""
     return _transforms._lpl_transform(
         signs_and_bounds,
         step_size,
         max_inner_steps,
-        solve=_solve,
-        check_split=_check_split,
-        split_fields=MultilabelSplit._fields,
-        require_labels=_require_multilabel_labels,
+        solve=solve,
+        check_split=check_split,
+        split_fields=MultilabelSignsAndBounds._fields,
+        labels_kind="multihot",
     )
 
 
@@ -417,17 +428,21 @@ def lpl_multilabel_longtail_transform(
     epsilon: float,
     step_size: float,
     delta_epsilon: float = 0.0,
+    head_scale: float = 1.0,
     negative_sign: int = -1,
     negative_epsilon: float | None = None,
+    max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> _transforms.LogitTransform:
-    """Multi-label LPL for long-tailed label distributions (the default split).
+    """Multi-label LPL for long-tailed label distributions (the head/tail rule).
 
     Signs and bounds from :func:`lpjax.multilabel_longtail_signs_and_bounds`
     (fixed for the whole run): positives of tail classes maximised, of head
-    classes minimised, negatives of every class get ``negative_sign``; then
-    :func:`lpjax.multilabel_lpl_perturbation` on every batch. ``apply`` takes
-    ``[batch, num_classes]`` multi-hot labels. Follow it with an element-wise sigmoid
-    loss, e.g. ``optax.sigmoid_binary_cross_entropy(perturbed, labels).mean(-1)``.
+    classes minimised (their bounds scaled by ``head_scale``), negatives of every class
+    get ``negative_sign``; then :func:`lpjax.lpl_multilabel_perturbation` on every batch.
+    ``apply`` takes ``[batch, num_classes]`` multi-hot labels. Follow it with an
+    element-wise sigmoid loss, e.g.
+    ``optax.sigmoid_binary_cross_entropy(perturbed, labels).mean(-1)``. Bounds needing
+    more than ``max_inner_steps`` steps raise ``ValueError`` here.
 
     Example::
 
@@ -439,37 +454,50 @@ def lpl_multilabel_longtail_transform(
       >>> perturbed.shape
       (2, 3)
     """
-    signs_and_bounds = multilabel_longtail_signs_and_bounds(
+    split = multilabel_longtail_signs_and_bounds(
         positive_counts,
         num_head_classes=num_head_classes,
         epsilon=epsilon,
         delta_epsilon=delta_epsilon,
+        head_scale=head_scale,
         negative_sign=negative_sign,
         negative_epsilon=negative_epsilon,
     )
     _checks.check_positive_scalar("step_size", step_size)
-    pos_signs, neg_signs, pos_bounds, neg_bounds = signs_and_bounds
-    _solver.check_inner_steps(pos_bounds, step_size, _solver.DEFAULT_MAX_INNER_STEPS, pos_signs)
-    _solver.check_inner_steps(neg_bounds, step_size, _solver.DEFAULT_MAX_INNER_STEPS, neg_signs)
-    return _multilabel_lpl_transform(
-        lambda logits, labels, where, axis_name: signs_and_bounds, step_size
+    check_split(len(split.positive_signs), step_size, max_inner_steps, **split._asdict())
+    return _lpl_multilabel_transform(
+        lambda logits, labels, where, axis_name: split, step_size, max_inner_steps
     )
 
 
-def lpl_multilabel_balanced_transform(
-    *, epsilon: float, step_size: float, delta_epsilon: float = 0.0
+def lpl_multilabel_mean_rule_transform(
+    *,
+    epsilon: float,
+    step_size: float,
+    delta_epsilon: float = 0.0,
+    max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> _transforms.LogitTransform:
-    """Multi-label LPL with the mean-threshold split recomputed on every batch.
+    """Multi-label LPL with the mean rule's split recomputed on every batch.
 
-    Signs and bounds from :func:`lpjax.multilabel_balanced_signs_and_bounds`
-    on the incoming logits, then :func:`lpjax.multilabel_lpl_perturbation`.
+    Signs and bounds from :func:`lpjax.multilabel_mean_rule_signs_and_bounds`
+    on the incoming logits, then :func:`lpjax.lpl_multilabel_perturbation`.
     ``delta_epsilon = 0`` gives fixed bounds, ``> 0`` varied bounds. ``apply``
-    takes ``[batch, num_classes]`` multi-hot labels.
+    takes ``[batch, num_classes]`` multi-hot labels. The largest bound,
+    ``epsilon + delta_epsilon``, may need at most ``max_inner_steps`` steps.
     """
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)
+    _checks.check_positive_scalar("step_size", step_size)
+    _solver.check_inner_steps(jnp.asarray([epsilon + delta_epsilon]), step_size, max_inner_steps)
 
     def signs_and_bounds(logits, labels, where, axis_name):
-        return _balanced_split(logits, labels, epsilon, delta_epsilon, where, axis_name)
+        return mean_rule_split(
+            logits,
+            labels,
+            where,
+            epsilon=epsilon,
+            delta_epsilon=delta_epsilon,
+            axis_name=axis_name,
+        )
 
-    return _multilabel_lpl_transform(signs_and_bounds, step_size)
+    return _lpl_multilabel_transform(signs_and_bounds, step_size, max_inner_steps)

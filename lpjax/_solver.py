@@ -34,13 +34,18 @@ def num_inner_steps(bounds: jax.Array, step_size, max_steps: int = DEFAULT_MAX_I
     return jnp.where(jnp.isnan(steps), 0, steps).astype(jnp.int32)
 
 
+def check_max_inner_steps(max_steps) -> None:
+    """Checks the solver's cap ``max_inner_steps`` is an int >= 1."""
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_inner_steps must be an int >= 1; got {max_steps!r}.")
+
+
 def check_inner_steps(bounds, step_size, max_steps: int, signs=None) -> None:
     """Raises if concrete ``bounds`` / ``step_size`` need more than ``max_steps`` steps.
 
     Traced values cannot be checked; :func:`num_inner_steps` clamps them instead.
     """
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_inner_steps must be an int >= 1; got {max_steps!r}.")
+    check_max_inner_steps(max_steps)
     if not (_checks.is_concrete(bounds) and _checks.is_concrete(step_size)):
         return
     bounds = np.asarray(bounds, np.float64)
@@ -92,6 +97,7 @@ def lpl_perturbation(
     signs: jax.typing.ArrayLike,
     bounds: jax.typing.ArrayLike,
     step_size: float | jax.typing.ArrayLike,
+    normalize: bool = False,
     where: jax.typing.ArrayLike | None = None,
     axis_name=None,
     max_inner_steps: int = DEFAULT_MAX_INNER_STEPS,
@@ -104,13 +110,22 @@ def lpl_perturbation(
 
     .. math::
       g_c^k = \frac{1}{N_c} \sum_{i \in S_c} (\mathrm{softmax}(u_i^k) - e_{y_i}), \qquad
-      u_i^{k+1} = u_i^k + s_c \, \alpha \, \frac{g_c^k}{\max(\|g_c^k\|_2, 10^{-12})}
-      \quad (k < K_c),
+      u_i^{k+1} = u_i^k + s_c \, \alpha \, d_c^k \quad (k < K_c),
 
     so :math:`s_c = +1` ascends class :math:`c`'s mean cross-entropy (positive
-    augmentation), :math:`s_c = -1` descends it, and
-    :math:`\|\delta_c\|_2 \le K_c \alpha \le \epsilon_c`. The result is
-    :math:`\delta_i = u_i^K - u_i`, under ``stop_gradient`` (Danskin: the
+    augmentation) and :math:`s_c = -1` descends it. Two step rules:
+
+    * the paper's step (Eq. 11 / 12; ``normalize=False``, the default):
+      :math:`d_c^k = g_c^k`. A class the network already fits well (small
+      :math:`g_c`) barely moves; :math:`\|\delta_c\|_2 \le K_c \alpha \max_k
+      \|g_c^k\|_2 \le \sqrt{2}\, \epsilon_c`, so the bound sets the number of steps
+      rather than the length of :math:`\delta_c`;
+    * the unit step (L2 PGD; ``normalize=True``):
+      :math:`d_c^k = g_c^k / \max(\|g_c^k\|_2, 10^{-12})`, so
+      :math:`\|\delta_c\|_2 \le K_c \alpha \le \epsilon_c`: every class moves its
+      whole budget, however well it is fit.
+
+    The result is :math:`\delta_i = u_i^K - u_i`, under ``stop_gradient`` (Danskin: the
     training gradient treats it as a constant).
 
     The ``10^{-6}`` in :math:`K_c` is widened to four float32 ulps of
@@ -122,7 +137,9 @@ def lpl_perturbation(
     (global) batch, never as a ``[C, C]`` matrix. Statistics are computed in
     float32 (at least) and the result is cast to the logits' dtype. Values of
     ``signs``, ``bounds`` and ``step_size`` may be traced: changing them does not
-    recompile.
+    recompile. In the global view (``jax.jit`` over logits sharded on a mesh, with
+    ``Auto`` or ``Explicit`` axes) the statistics cover the global batch with no
+    ``axis_name``.
 
     A sample with a NaN or infinite logit is treated as masked: it enters no
     class statistic and gets a zero perturbation (its own loss stays whatever
@@ -135,8 +152,10 @@ def lpl_perturbation(
         :func:`lpjax.validate_labels` for a checked path.
       signs: ``[num_classes]`` values in {-1, 0, +1}: +1 maximises the class's
         loss, -1 minimises it, 0 leaves it untouched.
-      bounds: ``[num_classes]`` L2 budgets ``eps_c >= 0``.
+      bounds: ``[num_classes]`` budgets ``eps_c >= 0``.
       step_size: the step length ``alpha > 0``.
+      normalize: False for the paper's step (the class-mean gradient itself), True
+        for the unit step (its direction).
       where: optional boolean ``[batch]``; False marks padding samples, which
         are excluded from every statistic and get a zero perturbation.
       axis_name: mapped axis (``jax.shard_map`` / ``jax.pmap``) the batch is
@@ -160,18 +179,28 @@ def lpl_perturbation(
       ...     step_size=0.1)
       >>> delta.shape
       (3, 2)
+      >>> # Class 0 is maximised: its true-class logit goes down, the other one up.
+      >>> bool(delta[0, 0] < 0 < delta[0, 1])
+      True
 
     References:
       M. Li, F. Su, O. Wu, J. Zhang, "Class-Level Logit Perturbation",
-      IEEE TNNLS 2023 (arXiv:2209.05668), Algorithm 1.
+      IEEE TNNLS 2023 (arXiv:2209.05668), Eq. 11-12 and Algorithm 1.
     """
-    batch_size, num_classes = _checks.check_logits(logits)
-    _checks.check_integer_labels(labels, batch_size)
-    _checks.check_where(where, batch_size)
-    _checks.check_axis_name(logits, axis_name)
+    _, num_classes = _checks.check_batch(logits, labels, where, axis_name)
     _checks.check_positive_scalar("step_size", step_size)
     check_split(num_classes, step_size, max_inner_steps, signs=signs, bounds=bounds)
-    return solve(logits, labels, signs, bounds, step_size, where, axis_name, max_inner_steps)
+    return solve(
+        logits,
+        labels,
+        signs,
+        bounds,
+        step_size,
+        where,
+        axis_name=axis_name,
+        max_inner_steps=max_inner_steps,
+        normalize=normalize,
+    )
 
 
 def check_split(num_classes: int, step_size, max_inner_steps: int, *, signs, bounds) -> None:
@@ -183,7 +212,10 @@ def check_split(num_classes: int, step_size, max_inner_steps: int, *, signs, bou
     check_inner_steps(bounds, step_size, max_inner_steps, signs)
 
 
-def solve(logits, labels, signs, bounds, step_size, where, axis_name, max_inner_steps):
+@_batch.batch_statistics(_batch.per_sample)
+def solve(
+    logits, labels, signs, bounds, step_size, where, *, axis_name, max_inner_steps, normalize
+):
     """:func:`lpl_perturbation` on inputs its caller has checked."""
     num_classes = jnp.shape(logits)[-1]
     logits = jnp.asarray(logits)
@@ -222,9 +254,12 @@ def solve(logits, labels, signs, bounds, step_size, where, axis_name, max_inner_
         class_sum = _batch.sum_over_devices(
             jax.ops.segment_sum(residual, slot, num_segments=num_slots), axis_name
         )
-        # g_c / max(|g_c|, 1e-12) with g_c = class_sum / N_c, without dividing by N_c.
-        norm = jnp.linalg.norm(class_sum, axis=-1, keepdims=True)
-        direction = class_sum / jnp.maximum(norm, slot_counts * 1e-12)
+        if normalize:
+            # g_c / max(|g_c|, 1e-12) with g_c = class_sum / N_c, without dividing by N_c.
+            norm = jnp.linalg.norm(class_sum, axis=-1, keepdims=True)
+            direction = class_sum / jnp.maximum(norm, slot_counts * 1e-12)
+        else:
+            direction = class_sum / slot_counts  # g_c, the class-mean gradient
         moving = jnp.where(k < slot_steps, slot_signs, 0)
         return slot_delta + (step_size * moving)[:, None] * direction
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lpjax import _batch, _checks, _priors, _solver, _splits
+from lpjax import _batch, _checks, _priors, _solver, _split_rules
 
 TransformState = Any
 
@@ -148,12 +148,14 @@ def ldam_transform(class_counts, *, max_margin: float = 0.5, scale: float = 30.0
     _checks.check_positive_scalar("scale", scale)
 
     def perturb(logits, labels, where, axis_name):
-        labels = _checks.require_integer_labels(labels, logits, "ldam_transform")
-        _, num_classes = _checks.check_logits(logits)
+        _checks.require_labels(labels, "ldam_transform")
+        _, num_classes = _checks.check_batch(
+            logits, labels, where, axis_name, reduces_over_batch=False
+        )
+        labels = jnp.asarray(labels)
         _checks.check_class_vector("class_counts", margins, num_classes)
         dtype = _checks.compute_dtype(logits.dtype)
-        valid = _batch.valid_samples(labels, num_classes, None)
-        margin = jnp.where(valid, margins[jnp.clip(labels, 0, num_classes - 1)], 0)
+        margin = _batch.class_values(margins, labels)  # 0 for out-of-range labels
         onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype)
         return (scale * (logits.astype(dtype) - margin[:, None] * onehot)).astype(logits.dtype)
 
@@ -164,15 +166,17 @@ def lpl_transform(
     signs_and_bounds: Callable[..., tuple[jax.Array, jax.Array]],
     *,
     step_size: float,
+    normalize: bool = False,
     max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> LogitTransform:
     """LPL with any split rule: ``signs_and_bounds(logits, labels, where, axis_name)``.
 
     The rule returns ``(signs [C] in {-1, 0, +1}, bounds [C] >= 0)`` for the batch
     (it may reduce statistics over ``axis_name``); the transform then adds
-    :func:`lpjax.lpl_perturbation`'s ``delta`` to the logits. The built-in
-    :func:`lpl_balanced_transform` and :func:`lpl_longtail_transform` are this with
-    :func:`lpjax.balanced_signs_and_bounds` and :func:`lpjax.longtail_signs_and_bounds`.
+    :func:`lpjax.lpl_perturbation`'s ``delta`` to the logits (``normalize``: its step
+    rule, the paper's by default). The built-in :func:`lpl_mean_rule_transform` and
+    :func:`lpl_longtail_transform` are this with :func:`lpjax.mean_rule_signs_and_bounds`
+    and :func:`lpjax.longtail_signs_and_bounds`.
 
     Example -- maximise only the classes whose batch accuracy is below one half::
 
@@ -188,7 +192,7 @@ def lpl_transform(
       >>> perturbed.shape
       (2, 3)
     """
-    return _lpl_transform(signs_and_bounds, step_size, max_inner_steps)
+    return _lpl_transform(signs_and_bounds, step_size, max_inner_steps, normalize=normalize)
 
 
 def _lpl_transform(
@@ -199,43 +203,59 @@ def _lpl_transform(
     solve=_solver.solve,
     check_split=_solver.check_split,
     split_fields: tuple[str, ...] = ("signs", "bounds"),
-    require_labels=_checks.require_integer_labels,
+    labels_kind: str = "integer",
+    **solver_options,
 ) -> LogitTransform:
     """LPL on the incoming logits: ``logits + solve(logits, labels, *split, ...)``.
 
     ``signs_and_bounds(logits, labels, where, axis_name)`` returns the split, named by
-    ``split_fields`` for ``check_split``; the inputs are checked once here (and by
-    :func:`stateless`), then the unchecked ``solve`` runs. The multi-label transforms
-    reuse this with their solver, their checks and :class:`lpjax.MultilabelSplit`.
+    ``split_fields`` for ``check_split``; the inputs are checked once here, then the
+    unchecked ``solve`` runs (with ``solver_options``, e.g. the step rule). The
+    multi-label transforms reuse this with their solver, their checks and
+    :class:`lpjax.MultilabelSignsAndBounds`.
     """
     _checks.check_positive_scalar("step_size", step_size)
+    _solver.check_max_inner_steps(max_inner_steps)
 
-    def perturb(logits, labels, where, axis_name):
-        labels = require_labels(labels, logits, "an LPL transform")
-        _checks.check_axis_name(logits, axis_name)
+    def apply(logits, labels, state, *, where=None, axis_name=None, **extra_args):
+        del extra_args
+        _checks.require_labels(labels, "an LPL transform")
+        _checks.check_batch(logits, labels, where, axis_name, labels_kind=labels_kind)
+        logits = jnp.asarray(logits)
         split = signs_and_bounds(logits, labels, where, axis_name)
         named = dict(zip(split_fields, split, strict=True))
         check_split(logits.shape[-1], step_size, max_inner_steps, **named)
-        delta = solve(logits, labels, *named.values(), step_size, where, axis_name, max_inner_steps)
-        return logits + delta
+        delta = solve(
+            logits,
+            labels,
+            *named.values(),
+            step_size,
+            where,
+            axis_name=axis_name,
+            max_inner_steps=max_inner_steps,
+            **solver_options,
+        )
+        return logits + delta, state
 
-    return stateless(perturb)
+    return LogitTransform(optax.EmptyState, apply)
 
 
-def lpl_balanced_transform(
+def lpl_mean_rule_transform(
     *,
     epsilon: float,
     step_size: float,
     delta_epsilon: float = 0.0,
+    normalize: bool = False,
     max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> LogitTransform:
-    """LPL for balanced data: the mean-threshold split recomputed on every batch.
+    """LPL for balanced data: the mean rule's split recomputed on every batch.
 
-    Signs and bounds from :func:`lpjax.balanced_signs_and_bounds` on the
-    incoming logits, then :func:`lpjax.lpl_perturbation`. ``delta_epsilon = 0``
-    is LPL with fixed bounds, ``> 0`` with varied bounds. The largest bound,
-    ``epsilon + delta_epsilon``, may need at most ``max_inner_steps`` steps (else
-    ``ValueError`` here). Li et al., TNNLS 2023.
+    Signs and bounds from :func:`lpjax.mean_rule_signs_and_bounds` on the
+    incoming logits, then :func:`lpjax.lpl_perturbation` (``normalize``: its step
+    rule, the paper's by default). ``delta_epsilon = 0`` is LPL with fixed bounds,
+    ``> 0`` with varied bounds. The largest bound, ``epsilon + delta_epsilon``, may
+    need at most ``max_inner_steps`` steps (else ``ValueError`` here). Li et al.,
+    TNNLS 2023.
     """
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)
@@ -243,9 +263,16 @@ def lpl_balanced_transform(
     _solver.check_inner_steps(jnp.asarray([epsilon + delta_epsilon]), step_size, max_inner_steps)
 
     def signs_and_bounds(logits, labels, where, axis_name):
-        return _splits.balanced_split(logits, labels, epsilon, delta_epsilon, where, axis_name)
+        return _split_rules.mean_rule_split(
+            logits,
+            labels,
+            where,
+            epsilon=epsilon,
+            delta_epsilon=delta_epsilon,
+            axis_name=axis_name,
+        )
 
-    return _lpl_transform(signs_and_bounds, step_size, max_inner_steps)
+    return _lpl_transform(signs_and_bounds, step_size, max_inner_steps, normalize=normalize)
 
 
 def lpl_longtail_transform(
@@ -255,23 +282,31 @@ def lpl_longtail_transform(
     epsilon: float,
     step_size: float,
     delta_epsilon: float = 0.0,
+    head_scale: float = 1.0,
+    normalize: bool = False,
     max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> LogitTransform:
     """LPL for long-tailed data: head classes minimised, tail classes maximised.
 
     Signs and bounds from :func:`lpjax.longtail_signs_and_bounds` (fixed for the
-    whole run), then :func:`lpjax.lpl_perturbation` on every batch. Chain after
-    :func:`logit_adjustment_transform` for LA + LPL. Bounds needing more than
-    ``max_inner_steps`` steps raise ``ValueError`` here. Li et al., TNNLS 2023.
+    whole run; ``head_scale`` scales the head budgets), then
+    :func:`lpjax.lpl_perturbation` on every batch (``normalize``: its step rule, the
+    paper's by default). Chain after :func:`logit_adjustment_transform` for LA + LPL.
+    Bounds needing more than ``max_inner_steps`` steps raise ``ValueError`` here.
+    Li et al., TNNLS 2023.
     """
-    signs, bounds = _splits.longtail_signs_and_bounds(
+    signs, bounds = _split_rules.longtail_signs_and_bounds(
         class_counts,
         num_head_classes=num_head_classes,
         epsilon=epsilon,
         delta_epsilon=delta_epsilon,
+        head_scale=head_scale,
     )
     _checks.check_positive_scalar("step_size", step_size)
     _solver.check_inner_steps(bounds, step_size, max_inner_steps, signs)
     return _lpl_transform(
-        lambda logits, labels, where, axis_name: (signs, bounds), step_size, max_inner_steps
+        lambda logits, labels, where, axis_name: (signs, bounds),
+        step_size,
+        max_inner_steps,
+        normalize=normalize,
     )

@@ -43,8 +43,11 @@ def num_steps(bound, step_size):
     return int(math.floor(float(bound) / float(step_size) + 1e-6))
 
 
-def lpl_perturbation(logits, labels, signs, bounds, step_size, where=None):
+def lpl_perturbation(logits, labels, signs, bounds, step_size, where=None, normalize=False):
     """Section 3.3, the PGD-like inner solver, one class at a time.
+
+    ``normalize=False``: the paper's step (Eq. 11/12), along the class-mean gradient
+    ``g_c`` itself; ``normalize=True``: the unit step, along ``g_c / |g_c|``.
 
     A class's gradient depends only on its own samples and its own
     perturbation, so solving the classes one after the other is the same as
@@ -65,13 +68,13 @@ def lpl_perturbation(logits, labels, signs, bounds, step_size, where=None):
         delta_c = np.zeros(num_classes)
         for _ in range(steps):
             g = np.mean(softmax(u[members] + delta_c) - onehot, axis=0)
-            d = g / max(np.linalg.norm(g), 1e-12)
+            d = g / max(np.linalg.norm(g), 1e-12) if normalize else g
             delta_c = delta_c + float(signs[c]) * float(step_size) * d
         delta[members] = delta_c
     return delta
 
 
-def balanced_signs_and_bounds(logits, labels, epsilon, delta_epsilon=0.0, where=None):
+def mean_rule_signs_and_bounds(logits, labels, epsilon, delta_epsilon=0.0, where=None):
     """Section 3.2, balanced data ("mean" rule); tau over the present classes only."""
     u = np.asarray(logits, np.float64)
     labels = np.asarray(labels)
@@ -94,8 +97,9 @@ def balanced_signs_and_bounds(logits, labels, epsilon, delta_epsilon=0.0, where=
     return signs, bounds
 
 
-def longtail_signs_and_bounds(class_counts, num_head, epsilon, delta_epsilon=0.0):
-    """Section 3.2, long-tailed data: rank by count (ties: lower index first)."""
+def longtail_signs_and_bounds(class_counts, num_head, epsilon, delta_epsilon=0.0, head_scale=1.0):
+    """Section 3.2, long-tailed data: rank by count (ties: lower index first); every head
+    bound times ``head_scale``."""
     n = [float(x) for x in class_counts]
     num_classes = len(n)
     order = sorted(range(num_classes), key=lambda c: (-n[c], c))
@@ -106,7 +110,7 @@ def longtail_signs_and_bounds(class_counts, num_head, epsilon, delta_epsilon=0.0
     for c in range(num_classes):
         if c in head:
             signs[c] = -1
-            bounds[c] = epsilon + delta_epsilon * n[c] / n_max
+            bounds[c] = head_scale * (epsilon + delta_epsilon * n[c] / n_max)
         else:
             signs[c] = 1
             bounds[c] = epsilon + delta_epsilon * n_min / n[c]
@@ -174,12 +178,14 @@ def adaptive_bounds_update(bounds, signs, targets, loss_sums, perturbed_sums, ra
     return new
 
 
-def adaptive_lpl_step(logits, labels, bounds, signs, targets, step_size, rate, lo, hi, where=None):
+def adaptive_lpl_step(
+    logits, labels, bounds, signs, targets, step_size, rate, lo, hi, where=None, normalize=False
+):
     """Section 8, one batch: LPL with the current bounds, then the bound update."""
     u = np.asarray(logits, np.float64)
     labels = np.asarray(labels)
     num_classes = u.shape[1]
-    delta = lpl_perturbation(u, labels, signs, bounds, step_size, where)
+    delta = lpl_perturbation(u, labels, signs, bounds, step_size, where, normalize)
     valid = valid_mask(labels, num_classes, where)
     safe = np.where(valid, labels, 0)
     loss, loss_p = cross_entropy(u, safe), cross_entropy(u + delta, safe)
@@ -207,7 +213,7 @@ def multilabel_members(labels, where, c, polarity):
     return [i for i in range(batch) if valid[i] and labels[i, c] == polarity]
 
 
-def multilabel_lpl_perturbation(
+def lpl_multilabel_perturbation(
     logits, labels, pos_signs, neg_signs, pos_bounds, neg_bounds, step_size, where=None
 ):
     u = np.asarray(logits, np.float64)
@@ -248,7 +254,7 @@ def multilabel_longtail_signs_and_bounds(
     return pos_signs, neg_signs, pos_bounds, neg_bounds
 
 
-def multilabel_balanced_signs_and_bounds(logits, labels, epsilon, delta_epsilon=0.0, where=None):
+def multilabel_mean_rule_signs_and_bounds(logits, labels, epsilon, delta_epsilon=0.0, where=None):
     u = np.asarray(logits, np.float64)
     num_classes = u.shape[1]
     q = {}
@@ -356,3 +362,42 @@ def isda_augmentation(labels, covariances, kernel, ratio):
             v = kernel[:, c] - kernel[:, y]
             out[i, c] = 0.5 * ratio * v @ covariances[y] @ v
     return out
+
+
+# ---------------------------------------------------------------------------
+# Meta-LPL (docs/method.md, section 9) for a linear softmax classifier.
+
+
+def meta_lpl_direction(logits, labels, theta, step_size, normalize=False):
+    """``v`` of section 9: ``delta_c / theta_c`` from the solver with ``s = sign(theta)``,
+    ``eps = |theta|``; the one-step direction at ``u`` where the solver takes no step."""
+    u = np.asarray(logits, np.float64)
+    labels = np.asarray(labels)
+    theta = np.asarray(theta, np.float64)
+    num_classes = u.shape[1]
+    delta = lpl_perturbation(u, labels, np.sign(theta), np.abs(theta), step_size, None, normalize)
+    one_step = lpl_perturbation(
+        u, labels, np.ones(num_classes), np.ones(num_classes), 1.0, None, normalize
+    )
+    v = np.zeros_like(u)
+    for i, y in enumerate(labels):
+        if num_steps(abs(theta[y]), step_size) > 0:
+            v[i] = delta[i] / theta[y]
+        else:
+            v[i] = one_step[i]
+    return v
+
+
+def meta_lpl_lookahead_loss(weights, x, labels, x_meta, labels_meta, theta, v, learning_rate):
+    """Section 9's meta objective for logits ``x @ W``: one SGD step on the mean
+    cross-entropy of ``x @ W + theta_y v`` (its gradient ``x^T (softmax - onehot) / B``
+    written out), then the mean cross-entropy of ``x_meta @ W'``."""
+    w = np.asarray(weights, np.float64)
+    x = np.asarray(x, np.float64)
+    labels = np.asarray(labels)
+    theta = np.asarray(theta, np.float64)
+    num_classes = w.shape[1]
+    perturbed = x @ w + theta[labels][:, None] * v
+    residual = softmax(perturbed) - np.eye(num_classes)[labels]
+    lookahead = w - learning_rate * x.T @ residual / len(labels)
+    return float(np.mean(cross_entropy(np.asarray(x_meta, np.float64) @ lookahead, labels_meta)))

@@ -55,18 +55,22 @@ def test_bounds_update_ignores_non_finite_sums():
     np.testing.assert_array_equal(got, np.ones(3))
 
 
-@pytest.mark.parametrize("chained_la", [False, True])
-def test_transform_matches_reference_over_steps(chained_la):
-    signs, targets = ref.longtail_signs_and_bounds(COUNTS, 2, 0.4, 0.2)
+@pytest.mark.parametrize(
+    "chained_la, normalize, head_scale", [(False, False, 1.0), (True, True, 0.5)]
+)
+def test_transform_matches_reference_over_steps(chained_la, normalize, head_scale):
+    signs, targets = ref.longtail_signs_and_bounds(COUNTS, 2, 0.4, 0.2, head_scale)
     transform = lpjax.lpl_adaptive_longtail_transform(
         COUNTS,
         num_head_classes=2,
         target=0.4,
         delta_target=0.2,
+        head_scale=head_scale,
         step_size=0.05,
         initial_epsilon=0.3,
         rate=0.2,
         max_epsilon=2.0,
+        normalize=normalize,
     )
     offsets = ref.logit_adjustment(COUNTS) if chained_la else np.zeros(C)
     if chained_la:
@@ -78,7 +82,7 @@ def test_transform_matches_reference_over_steps(chained_la):
         logits, labels, where = _batch(step)
         perturbed, state = apply(logits, labels, state, where=where)
         want, bounds = ref.adaptive_lpl_step(
-            logits + offsets, labels, bounds, signs, targets, 0.05, 0.2, 0.05, 2.0, where
+            logits + offsets, labels, bounds, signs, targets, 0.05, 0.2, 0.05, 2.0, where, normalize
         )
         got_bounds = (state[1] if chained_la else state).bounds
         np.testing.assert_allclose(got_bounds, bounds, rtol=2e-4, atol=1e-6)

@@ -33,11 +33,11 @@ def solve(**overrides):
     "fn",
     [
         lambda u, y: solve(logits=u, labels=y),
-        lambda u, y: lpjax.balanced_signs_and_bounds(u, y, epsilon=0.1),
+        lambda u, y: lpjax.mean_rule_signs_and_bounds(u, y, epsilon=0.1),
         lambda u, y: lpjax.relative_loss_variation(u, u, y),
         lambda u, y: lpjax.softmax_cross_entropy_with_integer_labels(u, y),
     ],
-    ids=["solver", "balanced_split", "variation", "loss"],
+    ids=["solver", "mean_rule_split", "variation", "loss"],
 )
 def test_labels_and_logits_are_checked(fn):
     with pytest.raises(TypeError, match="labels must be integer"):
@@ -67,7 +67,7 @@ def test_where_is_checked():
     with pytest.raises(TypeError, match="where must be a boolean array"):
         solve(where=np.ones(B, np.int32))
     with pytest.raises(TypeError, match="where must be a boolean array"):
-        lpjax.balanced_signs_and_bounds(LOGITS, LABELS, epsilon=0.1, where=np.ones(B))
+        lpjax.mean_rule_signs_and_bounds(LOGITS, LABELS, epsilon=0.1, where=np.ones(B))
     with pytest.raises(ValueError, match=r"where must have shape \[batch\]"):
         lpjax.relative_loss_variation(LOGITS, LOGITS, LABELS, where=np.ones((B, 1), bool))
 
@@ -110,15 +110,15 @@ def test_signs_must_be_in_minus_one_zero_one(signs):
 
 def test_split_hyperparameters_must_be_nonnegative():
     with pytest.raises(ValueError, match="epsilon must be finite and >= 0"):
-        lpjax.balanced_signs_and_bounds(LOGITS, LABELS, epsilon=-0.1)
+        lpjax.mean_rule_signs_and_bounds(LOGITS, LABELS, epsilon=-0.1)
     with pytest.raises(ValueError, match="delta_epsilon must be finite and >= 0"):
-        lpjax.balanced_signs_and_bounds(LOGITS, LABELS, epsilon=0.1, delta_epsilon=-1.0)
+        lpjax.mean_rule_signs_and_bounds(LOGITS, LABELS, epsilon=0.1, delta_epsilon=-1.0)
     with pytest.raises(ValueError, match="epsilon must be finite and >= 0"):
         lpjax.longtail_signs_and_bounds(COUNTS, num_head_classes=1, epsilon=-0.1)
     with pytest.raises(ValueError, match="step_size must be a finite number > 0"):
-        lpjax.lpl_balanced_transform(epsilon=0.1, step_size=0.0)
+        lpjax.lpl_mean_rule_transform(epsilon=0.1, step_size=0.0)
     with pytest.raises(ValueError, match="epsilon must be finite and >= 0"):
-        lpjax.lpl_balanced_transform(epsilon=-0.1, step_size=0.1)
+        lpjax.lpl_mean_rule_transform(epsilon=-0.1, step_size=0.1)
 
 
 # ----------------------------------------------------------------------------- class counts
@@ -191,11 +191,11 @@ def test_class_balanced_beta_range():
 @pytest.mark.parametrize(
     "transform",
     [
-        lpjax.lpl_balanced_transform(epsilon=0.1, step_size=0.1),
+        lpjax.lpl_mean_rule_transform(epsilon=0.1, step_size=0.1),
         lpjax.lpl_longtail_transform(COUNTS, num_head_classes=1, epsilon=0.1, step_size=0.1),
         lpjax.ldam_transform(COUNTS),
     ],
-    ids=["lpl_balanced", "lpl_longtail", "ldam"],
+    ids=["lpl_mean_rule", "lpl_longtail", "ldam"],
 )
 def test_transforms_that_need_labels(transform):
     with pytest.raises(ValueError, match="needs the labels of the batch; got labels=None"):

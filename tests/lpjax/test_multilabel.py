@@ -20,7 +20,7 @@ import lpjax
 # ---------------------------------------------------------------------------
 # Helpers.
 
-solver_jit = jax.jit(lpjax.multilabel_lpl_perturbation, static_argnames="axis_name")
+solver_jit = jax.jit(lpjax.lpl_multilabel_perturbation, static_argnames="axis_name")
 longtail_jit = jax.jit(
     lpjax.multilabel_longtail_signs_and_bounds, static_argnames="num_head_classes"
 )
@@ -89,7 +89,7 @@ def loss_and_grad(loss_fn, logits):
 
 
 def ref_solve(p, where=None):
-    return ref.multilabel_lpl_perturbation(
+    return ref.lpl_multilabel_perturbation(
         p["logits"],
         p["labels"],
         p["pos_signs"],
@@ -203,7 +203,7 @@ def test_extreme_logits_are_finite(dtype):
     assert delta.dtype == dtype
     assert np.all(np.isfinite(np.asarray(delta, np.float32)))
     assert np.all(np.abs(np.asarray(delta, np.float32)) <= 0.5 + 1e-2)
-    transform = lpjax.lpl_multilabel_balanced_transform(epsilon=0.2, step_size=0.05)
+    transform = lpjax.lpl_multilabel_mean_rule_transform(epsilon=0.2, step_size=0.05)
     labels = p["labels"]
     loss_fns = (
         lambda u: perturbed_bce(transform, u, labels)[0],
@@ -234,7 +234,7 @@ def test_solver_traces_once_per_shape():
     @jax.jit
     @chex.assert_max_traces(n=1)
     def fn(logits, labels, pos_signs, neg_signs, pos_bounds, neg_bounds, step_size, where):
-        return lpjax.multilabel_lpl_perturbation(
+        return lpjax.lpl_multilabel_perturbation(
             logits,
             labels,
             positive_signs=pos_signs,
@@ -296,15 +296,15 @@ def test_longtail_split_ranks_by_count_not_index():
 
 @pytest.mark.parametrize("num_classes", [2, 10, 100])
 @pytest.mark.parametrize("batch", [1, 7, 64])
-def test_balanced_split_matches_reference(batch, num_classes):
+def test_mean_rule_split_matches_reference(batch, num_classes):
     p = random_problem(batch + 7 * num_classes, batch, num_classes)
     where = np.random.default_rng(batch).uniform(size=batch) < 0.8
     out = jax.jit(
-        lambda u, y, w: lpjax.multilabel_balanced_signs_and_bounds(
+        lambda u, y, w: lpjax.multilabel_mean_rule_signs_and_bounds(
             u, y, epsilon=0.1, delta_epsilon=0.5, where=w
         )
     )(p["logits"], p["labels"], where)
-    expected = ref.multilabel_balanced_signs_and_bounds(p["logits"], p["labels"], 0.1, 0.5, where)
+    expected = ref.multilabel_mean_rule_signs_and_bounds(p["logits"], p["labels"], 0.1, 0.5, where)
     for got, want in zip(out, expected, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6)
     # Absent pairs: class 0 has no positive, class 1 no negative.
@@ -313,10 +313,10 @@ def test_balanced_split_matches_reference(batch, num_classes):
         assert out[1][1] == 0 and out[3][1] == 0
 
 
-def test_balanced_split_all_masked_gives_zero():
+def test_mean_rule_split_all_masked_gives_zero():
     p = random_problem(8, 4, 3)
     out = jax.jit(
-        lambda u, y, w: lpjax.multilabel_balanced_signs_and_bounds(u, y, epsilon=0.1, where=w)
+        lambda u, y, w: lpjax.multilabel_mean_rule_signs_and_bounds(u, y, epsilon=0.1, where=w)
     )(p["logits"], p["labels"], jnp.zeros(4, bool))
     for x in out:
         assert np.all(np.asarray(x) == 0)
@@ -343,7 +343,7 @@ def test_lpl_loss_value_and_gradient():
 
     grad, (loss, perturbed) = jax.jit(jax.grad(total, has_aux=True))(p["logits"])
     signs_and_bounds = ref.multilabel_longtail_signs_and_bounds(counts, 4, 0.3, 0.2, -1, 0.3)
-    delta = ref.multilabel_lpl_perturbation(
+    delta = ref.lpl_multilabel_perturbation(
         p["logits"], p["labels"], *signs_and_bounds, 0.05, where
     )
     np.testing.assert_allclose(perturbed, p["logits"] + delta, atol=2e-6)
@@ -355,23 +355,23 @@ def test_lpl_loss_value_and_gradient():
     np.testing.assert_allclose(grad, expected_grad, atol=1e-6)
 
 
-def test_balanced_transform_matches_reference():
+def test_mean_rule_transform_matches_reference():
     p = random_problem(10, 64, 10)
-    transform = lpjax.lpl_multilabel_balanced_transform(
+    transform = lpjax.lpl_multilabel_mean_rule_transform(
         epsilon=0.2, step_size=0.05, delta_epsilon=1.0
     )
     perturbed, state = jax.jit(lambda u: transform.apply(u, p["labels"], transform.init()))(
         p["logits"]
     )
-    signs_and_bounds = ref.multilabel_balanced_signs_and_bounds(p["logits"], p["labels"], 0.2, 1.0)
-    delta = ref.multilabel_lpl_perturbation(p["logits"], p["labels"], *signs_and_bounds, 0.05)
+    signs_and_bounds = ref.multilabel_mean_rule_signs_and_bounds(p["logits"], p["labels"], 0.2, 1.0)
+    delta = ref.lpl_multilabel_perturbation(p["logits"], p["labels"], *signs_and_bounds, 0.05)
     np.testing.assert_allclose(perturbed, p["logits"] + delta, atol=2e-6)
     assert state == transform.init()
 
 
 def test_zero_budget_is_plain_bce():
     p = random_problem(11, 16, 5)
-    transform = lpjax.lpl_multilabel_balanced_transform(epsilon=0.04, step_size=0.05)
+    transform = lpjax.lpl_multilabel_mean_rule_transform(epsilon=0.04, step_size=0.05)
     loss, perturbed = jax.jit(lambda u: perturbed_bce(transform, u, p["labels"]))(p["logits"])
     np.testing.assert_array_equal(perturbed, p["logits"])
     expected = optax.sigmoid_binary_cross_entropy(p["logits"], p["labels"]).mean(-1)
@@ -434,7 +434,7 @@ def test_soft_targets_accepted_by_asl_not_by_lpl():
     np.testing.assert_allclose(
         loss, ref.asymmetric_loss(p["logits"], soft, 4.0, 0.0, 0.05), rtol=1e-5
     )
-    transform = lpjax.lpl_multilabel_balanced_transform(epsilon=0.1, step_size=0.05)
+    transform = lpjax.lpl_multilabel_mean_rule_transform(epsilon=0.1, step_size=0.05)
     with pytest.raises(ValueError, match="only 0 and 1"):
         transform.apply(p["logits"], soft, transform.init())
 
@@ -455,7 +455,7 @@ def test_sharded_equals_single_device():
     vectors = [p[k] for k in ("pos_signs", "neg_signs", "pos_bounds", "neg_bounds")]
 
     def solver(logits, labels, where, pos_signs, neg_signs, pos_bounds, neg_bounds):
-        return lpjax.multilabel_lpl_perturbation(
+        return lpjax.lpl_multilabel_perturbation(
             logits,
             labels,
             positive_signs=pos_signs,
@@ -480,21 +480,21 @@ def test_sharded_equals_single_device():
 
     split = jax.jit(
         jax.shard_map(
-            lambda u, y, w: lpjax.multilabel_balanced_signs_and_bounds(
+            lambda u, y, w: lpjax.multilabel_mean_rule_signs_and_bounds(
                 u, y, epsilon=0.1, delta_epsilon=0.5, where=w, axis_name="data"
             ),
             mesh=mesh,
             in_specs=(P("data"),) * 3,
-            out_specs=P(),  # one spec for every field of the MultilabelSplit
+            out_specs=P(),  # one spec for every field of the MultilabelSignsAndBounds
         )
     )
-    expected = lpjax.multilabel_balanced_signs_and_bounds(
+    expected = lpjax.multilabel_mean_rule_signs_and_bounds(
         p["logits"], p["labels"], epsilon=0.1, delta_epsilon=0.5, where=where
     )
     for got, want in zip(split(p["logits"], p["labels"], where), expected, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6)
 
-    transform = lpjax.lpl_multilabel_balanced_transform(
+    transform = lpjax.lpl_multilabel_mean_rule_transform(
         epsilon=0.3, step_size=0.05, delta_epsilon=0.5
     )
 
@@ -539,7 +539,7 @@ def test_errors():
         step_size=0.05,
     )
     u, y = p["logits"], p["labels"]
-    solver = lpjax.multilabel_lpl_perturbation
+    solver = lpjax.lpl_multilabel_perturbation
     with pytest.raises(ValueError, match=r"labels must be multi-hot of the logits' shape \(4, 3\)"):
         solver(u, y[:, :2], **kwargs)
     with pytest.raises(ValueError, match="jax.nn.one_hot"):
@@ -577,12 +577,12 @@ def test_errors():
     with pytest.raises(ValueError, match="num_head_classes must lie in"):
         lpjax.multilabel_longtail_signs_and_bounds([3, 2, 1], num_head_classes=4, epsilon=0.1)
     with pytest.raises(ValueError, match="epsilon must be finite and >= 0"):
-        lpjax.multilabel_balanced_signs_and_bounds(u, y, epsilon=-1.0)
-    transform = lpjax.lpl_multilabel_balanced_transform(epsilon=0.1, step_size=0.05)
+        lpjax.multilabel_mean_rule_signs_and_bounds(u, y, epsilon=-1.0)
+    transform = lpjax.lpl_multilabel_mean_rule_transform(epsilon=0.1, step_size=0.05)
     with pytest.raises(ValueError, match="needs the labels of the batch"):
         transform.apply(u, None, transform.init())
     with pytest.raises(ValueError, match="step_size must be a finite number > 0"):
-        lpjax.lpl_multilabel_balanced_transform(epsilon=0.1, step_size=-1.0)
+        lpjax.lpl_multilabel_mean_rule_transform(epsilon=0.1, step_size=-1.0)
     with pytest.raises(ValueError, match=r"clip must lie in \[0, 1\)"):
         lpjax.asymmetric_loss(u, y, clip=1.0)
     with pytest.raises(ValueError, match="gamma_negative must be finite and >= 0"):

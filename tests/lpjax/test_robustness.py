@@ -26,7 +26,7 @@ def test_huge_bounds_are_refused_when_the_transform_is_built():
     with pytest.raises(ValueError, match=r"100,000,0\d\d inner steps.*max_inner_steps = 10,000"):
         lpjax.lpl_longtail_transform(COUNTS, num_head_classes=2, epsilon=1e6, step_size=0.01)
     with pytest.raises(ValueError, match="inner steps"):
-        lpjax.lpl_balanced_transform(epsilon=50.0, delta_epsilon=60.0, step_size=0.01)
+        lpjax.lpl_mean_rule_transform(epsilon=50.0, delta_epsilon=60.0, step_size=0.01)
     with pytest.raises(ValueError, match="inner steps"):
         lpjax.lpl_multilabel_longtail_transform(
             COUNTS, num_head_classes=2, epsilon=1e3, step_size=0.01
@@ -91,7 +91,7 @@ def test_a_non_finite_sample_changes_no_other_sample(masked, bad_value):
     without[3] = False
     others = np.arange(len(labels)) != 3
     transforms = {
-        "balanced": lpjax.lpl_balanced_transform(epsilon=0.3, delta_epsilon=0.5, step_size=0.05),
+        "mean_rule": lpjax.lpl_mean_rule_transform(epsilon=0.3, delta_epsilon=0.5, step_size=0.05),
         "longtail": lpjax.chain(
             lpjax.logit_adjustment_transform(COUNTS),
             lpjax.lpl_longtail_transform(COUNTS, num_head_classes=2, epsilon=0.3, step_size=0.05),
@@ -106,9 +106,9 @@ def test_a_non_finite_sample_changes_no_other_sample(masked, bad_value):
         np.testing.assert_array_equal(np.asarray(got)[others], np.asarray(want)[others], name)
         jax.tree.map(np.testing.assert_array_equal, got_state, want_state)
     # The per-example loss of every other sample stays finite and unchanged.
-    perturbed, _ = transforms["balanced"].apply(bad, labels, optax.EmptyState(), where=where)
+    perturbed, _ = transforms["mean_rule"].apply(bad, labels, optax.EmptyState(), where=where)
     got = lpjax.softmax_cross_entropy_with_integer_labels(perturbed, labels, where=where)
-    perturbed, _ = transforms["balanced"].apply(logits, labels, optax.EmptyState(), where=without)
+    perturbed, _ = transforms["mean_rule"].apply(logits, labels, optax.EmptyState(), where=without)
     want = lpjax.softmax_cross_entropy_with_integer_labels(perturbed, labels, where=without)
     np.testing.assert_array_equal(np.asarray(got)[others], np.asarray(want)[others])
     variation = lpjax.relative_loss_variation(bad, bad + 0.1, labels, where=where)
@@ -131,7 +131,7 @@ def test_a_non_finite_multilabel_sample_changes_no_other_sample(masked):
     without[5] = False
     others = np.arange(16) != 5
     for transform in (
-        lpjax.lpl_multilabel_balanced_transform(epsilon=0.2, step_size=0.05),
+        lpjax.lpl_multilabel_mean_rule_transform(epsilon=0.2, step_size=0.05),
         lpjax.lpl_multilabel_longtail_transform(
             COUNTS, num_head_classes=2, epsilon=0.2, step_size=0.05
         ),

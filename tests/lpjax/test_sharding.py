@@ -105,17 +105,17 @@ def test_lpl_perturbation(num_classes):
 
 
 @pytest.mark.parametrize("num_classes", [10, 100])
-def test_balanced_signs_and_bounds(num_classes):
+def test_mean_rule_signs_and_bounds(num_classes):
     logits, labels, where, _, _, _ = _batch(num_classes, seed=num_classes + 1)
 
     def f(u, y, w, axis_name=None):
-        return lpjax.balanced_signs_and_bounds(
+        return lpjax.mean_rule_signs_and_bounds(
             u, y, epsilon=0.1, delta_epsilon=2.0, where=w, axis_name=axis_name
         )
 
     args = tuple(map(jnp.asarray, (logits, labels, where)))
     signs, bounds = map(np.asarray, jax.jit(f)(*args))
-    ref_signs, ref_bounds = ref.balanced_signs_and_bounds(logits, labels, 0.1, 2.0, where)
+    ref_signs, ref_bounds = ref.mean_rule_signs_and_bounds(logits, labels, 0.1, 2.0, where)
     np.testing.assert_array_equal(signs, ref_signs)
     np.testing.assert_allclose(bounds, ref_bounds, rtol=1e-5, atol=1e-6)
 
@@ -219,11 +219,11 @@ def test_missing_axis_name_inside_shard_map_is_refused():
         "lpl_perturbation": lambda u, y: lpjax.lpl_perturbation(
             u, y, signs=signs, bounds=bounds, step_size=0.05
         ),
-        "balanced_signs_and_bounds": lambda u, y: lpjax.balanced_signs_and_bounds(
+        "mean_rule_signs_and_bounds": lambda u, y: lpjax.mean_rule_signs_and_bounds(
             u, y, epsilon=0.1
         )[1],
         "relative_loss_variation": lambda u, y: lpjax.relative_loss_variation(u, u, y),
-        "lpl_balanced_transform": lambda u, y: lpjax.lpl_balanced_transform(
+        "lpl_mean_rule_transform": lambda u, y: lpjax.lpl_mean_rule_transform(
             epsilon=0.1, step_size=0.05
         ).apply(u, y, ())[0],
     }

@@ -3,6 +3,9 @@
 Every value is compared with the plain-loops NumPy reference in tests/reference.py.
 """
 
+import functools
+import math
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -15,15 +18,24 @@ from jax.test_util import check_grads
 import lpjax
 
 
-@jax.jit
-def _solve(logits, labels, signs, bounds, step_size, where):
+@functools.partial(jax.jit, static_argnames="normalize")
+def _solve(logits, labels, signs, bounds, step_size, where, normalize=False):
     return lpjax.lpl_perturbation(
-        logits, labels, signs=signs, bounds=bounds, step_size=step_size, where=where
+        logits,
+        labels,
+        signs=signs,
+        bounds=bounds,
+        step_size=step_size,
+        where=where,
+        normalize=normalize,
     )
 
 
-def solve(logits, labels, signs, bounds, step_size, where=None):
-    """The jitted solver; values (not Python scalars) so shapes alone key the cache."""
+def solve(logits, labels, signs, bounds, step_size, where=None, normalize=False):
+    """The jitted solver; values (not Python scalars) so shapes alone key the cache.
+
+    ``normalize=False`` is the paper's step (the default), True the unit step.
+    """
     return np.asarray(
         _solve(
             jnp.asarray(logits),
@@ -32,6 +44,7 @@ def solve(logits, labels, signs, bounds, step_size, where=None):
             jnp.asarray(bounds, jnp.float32),
             jnp.asarray(step_size, jnp.float32),
             None if where is None else jnp.asarray(where, bool),
+            normalize=normalize,
         )
     )
 
@@ -64,6 +77,17 @@ def test_matches_reference(num_classes, batch):
     np.testing.assert_allclose(delta, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("num_classes", [2, 100])
+def test_unit_step_matches_reference(num_classes):
+    logits, labels, signs, bounds = _problem(num_classes, 32, seed=num_classes + 7, scale=6.0)
+    signs = np.where(signs == 0, 1, signs)
+    delta = solve(logits, labels, signs, bounds, 0.05, normalize=True)
+    expected = ref.lpl_perturbation(logits, labels, signs, bounds, np.float32(0.05), normalize=True)
+    np.testing.assert_allclose(delta, expected, atol=1e-5)
+    # The paper's step is another perturbation (no smaller or larger by construction).
+    assert np.abs(delta - solve(logits, labels, signs, bounds, 0.05)).max() > 1e-3
+
+
 @pytest.mark.parametrize("num_classes", [10, 100])
 def test_matches_reference_with_where_mask(num_classes):
     logits, labels, signs, bounds = _problem(num_classes, 32, seed=num_classes, scale=6.0)
@@ -81,9 +105,12 @@ def test_batch_with_a_single_class():
     logits, _, signs, bounds = _problem(10, 32, seed=4, scale=4.0)
     labels = np.full(32, 3)
     signs[3], bounds[3] = 1, 0.3
-    delta = solve(logits, labels, signs, bounds, 0.05)
-    expected = ref.lpl_perturbation(logits, labels, signs, bounds, np.float32(0.05))
-    np.testing.assert_allclose(delta, expected, atol=1e-5)
+    for normalize in (False, True):
+        delta = solve(logits, labels, signs, bounds, 0.05, normalize=normalize)
+        expected = ref.lpl_perturbation(
+            logits, labels, signs, bounds, np.float32(0.05), normalize=normalize
+        )
+        np.testing.assert_allclose(delta, expected, atol=1e-5)
     assert np.linalg.norm(delta[0]) == pytest.approx(0.3, rel=1e-5)  # 6 unit steps
 
 
@@ -142,18 +169,21 @@ def test_mixed_signs_including_zero():
     labels = np.arange(32) % 10
     signs = np.array([1, -1, 0, 1, 0, -1, 1, 1, -1, 0])
     bounds = np.full(10, 0.25, np.float32)
-    delta = solve(logits, labels, signs, bounds, 0.05)
-    np.testing.assert_allclose(
-        delta, ref.lpl_perturbation(logits, labels, signs, bounds, np.float32(0.05)), atol=1e-5
-    )
     untouched = np.isin(labels, [2, 4, 9])
-    np.testing.assert_array_equal(delta[untouched], 0.0)
-    np.testing.assert_allclose(np.linalg.norm(delta[~untouched], axis=1), 0.25, rtol=1e-5)
-    # Maximised classes gain loss, minimised ones lose it.
     loss = ref.cross_entropy(logits, labels)
-    change = ref.cross_entropy(logits + delta, labels) - loss
-    assert np.all(change[signs[labels] == 1] > 0)
-    assert np.all(change[signs[labels] == -1] < 0)
+    for normalize in (False, True):
+        delta = solve(logits, labels, signs, bounds, 0.05, normalize=normalize)
+        expected = ref.lpl_perturbation(
+            logits, labels, signs, bounds, np.float32(0.05), normalize=normalize
+        )
+        np.testing.assert_allclose(delta, expected, atol=1e-5)
+        np.testing.assert_array_equal(delta[untouched], 0.0)
+        # Maximised classes gain loss, minimised ones lose it.
+        change = ref.cross_entropy(logits + delta, labels) - loss
+        assert np.all(change[signs[labels] == 1] > 0)
+        assert np.all(change[signs[labels] == -1] < 0)
+    # The unit step moves every class its whole budget.
+    np.testing.assert_allclose(np.linalg.norm(delta[~untouched], axis=1), 0.25, rtol=1e-5)
 
 
 @pytest.mark.parametrize("bound_in_steps", [0.0, 0.5, 0.999])
@@ -186,7 +216,7 @@ def test_whole_number_of_steps_is_not_rounded_down(step_size):
             (steps * step_size * (1 - 1e-4), steps - 1),
         ]:
             assert ref.num_steps(bound, step_size) == expected_steps
-            delta = solve(logits, [0], [1, 0], [bound, 0.0], step_size)
+            delta = solve(logits, [0], [1, 0], [bound, 0.0], step_size, normalize=True)
             norm = np.linalg.norm(delta[0])
             assert norm == pytest.approx(expected_steps * step_size, rel=1e-5, abs=1e-7), (
                 steps,
@@ -205,7 +235,7 @@ def test_hand_derived_two_class_case():
     # class 1: s = -1, eps = 0.25 -> K = 2 -> delta_1 = -0.2 * (1, -1)/sqrt(2)
     #                                               = (-0.1414214, 0.1414214).
     logits = np.array([[2.0, 0.0], [1.0, 1.0], [0.0, 3.0]], np.float32)
-    delta = solve(logits, [0, 0, 1], [1, -1], [0.3, 0.25], 0.1)
+    delta = solve(logits, [0, 0, 1], [1, -1], [0.3, 0.25], 0.1, normalize=True)
     r = 1 / np.sqrt(2)
     expected = np.array([[-0.3 * r, 0.3 * r], [-0.3 * r, 0.3 * r], [-0.2 * r, 0.2 * r]])
     np.testing.assert_allclose(delta, expected, atol=1e-6)
@@ -217,25 +247,48 @@ def test_hand_derived_two_class_case_with_confident_samples():
     # float32 (logit gap 24: p1 = e^-24 ~ 3.8e-11). The float32 computation of
     # softmax(u) - onehot must not lose the true-class entry p0 - 1 = -p1.
     logits = np.array([[12.0, -12.0], [-11.0, 13.0]], np.float32)
-    delta = solve(logits, [0, 1], [1, 1], [0.3, 0.3], 0.1)
+    delta = solve(logits, [0, 1], [1, 1], [0.3, 0.3], 0.1, normalize=True)
     r = 0.3 / np.sqrt(2)
     np.testing.assert_allclose(delta, [[-r, r], [r, -r]], atol=1e-5)
+    # The paper's step moves them by alpha * p_other per step: almost nothing.
+    paper = solve(logits, [0, 1], [1, 1], [0.3, 0.3], 0.1)
+    np.testing.assert_allclose(paper, 0.0, atol=1e-9)
+    assert np.abs(paper).max() > 0
+
+
+def test_hand_derived_two_class_case_paper_step():
+    # The paper's step: class 0's mean gradient is (-a, a) with a the mean of p1 at the
+    # current logits, so one step moves it by s alpha (-a, a); class 1's is (b, -b) with b
+    # its mean p0. Class 0 (samples [2, 0], [1, 1]; s = +1, K = 1): a = (1 / (1 + e^2)
+    # + 1/2) / 2. Class 1 (sample [0, 3]; s = -1, K = 2): b_0 = 1 / (1 + e^3), then the
+    # gap 3 grows to g = 3 + 2 alpha b_0 and b_1 = 1 / (1 + e^g).
+    logits = np.array([[2.0, 0.0], [1.0, 1.0], [0.0, 3.0]], np.float32)
+    delta = solve(logits, [0, 0, 1], [1, -1], [0.1, 0.2], 0.1)
+    a = (1 / (1 + math.exp(2)) + 0.5) / 2
+    b0 = 1 / (1 + math.exp(3))
+    b1 = 1 / (1 + math.exp(3 + 0.2 * b0))
+    move_1 = -0.1 * (b0 + b1)
+    expected = [[-0.1 * a, 0.1 * a], [-0.1 * a, 0.1 * a], [move_1, -move_1]]
+    np.testing.assert_allclose(delta, expected, atol=1e-7)
 
 
 # ----------------------------------------------------------------------------- invariants
 
 
-def test_one_vector_per_class_within_bound():
+@pytest.mark.parametrize("normalize", [False, True])
+def test_one_vector_per_class_within_bound(normalize):
+    # The unit step: |delta_c| <= K_c alpha <= eps_c; the paper's: |g_c| <= sqrt(2) per step.
     logits, labels, signs, bounds = _problem(10, 32, seed=11, scale=6.0, max_bound=0.5)
-    delta = solve(logits, labels, signs, bounds, 0.03)
+    delta = solve(logits, labels, signs, bounds, 0.03, normalize=normalize)
+    factor = 1.0 if normalize else math.sqrt(2)
     for c in range(10):
         rows = delta[labels == c]
         if rows.size:
             np.testing.assert_array_equal(rows, np.broadcast_to(rows[0], rows.shape))
             norm = np.linalg.norm(rows[0].astype(np.float64))
             steps = ref.num_steps(bounds[c], np.float32(0.03)) if signs[c] else 0
-            assert norm <= steps * 0.03 * (1 + 1e-5) + 1e-7
-            assert norm <= bounds[c] * (1 + 1e-5) + 1e-7
+            assert norm <= factor * steps * 0.03 * (1 + 1e-5) + 1e-7
+            assert norm <= factor * bounds[c] * (1 + 1e-5) + 1e-7
 
 
 def test_bfloat16_logits():
@@ -262,7 +315,8 @@ def test_huge_logits_stay_finite(dtype):
     delta = np.asarray(delta, np.float32)
     assert np.all(np.isfinite(delta))
     tol = 1e-5 if dtype == jnp.float32 else 1e-2
-    assert np.all(np.linalg.norm(delta, axis=1) <= bounds[labels] * (1 + tol) + 1e-7)
+    bound = np.sqrt(2) * bounds[labels]  # the paper's step: |g_c| <= sqrt(2)
+    assert np.all(np.linalg.norm(delta, axis=1) <= bound * (1 + tol) + 1e-7)
 
 
 def test_one_trace_per_shape():
@@ -343,7 +397,7 @@ def test_check_grads_with_fixed_delta():
 
 def test_zero_perturbation_equals_plain_cross_entropy():
     logits, labels, _, _ = _problem(10, 32, seed=15, scale=5.0)
-    transform = lpjax.lpl_balanced_transform(epsilon=0.001, step_size=0.01)
+    transform = lpjax.lpl_mean_rule_transform(epsilon=0.001, step_size=0.01)
 
     @jax.jit
     def lpl_loss(u):
@@ -375,7 +429,9 @@ def test_inaturalist_scale():
     bounds = jnp.full(num_classes, 0.5, jnp.float32)  # 50 steps of 0.01
     step_size = jnp.asarray(0.01, jnp.float32)
 
-    compiled = _solve.lower(logits, labels, signs, bounds, step_size, None).compile()
+    compiled = _solve.lower(
+        logits, labels, signs, bounds, step_size, None, normalize=True
+    ).compile()
     hlo = compiled.as_text()
     assert "f32[256,8142]" in hlo  # the check below looks at the right text
     assert f"[{num_classes},{num_classes}]" not in hlo  # no C x C matrix of any dtype
@@ -388,7 +444,12 @@ def test_inaturalist_scale():
     labels_np = np.asarray(labels)
     keep = np.isin(labels_np, labels_np[:4])
     expected = ref.lpl_perturbation(
-        np.asarray(logits)[keep], labels_np[keep], np.asarray(signs), np.asarray(bounds), 0.01
+        np.asarray(logits)[keep],
+        labels_np[keep],
+        np.asarray(signs),
+        np.asarray(bounds),
+        0.01,
+        normalize=True,
     )
     np.testing.assert_allclose(np.asarray(delta)[keep], expected, atol=1e-5)
 

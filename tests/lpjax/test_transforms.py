@@ -35,8 +35,8 @@ def apply(transform, logits=LOGITS, labels=LABELS, where=None):
     return out
 
 
-def _ref_lpl_balanced(logits, labels, epsilon, step_size, delta_epsilon=0.0, where=None):
-    signs, bounds = ref.balanced_signs_and_bounds(logits, labels, epsilon, delta_epsilon, where)
+def _ref_lpl_mean_rule(logits, labels, epsilon, step_size, delta_epsilon=0.0, where=None):
+    signs, bounds = ref.mean_rule_signs_and_bounds(logits, labels, epsilon, delta_epsilon, where)
     # lpjax hands float32 bounds to the solver.
     bounds = bounds.astype(np.float32)
     return logits + ref.lpl_perturbation(logits, labels, signs, bounds, step_size, where)
@@ -70,7 +70,7 @@ def test_posthoc_logit_adjustment_needs_no_labels():
     )
 
 
-def test_balanced_softmax_is_logit_adjustment_with_tau_one():
+def test_mean_rule_softmax_is_logit_adjustment_with_tau_one():
     out = apply(lpjax.balanced_softmax_transform(COUNTS))
     np.testing.assert_allclose(out, LOGITS + np.log(COUNTS), rtol=1e-6, atol=1e-5)
     # Same softmax (and loss) as LA with tau = 1: the offsets differ by log(sum n).
@@ -96,25 +96,40 @@ def test_ldam_gradient_flows_through_the_scale():
 
 
 @pytest.mark.parametrize("delta_epsilon", [0.0, 2.0])
-def test_lpl_balanced_transform(delta_epsilon):
-    transform = lpjax.lpl_balanced_transform(
+def test_lpl_mean_rule_transform(delta_epsilon):
+    transform = lpjax.lpl_mean_rule_transform(
         epsilon=0.2, step_size=0.05, delta_epsilon=delta_epsilon
     )
     out = apply(transform, where=WHERE)
-    expected = _ref_lpl_balanced(LOGITS, LABELS, 0.2, np.float32(0.05), delta_epsilon, WHERE)
+    expected = _ref_lpl_mean_rule(LOGITS, LABELS, 0.2, np.float32(0.05), delta_epsilon, WHERE)
     np.testing.assert_allclose(out, expected, atol=1e-5)
     assert np.abs(out - LOGITS).max() > 0.1
 
 
-@pytest.mark.parametrize("num_head", [0, 3, 10])
-def test_lpl_longtail_transform(num_head):
+@pytest.mark.parametrize(
+    "num_head, head_scale, normalize",
+    [(0, 1.0, False), (3, 0.2, False), (3, 0.0, True), (10, 1.0, True)],
+)
+def test_lpl_longtail_transform(num_head, head_scale, normalize):
     transform = lpjax.lpl_longtail_transform(
-        COUNTS, num_head_classes=num_head, epsilon=0.1, step_size=0.05, delta_epsilon=0.2
+        COUNTS,
+        num_head_classes=num_head,
+        epsilon=0.1,
+        step_size=0.05,
+        delta_epsilon=0.2,
+        head_scale=head_scale,
+        normalize=normalize,
     )
     out = apply(transform, where=WHERE)
-    expected = _ref_lpl_longtail(LOGITS, LABELS, num_head, 0.1, np.float32(0.05), 0.2, WHERE)
+    signs, bounds = ref.longtail_signs_and_bounds(COUNTS, num_head, 0.1, 0.2, head_scale)
+    expected = LOGITS + ref.lpl_perturbation(
+        LOGITS, LABELS, signs, bounds, np.float32(0.05), WHERE, normalize
+    )
     np.testing.assert_allclose(out, expected, atol=1e-5)
     np.testing.assert_array_equal(out[~WHERE], LOGITS[~WHERE])
+    if head_scale == 0:  # the head classes are left alone
+        head = np.isin(LABELS, np.argsort(-COUNTS, kind="stable")[:num_head]) & WHERE
+        np.testing.assert_array_equal(out[head], LOGITS[head])
 
 
 def test_chain_la_then_lpl_runs_lpl_on_adjusted_logits():
@@ -137,12 +152,12 @@ def test_chain_la_then_lpl_runs_lpl_on_adjusted_logits():
 def test_chain_balanced_lpl_after_la_splits_on_adjusted_logits():
     transform = lpjax.chain(
         lpjax.logit_adjustment_transform(COUNTS, tau=1.0),
-        lpjax.lpl_balanced_transform(epsilon=0.2, step_size=0.05),
+        lpjax.lpl_mean_rule_transform(epsilon=0.2, step_size=0.05),
     )
     out = apply(transform)
     adjusted = (LOGITS + ref.logit_adjustment(COUNTS, 1.0)).astype(np.float32)
     np.testing.assert_allclose(
-        out, _ref_lpl_balanced(adjusted, LABELS, 0.2, np.float32(0.05)), atol=2e-5
+        out, _ref_lpl_mean_rule(adjusted, LABELS, 0.2, np.float32(0.05)), atol=2e-5
     )
 
 
@@ -224,12 +239,12 @@ def _ref_la_lpl(logits, labels):
             lambda u, y: ref.ldam_logits(u, y, COUNTS, 0.5, 1.0),
         ),
         (
-            lambda: lpjax.lpl_balanced_transform(epsilon=0.2, step_size=0.05),
-            lambda u, y: _ref_lpl_balanced(u, y, 0.2, np.float32(0.05)),
+            lambda: lpjax.lpl_mean_rule_transform(epsilon=0.2, step_size=0.05),
+            lambda u, y: _ref_lpl_mean_rule(u, y, 0.2, np.float32(0.05)),
         ),
         (lambda: _LA_LPL, _ref_la_lpl),
     ],
-    ids=["la", "ldam", "lpl_balanced", "la_lpl"],
+    ids=["la", "ldam", "lpl_mean_rule", "la_lpl"],
 )
 def test_bfloat16(make, reference):
     transform = make()

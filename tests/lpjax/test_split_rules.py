@@ -12,14 +12,14 @@ import lpjax
 
 
 @jax.jit
-def _balanced(logits, labels, epsilon, delta_epsilon, where):
-    return lpjax.balanced_signs_and_bounds(
+def _mean_rule(logits, labels, epsilon, delta_epsilon, where):
+    return lpjax.mean_rule_signs_and_bounds(
         logits, labels, epsilon=epsilon, delta_epsilon=delta_epsilon, where=where
     )
 
 
-def balanced(logits, labels, epsilon, delta_epsilon=0.0, where=None):
-    signs, bounds = _balanced(
+def mean_rule(logits, labels, epsilon, delta_epsilon=0.0, where=None):
+    signs, bounds = _mean_rule(
         jnp.asarray(logits, jnp.float32),
         jnp.asarray(labels, jnp.int32),
         jnp.asarray(epsilon, jnp.float32),
@@ -38,18 +38,20 @@ def _logits_with_true_probs(labels, true_probs, num_classes):
     return np.log(probs).astype(np.float32)
 
 
-# ----------------------------------------------------------------------------- balanced
+# ----------------------------------------------------------------------------- mean rule
 
 
 @pytest.mark.parametrize("delta_epsilon", [0.0, 2.0])
 @pytest.mark.parametrize("num_classes", [10, 100])
-def test_balanced_matches_reference(num_classes, delta_epsilon):
+def test_mean_rule_matches_reference(num_classes, delta_epsilon):
     rng = np.random.default_rng(num_classes)
     logits = rng.normal(0, 3, (64, num_classes)).astype(np.float32)
     labels = rng.integers(0, num_classes - 1, 64)  # the last class is absent
     where = rng.random(64) < 0.8
-    signs, bounds = balanced(logits, labels, 0.1, delta_epsilon, where)
-    ref_signs, ref_bounds = ref.balanced_signs_and_bounds(logits, labels, 0.1, delta_epsilon, where)
+    signs, bounds = mean_rule(logits, labels, 0.1, delta_epsilon, where)
+    ref_signs, ref_bounds = ref.mean_rule_signs_and_bounds(
+        logits, labels, 0.1, delta_epsilon, where
+    )
     assert signs.dtype == np.int32 and bounds.dtype == np.float32
     np.testing.assert_array_equal(signs, ref_signs)
     np.testing.assert_allclose(bounds, ref_bounds, rtol=1e-5, atol=1e-6)
@@ -69,14 +71,14 @@ def test_threshold_is_over_present_classes_only():
     labels = np.array([2, 2, 5, 5, 5, 8])
     q = np.array([0.85, 0.95, 0.5, 0.45, 0.55, 0.4])
     logits = _logits_with_true_probs(labels, q, 10)
-    signs, bounds = balanced(logits, labels, 0.1, delta_epsilon=1.0)
+    signs, bounds = mean_rule(logits, labels, 0.1, delta_epsilon=1.0)
     expected_signs = np.zeros(10, int)
     expected_signs[[2, 5, 8]] = [-1, 1, 1]
     np.testing.assert_array_equal(signs, expected_signs)
     expected_bounds = np.zeros(10)
     expected_bounds[[2, 5, 8]] = 0.1 + np.abs(0.6 - np.array([0.9, 0.5, 0.4]))
     np.testing.assert_allclose(bounds, expected_bounds, rtol=1e-5)
-    ref_signs, ref_bounds = ref.balanced_signs_and_bounds(logits, labels, 0.1, 1.0)
+    ref_signs, ref_bounds = ref.mean_rule_signs_and_bounds(logits, labels, 0.1, 1.0)
     np.testing.assert_array_equal(signs, ref_signs)
     np.testing.assert_allclose(bounds, ref_bounds, rtol=1e-5)
 
@@ -85,7 +87,7 @@ def test_fixed_bounds_are_epsilon_for_present_classes():
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 2, (64, 10)).astype(np.float32)
     labels = rng.integers(0, 7, 64)  # classes 7, 8, 9 absent
-    signs, bounds = balanced(logits, labels, 0.25)
+    signs, bounds = mean_rule(logits, labels, 0.25)
     present = np.isin(np.arange(10), labels)
     np.testing.assert_allclose(bounds[present], 0.25)
     np.testing.assert_array_equal(bounds[~present], 0.0)
@@ -95,7 +97,7 @@ def test_fixed_bounds_are_epsilon_for_present_classes():
 def test_varied_bounds_grow_with_distance_to_threshold():
     labels = np.array([0, 1, 2, 3])
     logits = _logits_with_true_probs(labels, [0.2, 0.4, 0.6, 0.8], 4)  # tau = 0.5
-    signs, bounds = balanced(logits, labels, 0.1, delta_epsilon=3.0)
+    signs, bounds = mean_rule(logits, labels, 0.1, delta_epsilon=3.0)
     np.testing.assert_array_equal(signs, [1, 1, -1, -1])
     np.testing.assert_allclose(bounds, 0.1 + 3.0 * np.array([0.3, 0.1, 0.1, 0.3]), rtol=1e-5)
 
@@ -103,34 +105,34 @@ def test_varied_bounds_grow_with_distance_to_threshold():
 def test_single_class_batch_is_untouched():
     rng = np.random.default_rng(2)
     logits = rng.normal(0, 2, (64, 10)).astype(np.float32)
-    signs, bounds = balanced(logits, np.full(64, 4), 0.1, 1.0)
+    signs, bounds = mean_rule(logits, np.full(64, 4), 0.1, 1.0)
     np.testing.assert_array_equal(signs, 0)
     assert bounds[4] == pytest.approx(0.1)
 
 
-def test_balanced_where_mask_equals_slicing():
+def test_mean_rule_where_mask_equals_slicing():
     rng = np.random.default_rng(3)
     logits = rng.normal(0, 3, (64, 10)).astype(np.float32)
     labels = rng.integers(0, 10, 64)
     where = rng.random(64) < 0.5
-    masked = balanced(logits, labels, 0.1, 2.0, where)
+    masked = mean_rule(logits, labels, 0.1, 2.0, where)
     # The masked-out samples are garbage; they must not matter.
     logits2 = logits.copy()
     logits2[~where] = 50.0
-    again = balanced(logits2, labels, 0.1, 2.0, where)
-    ref_signs, ref_bounds = ref.balanced_signs_and_bounds(logits[where], labels[where], 0.1, 2.0)
+    again = mean_rule(logits2, labels, 0.1, 2.0, where)
+    ref_signs, ref_bounds = ref.mean_rule_signs_and_bounds(logits[where], labels[where], 0.1, 2.0)
     for signs, bounds in (masked, again):
         np.testing.assert_array_equal(signs, ref_signs)
         np.testing.assert_allclose(bounds, ref_bounds, rtol=1e-5, atol=1e-6)
 
 
-def test_balanced_out_of_range_labels_are_masked():
+def test_mean_rule_out_of_range_labels_are_masked():
     rng = np.random.default_rng(4)
     logits = rng.normal(0, 3, (64, 10)).astype(np.float32)
     labels = rng.integers(0, 10, 64)
     labels[:6] = [-1, 10, 12, -5, 10, -1]
-    signs, bounds = balanced(logits, labels, 0.1, 2.0)
-    ref_signs, ref_bounds = ref.balanced_signs_and_bounds(logits[6:], labels[6:], 0.1, 2.0)
+    signs, bounds = mean_rule(logits, labels, 0.1, 2.0)
+    ref_signs, ref_bounds = ref.mean_rule_signs_and_bounds(logits[6:], labels[6:], 0.1, 2.0)
     np.testing.assert_array_equal(signs, ref_signs)
     np.testing.assert_allclose(bounds, ref_bounds, rtol=1e-5, atol=1e-6)
 
@@ -177,6 +179,33 @@ def test_longtail_matches_reference(delta_epsilon):
         assert (signs == -1).sum() == num_head
 
 
+def test_longtail_head_scale_scales_only_the_head_bounds():
+    counts = np.array([10, 500, 50, 200, 5])
+    for head_scale in (0.0, 0.2, 1.0, 3.0):
+        signs, bounds = lpjax.longtail_signs_and_bounds(
+            counts, num_head_classes=2, epsilon=0.1, delta_epsilon=1.0, head_scale=head_scale
+        )
+        ref_signs, ref_bounds = ref.longtail_signs_and_bounds(counts, 2, 0.1, 1.0, head_scale)
+        np.testing.assert_array_equal(signs, ref_signs)
+        np.testing.assert_allclose(bounds, ref_bounds, rtol=1e-6)
+        # head: h (eps + d n_c / n_max); tail unchanged.
+        np.testing.assert_allclose(
+            bounds,
+            [0.1 + 5 / 10, head_scale * 1.1, 0.1 + 5 / 50, head_scale * 0.5, 1.1],
+            rtol=1e-6,
+        )
+    with pytest.raises(ValueError, match="head_scale"):
+        lpjax.longtail_signs_and_bounds(counts, num_head_classes=2, epsilon=0.1, head_scale=-1)
+
+
+def test_deprecated_names_warn_and_are_the_new_functions():
+    for old, new in lpjax._DEPRECATED.items():
+        with pytest.warns(DeprecationWarning, match=f"lpjax.{new}"):
+            assert getattr(lpjax, old) is getattr(lpjax, new)
+    with pytest.raises(AttributeError):
+        lpjax.no_such_function  # noqa: B018
+
+
 def test_longtail_ranks_by_counts_not_index():
     counts = [10, 500, 50, 200, 5]
     signs, bounds = longtail(counts, 2, 0.1, delta_epsilon=1.0)
@@ -211,10 +240,10 @@ def test_multilabel_split_is_a_named_tuple_of_the_solver_arguments():
     split = lpjax.multilabel_longtail_signs_and_bounds(
         [10, 500, 50], num_head_classes=1, epsilon=0.1
     )
-    assert isinstance(split, lpjax.MultilabelSplit)
+    assert isinstance(split, lpjax.MultilabelSignsAndBounds)
     assert split.positive_signs.tolist() == [1, -1, 1] and split.negative_signs.tolist() == [-1] * 3
     logits, labels = jnp.zeros((2, 3)), jnp.array([[1, 0, 1], [0, 1, 0]])
-    delta = lpjax.multilabel_lpl_perturbation(logits, labels, **split._asdict(), step_size=0.05)
+    delta = lpjax.lpl_multilabel_perturbation(logits, labels, **split._asdict(), step_size=0.05)
     # Two steps of 0.05 * (sigmoid(u + delta) - y): raising a positive's loss (tail class 0)
     # lowers its logit, lowering it (head class 1) raises the logit.
     np.testing.assert_allclose([delta[0, 0], delta[1, 1]], [-0.05031, 0.04969], atol=1e-4)
