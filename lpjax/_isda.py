@@ -333,7 +333,7 @@ def isda_transform(
     The gradient flows into the classifier's kernel through :math:`\delta` (as
     in the authors' code) and into the features through the logits only.
     ``features`` and ``classifier`` are the extra arguments that
-    :func:`lpjax.training.make_train_step` passes to the loss; other extra
+    ``lpjax.training.make_train_step`` passes to the loss; other extra
     arguments are ignored, so the transform chains with the others.
 
     Args:

@@ -33,7 +33,8 @@ def logit_adjustment(
       [-0.2877, -1.3863]
 
     References:
-      A. K. Menon et al., "Long-tail learning via logit adjustment", ICLR 2021.
+      A. K. Menon, S. Jayasumana, A. S. Rawat, H. Jain, A. Veit, S. Kumar,
+      "Long-tail learning via logit adjustment", ICLR 2021.
     """
     _checks.check_class_counts(class_counts)
     counts = jnp.asarray(class_counts, jnp.float32)

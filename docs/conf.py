@@ -1,0 +1,67 @@
+"""Sphinx configuration of the lpjax docs (build command: docs/README.md)."""
+
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+sys.path.insert(0, str(DOCS / "_ext"))
+sys.path.insert(0, str(DOCS.parent))  # import lpjax from this checkout
+
+import lpjax  # noqa: E402
+
+project = "lpjax"
+author = "the lpjax authors"
+copyright = "the lpjax authors"
+release = lpjax.__version__
+version = release
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "myst_parser",
+    "lpjax_api",  # _ext/lpjax_api.py: writes the API page from lpjax.__all__
+]
+
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+root_doc = "index"
+# Only pages: the study runs (config.json, results.json) and the build output are not.
+exclude_patterns = ["_build", "results/**/runs/**", "Thumbs.db", ".DS_Store"]
+
+# Google-style docstrings (Args:, Returns:, References:, Example::).
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+# The Attributes: sections say each field's shape and dtype; the annotations (jax.Array)
+# would add only a type line per field, printed as jax.jaxlib._jax.Array.
+napoleon_attr_annotations = False
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
+autodoc_preserve_defaults = True
+# Show ArrayLike by name, not as the union of the eight types it stands for, and
+# jax.Array as itself, not as its implementation class jax.jaxlib._jax.Array.
+autodoc_type_aliases = {
+    "jax.typing.ArrayLike": "jax.typing.ArrayLike",
+    "jax.Array": "jax.Array",
+}
+
+
+def _show_aliases_in_unions() -> None:
+    """Sphinx prints an alias inside a union (``float | ArrayLike``) as its repr,
+    ``TypeAliasForwardRef('jax.typing.ArrayLike')`` (sphinx-doc/sphinx#13229): print its name."""
+    from sphinx.util.inspect import TypeAliasForwardRef
+
+    TypeAliasForwardRef.__repr__ = lambda self: self.name
+
+
+_show_aliases_in_unions()
+
+myst_heading_anchors = 3
+
+# Every cross-reference to lpjax must resolve; other packages' docs are not linked
+# (the build is offline, no intersphinx), so references to them are left as text.
+nitpicky = True
+nitpick_ignore_regex = [(r"py:.*", r"(jax|jaxlib|numpy|optax|collections|typing)(\..*)?")]
+
+html_theme = "furo"
+html_title = f"lpjax {release}"
