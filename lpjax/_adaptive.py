@@ -134,7 +134,7 @@ def lpl_adaptive_transform(
 
     Args:
       signs_and_targets: ``(logits, labels, where, axis_name) -> (signs [C], targets [C])``.
-      num_classes: C.
+      num_classes: the number of classes C.
       step_size: inner step :math:`\alpha > 0`.
       initial_epsilon: every class's bound at ``init()``.
       rate: controller gain :math:`\eta > 0` (per step, in log-bound units).
@@ -150,8 +150,10 @@ def lpl_adaptive_transform(
     Example::
 
       >>> import jax.numpy as jnp, lpjax
-      >>> t = lpjax.lpl_adaptive_longtail_transform(
-      ...     [500, 50, 5], num_head_classes=1, target=0.3, step_size=0.05, initial_epsilon=0.5)
+      >>> signs, targets = jnp.array([-1, 1, 1]), jnp.array([0.3, 0.3, 0.6])
+      >>> t = lpjax.lpl_adaptive_transform(
+      ...     lambda logits, labels, where, axis_name: (signs, targets),
+      ...     num_classes=3, step_size=0.05, initial_epsilon=0.5)
       >>> state = t.init()
       >>> logits, state = t.apply(jnp.zeros((3, 3)), jnp.array([0, 1, 2]), state)
       >>> state.bounds.shape

@@ -166,9 +166,9 @@ def lpl_meta_transform(
     (plain cross-entropy on a balanced meta batch), :func:`lookahead_meta_gradient` gives
     :math:`\nabla_\phi L_{\mathrm{meta}}(w - \eta \nabla_w L_{\mathrm{train}}(w,
     \theta(\phi)))`; ``meta_optimizer`` (e.g. ``optax.adam(1e-2)``) updates :math:`\phi`,
-    which is then kept in :math:`[-3, 3]` (:data:`MAX_ABS_PHI`). Every class's bound stays
-    below :math:`\epsilon_{\max}`, so :math:`K_c < \epsilon_{\max} / \alpha` steps, which
-    must not exceed ``max_inner_steps`` (checked here).
+    which is then kept in :math:`[-3, 3]` (where tanh still has a gradient). Every
+    class's bound stays below :math:`\epsilon_{\max}`, so :math:`K_c < \epsilon_{\max} /
+    \alpha` steps, which must not exceed ``max_inner_steps`` (checked here).
 
     ``phi = 0`` is "no perturbation"; chained after
     :func:`lpjax.logit_adjustment_transform` it starts as exactly logit adjustment.

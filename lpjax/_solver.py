@@ -15,8 +15,8 @@ from lpjax import _batch, _checks
 # number of steps is not rounded down by floating-point error.
 _STEP_COUNT_TOLERANCE = 1e-6
 
-# The most inner steps one call may take (per class): concrete bounds that need more
-# raise; traced ones are clamped to it, so no input makes the solver loop for ever.
+#: The most inner steps one call may take (per class): concrete bounds that need more
+#: raise; traced ones are clamped to it, so no input makes the solver loop for ever.
 DEFAULT_MAX_INNER_STEPS = 10_000
 
 

@@ -18,6 +18,7 @@ import optax
 
 from lpjax import _batch, _checks, _priors, _solver, _split_rules
 
+#: The state of a :class:`LogitTransform`: any pytree (``optax.EmptyState()`` when stateless).
 TransformState = Any
 
 
@@ -130,7 +131,9 @@ def posthoc_logit_adjustment_transform(class_counts, *, tau: float = 1.0) -> Log
 def balanced_softmax_transform(class_counts) -> LogitTransform:
     r"""Balanced Softmax: :math:`u + \log n` (logit adjustment with :math:`\tau = 1`).
 
-    J. Ren et al., "Balanced Meta-Softmax for Long-Tailed Visual Recognition", NeurIPS 2020.
+    References:
+      J. Ren et al., "Balanced Meta-Softmax for Long-Tailed Visual Recognition",
+      NeurIPS 2020.
     """
     _checks.check_class_counts(class_counts)
     offsets = jnp.log(jnp.asarray(class_counts, jnp.float32))
