@@ -84,8 +84,11 @@ def make_method(
 
     def lpl_transform(delta_epsilon, split=lpl.split):
         if split == "balanced":
-            return lpjax.lpl_balanced_transform(
-                epsilon=lpl.epsilon, step_size=lpl.step_size, delta_epsilon=delta_epsilon
+            return lpjax.lpl_mean_rule_transform(
+                epsilon=lpl.epsilon,
+                step_size=lpl.step_size,
+                delta_epsilon=delta_epsilon,
+                normalize=lpl.normalize,
             )
         if split == "longtail":
             return lpjax.lpl_longtail_transform(
@@ -94,6 +97,8 @@ def make_method(
                 epsilon=lpl.epsilon,
                 step_size=lpl.step_size,
                 delta_epsilon=delta_epsilon,
+                head_scale=lpl.head_scale,
+                normalize=lpl.normalize,
             )
         raise ValueError(f"config.lpl.split must be 'balanced' or 'longtail'; got {lpl.split!r}.")
 
@@ -165,13 +170,16 @@ def _adaptive_lpl(lpl: ml_collections.ConfigDict, counts: np.ndarray) -> lpjax.L
     """Adaptive LPL with ``lpl.split``'s signs and the target ``lpl.adaptive_target``."""
     if lpl.split == "longtail":
         signs, targets = lpjax.longtail_signs_and_bounds(
-            counts, num_head_classes=lpl.num_head_classes, epsilon=lpl.adaptive_target
+            counts,
+            num_head_classes=lpl.num_head_classes,
+            epsilon=lpl.adaptive_target,
+            head_scale=lpl.head_scale,
         )
         signs_and_targets = lambda logits, labels, where, axis_name: (signs, targets)
     elif lpl.split == "balanced":
 
         def signs_and_targets(logits, labels, where, axis_name):
-            return lpjax.balanced_signs_and_bounds(
+            return lpjax.mean_rule_signs_and_bounds(
                 logits, labels, epsilon=lpl.adaptive_target, where=where, axis_name=axis_name
             )
     else:
@@ -183,6 +191,7 @@ def _adaptive_lpl(lpl: ml_collections.ConfigDict, counts: np.ndarray) -> lpjax.L
         initial_epsilon=lpl.epsilon,
         rate=lpl.adaptive_rate,
         max_epsilon=lpl.max_epsilon,
+        normalize=lpl.normalize,
     )
 
 

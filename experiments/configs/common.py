@@ -59,6 +59,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.lpl.delta_epsilon = 0.2  # d_eps of varied bounds (lpl_varied, la_lpl); 0 = fixed
     config.lpl.step_size = 0.01  # inner PGD step alpha; K_c = floor(eps_c / alpha)
     config.lpl.num_head_classes = 4  # longtail split: this many most frequent classes are head
+    config.lpl.head_scale = 1.0  # longtail split: factor of every head bound (authors: 0.2-0.6)
+    config.lpl.normalize = False  # inner step: False = the paper's (Eq. 11/12), True = unit step
     # Adaptive LPL (lpl_adaptive, la_lpl_adaptive; docs/method.md, section 8): lpl.epsilon is
     # every class's initial bound; each bound then steers its class's log loss ratio
     # log(L'_c / L_c) toward s_c * adaptive_target (signs from lpl.split).
