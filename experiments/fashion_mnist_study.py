@@ -1,22 +1,29 @@
 """The Fashion-MNIST-LT study: ``python -m experiments.fashion_mnist_study``.
 
     python -m experiments.fashion_mnist_study [--root docs/results/fashion_mnist_lt]
-        [--ratios 100,10] [--seeds 1,2,3,4,5] [--processes 2] [--stage validation|all|report]
+        [--ratios 100,10] [--seeds 1,2,3,4,5] [--processes 2]
+        [--methods la,la_lpl,...] [--stage validation|test|all|report]
 
-1. **Validation.** Every tunable method is trained once (seed 0) per setting of its grid
-   (:data:`GRIDS`) at each ratio and scored on the balanced *validation* split held out of
-   the training pool. LA's ``tau`` is tuned first; the LA-chained variants use the chosen
-   ``tau``. ``lpl_varied`` then gets a second round around its best bound scale (head
-   fraction, step count). The winner of each method and ratio is the setting with the best
-   validation accuracy; the test split plays no part.
-2. **Test.** Every method (:data:`METHODS`) with its chosen setting, ``--seeds`` (1-5:
-   fresh seeds, so that no reported run took part in a selection), both ratios; the
-   table reports test accuracy (mean ± std), the figures the per-class test accuracy
-   and relative loss variation.
+Every choice is made on the balanced *validation* split held out of the training pool;
+the test split plays no part in it.
 
-Writes ``ROOT/validation.md``, ``ROOT/validation_accuracy_vs_bound.png``,
-``ROOT/report.md`` (+ figures) and one work directory per run under ``ROOT/runs``.
-Resumable: finished runs (``results.json``) are skipped, interrupted ones resume.
+1. **Grids** (validation seed 0). Each tunable method is trained once per setting of its
+   grid (:func:`grids`) at each ratio. LA's ``tau`` is settled first (grid, then
+   finalists); the LA-chained methods then run on top of LA's choice. LPL and LA + LPL
+   cover a two-dimensional grid -- tail budget x head scale -- under both inner step
+   rules; LA + LPL then tries other head fractions and step counts around its best point.
+2. **Finalists.** The three best settings of every method are re-scored on validation
+   seeds 10 and 11; the choice is the best mean over the three validation seeds.
+3. **Test.** Every method (:data:`METHODS`) at its choice, ``--seeds`` (1-5: fresh seeds,
+   none of them part of a choice), both ratios.
+4. **Longer training** (``--stage all``): LA, LDAM-DRW and the best LA + LPL variant (by
+   validation) with four times the epochs, the same seeds.
+
+Writes ``ROOT/validation.md``, the validation landscape figures, ``ROOT/report.md`` (+
+figures) and ``ROOT/long/report.md``, and one work directory per run under ``ROOT/runs``
+(``validation/rR/METHOD/SETTING/seedS``, ``test/rR/METHOD/SETTING/seedS``,
+``long/rR/METHOD/SETTING/seedS``). Resumable: finished runs (``results.json``) are
+skipped, interrupted ones resume.
 """
 
 from __future__ import annotations
@@ -28,12 +35,16 @@ import json
 import pathlib
 import sys
 
+import numpy as np
+
 from experiments import summarize_runs, sweep
 
 CONFIG_DIR = pathlib.Path(__file__).parent / "configs"
-VALIDATION_SEED = 0
+VALIDATION_SEEDS = (0, 10, 11)  # seed 0: the grids; 10 and 11: the finalists too
+FINALISTS = 3
+LONG_EPOCHS_FACTOR = 4
 
-# Methods of the test table, in order.
+# Methods of the test table, in order. Methods without a grid use the config's defaults.
 METHODS = (
     "ce",
     "la",
@@ -43,103 +54,174 @@ METHODS = (
     "isda",
     "lpl_fixed",
     "lpl_varied",
-    "lpl_balanced",
+    "lpl_mean",
     "la_lpl",
     "lpl_adaptive",
     "la_lpl_adaptive",
 )
+LA_CHAINED = ("la_lpl", "la_lpl_adaptive")
+LA_LPL_VARIANTS = ("la_lpl", "la_lpl_adaptive")  # candidates of the longer runs
+
+# The config keys the study sets, in one place.
+KEY = {
+    "method": "method",
+    "seed": "seed",
+    "tau": "la_tau",
+    "epochs": "num_epochs",
+    "drw_start_epoch": "drw_start_epoch",
+    "epsilon": "lpl.epsilon",
+    "delta_epsilon": "lpl.delta_epsilon",
+    "step_size": "lpl.step_size",
+    "head_scale": "lpl.head_scale",
+    "normalize": "lpl.normalize",
+    "num_head_classes": "lpl.num_head_classes",
+    "split_rule": "lpl.split",
+    "adaptive_target": "lpl.adaptive_target",
+}
+MEAN_RULE = "balanced"
 
 
-def _lpl(scale: float, *, varied: bool, steps: int = 10) -> tuple[str, ...]:
-    """LPL bounds at ``scale``: eps = scale (+ d_eps = 2 scale if varied), alpha = scale / steps.
-
-    With varied bounds the largest class bound is 3 scale, i.e. 3 * steps inner steps.
-    """
-    return (
-        f"--config.lpl.epsilon={scale:g}",
-        f"--config.lpl.delta_epsilon={2 * scale if varied else 0:g}",
-        f"--config.lpl.step_size={scale / steps:g}",
-    )
-
-
-def _adaptive(target: float) -> tuple[str, ...]:
-    """Adaptive LPL with target log loss ratio ``target``: bounds from 0.5 within [0.05, 10]."""
-    return (
-        f"--config.lpl.adaptive_target={target:g}",
-        "--config.lpl.epsilon=0.5",
-        "--config.lpl.step_size=0.05",
+def _set(**values) -> tuple[str, ...]:
+    return tuple(
+        f"--config.{KEY[k]}={v:g}" if isinstance(v, float) else f"--config.{KEY[k]}={v}"
+        for k, v in values.items()
     )
 
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """One point of a method's validation grid; ``x`` is its bound scale (LA: tau).
+    """One point of a method's validation grid.
 
-    Settings of one method with different ``series`` are drawn as separate curves.
+    ``coords`` place it in the landscape figures: ``(("tail", T), ("head", h), ("rule",
+    "paper"))`` for the LPL grids, ``(("x", value),)`` for one-dimensional grids.
     """
 
     label: str
-    x: float
     overrides: tuple[str, ...]
-    series: str = ""
+    coords: tuple[tuple[str, object], ...] = ()
+
+    def coord(self, name, default=None):
+        return dict(self.coords).get(name, default)
+
+    def chained(self, prefix: Setting) -> Setting:
+        """This setting on top of LA's chosen ``prefix``."""
+        return Setting(
+            f"{prefix.label}_{self.label}", (*prefix.overrides, *self.overrides), self.coords
+        )
 
 
-def _grid(make, values, prefix, series="") -> tuple[Setting, ...]:
-    suffix = f"_{series}" if series else ""
-    return tuple(Setting(f"{prefix}{v:g}{suffix}", v, make(v), series) for v in values)
+DEFAULT = Setting("default", ())
+
+# ----------------------------------------------------------------------------- the grids
+
+TAIL_BUDGETS = (0.3, 1.0, 3.0, 10.0)
+HEAD_SCALES = (0.0, 0.1, 0.3, 1.0)
+STEP_RULES = ("paper", "unit")
+STEPS_PER_BUDGET = 30  # alpha = T / 30: the rarest class takes 30 inner steps
 
 
-# method -> its validation grid (x axis of the figure: the bound scale; LA: tau).
-GRIDS: dict[str, tuple[Setting, ...]] = {
-    "la": _grid(lambda t: (f"--config.la_tau={t:g}",), (0.5, 1.0, 1.5, 2.0), "tau"),
-    "lpl_fixed": _grid(lambda s: _lpl(s, varied=False), (0.1, 0.3, 1.0, 3.0, 10.0), "eps"),
-    "lpl_varied": _grid(lambda s: _lpl(s, varied=True), (0.1, 0.3, 1.0, 3.0), "eps"),
-    "lpl_balanced": _grid(lambda s: _lpl(s, varied=True), (0.1, 0.3, 1.0, 3.0), "eps"),
-    "la_lpl": _grid(lambda s: _lpl(s, varied=True), (0.03, 0.1, 0.3, 1.0), "eps"),
-    "lpl_adaptive": _grid(_adaptive, (0.1, 0.3, 0.7, 1.5), "target"),
-    # On top of LA also with the mean rule: emphasise the classes still hard after LA.
-    "la_lpl_adaptive": _grid(_adaptive, (0.05, 0.1, 0.3, 0.7), "target")
-    + _grid(
-        lambda k: (*_adaptive(k), "--config.lpl.split=balanced"), (0.1, 0.3, 0.7), "target", "mean"
-    ),
-}
-_LA_CHAINED = ("la_lpl", "la_lpl_adaptive")
-
-
-def _refinements(best: Setting) -> tuple[Setting, ...]:
-    """lpl_varied's second round at its best scale: head fraction and step count."""
-    s = best.x
-    return (
-        Setting(f"{best.label}_head2", s, (*best.overrides, "--config.lpl.num_head_classes=2")),
-        Setting(f"{best.label}_head6", s, (*best.overrides, "--config.lpl.num_head_classes=6")),
-        Setting(f"{best.label}_steps3", s, _lpl(s, varied=True, steps=3)),
-        Setting(f"{best.label}_steps30", s, _lpl(s, varied=True, steps=30)),
+def lpl_budget(tail: float, head: float, rule: str, *, steps: int = STEPS_PER_BUDGET) -> Setting:
+    """The head/tail rule with the rarest class's bound ``tail`` and head bounds scaled by
+    ``head``: ``eps = T/3``, ``d_eps = 2T/3`` (so the rarest tail class gets ``T``, the
+    largest head class ``h T``), ``alpha = T / steps``."""
+    label = f"T{tail:g}_h{head:g}_{rule}" + ("" if steps == STEPS_PER_BUDGET else f"_k{steps}")
+    overrides = _set(
+        epsilon=tail / 3,
+        delta_epsilon=2 * tail / 3,
+        step_size=tail / steps,
+        head_scale=float(head),
+        normalize=rule == "unit",
     )
+    return Setting(label, overrides, (("tail", tail), ("head", head), ("rule", rule)))
+
+
+def _scale(label: str, x: float, overrides: tuple[str, ...]) -> Setting:
+    return Setting(label, overrides, (("x", x),))
+
+
+def grids() -> dict[str, tuple[Setting, ...]]:
+    """method -> its validation grid (LA-chained methods: on top of LA's choice)."""
+    lpl_2d = tuple(
+        lpl_budget(t, h, rule) for rule in STEP_RULES for h in HEAD_SCALES for t in TAIL_BUDGETS
+    )
+    return {
+        "la": tuple(_scale(f"tau{t:g}", t, _set(tau=t)) for t in (0.5, 1.0, 1.5, 2.0)),
+        "lpl_varied": lpl_2d,
+        "la_lpl": lpl_2d,
+        "lpl_fixed": tuple(
+            _scale(f"eps{e:g}", e, _set(epsilon=e, delta_epsilon=0.0, step_size=e / 20))
+            for e in (0.3, 1.0, 3.0, 10.0)
+        ),
+        # The mean rule per batch: eps = s, d_eps = 2 s (the gap |tau - q_c| is below 1).
+        "lpl_mean": tuple(
+            _scale(
+                f"s{s:g}",
+                s,
+                _set(split_rule=MEAN_RULE, epsilon=s, delta_epsilon=2 * s, step_size=s / 10),
+            )
+            for s in (0.3, 1.0, 3.0, 10.0)
+        ),
+        "lpl_adaptive": tuple(
+            _scale(f"target{k:g}", k, _set(adaptive_target=k, epsilon=0.5, step_size=0.05))
+            for k in (0.1, 0.3, 0.7)
+        ),
+        "la_lpl_adaptive": tuple(
+            _scale(f"target{k:g}", k, _set(adaptive_target=k, epsilon=0.5, step_size=0.05))
+            for k in (0.05, 0.1, 0.3)
+        ),
+    }
+
+
+def refinements(method: str, best: Setting) -> tuple[Setting, ...]:
+    """LA + LPL's second round at its best grid point: 2 or 6 head classes instead of 4,
+    10 or 90 steps for the rarest class instead of 30."""
+    if method != "la_lpl" or best.coord("tail") is None:
+        return ()
+    tail, head, rule = best.coord("tail"), best.coord("head"), best.coord("rule")
+    base = lpl_budget(tail, head, rule)
+    prefix = best.overrides[: len(best.overrides) - len(base.overrides)]
+    la = Setting(best.label.removesuffix(f"_{base.label}"), prefix)
+    out = [
+        Setting(
+            f"{base.label}_heads{n}",
+            (*base.overrides, *_set(num_head_classes=n)),
+            base.coords,
+        ).chained(la)
+        for n in (2, 6)
+    ]
+    out += [lpl_budget(tail, head, rule, steps=k).chained(la) for k in (10, 90)]
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- runs
 
 
 def _config(ratio: int) -> pathlib.Path:
     return CONFIG_DIR / f"fashion_mnist_lt_r{ratio}.py"
 
 
-def _validation_run(root, ratio, method, setting: Setting, prefix: Setting | None) -> sweep.Run:
-    """A validation run; ``prefix`` is the chosen LA setting of the LA-chained variants."""
-    label = setting.label if prefix is None else f"{prefix.label}_{setting.label}"
-    overrides = setting.overrides if prefix is None else (*prefix.overrides, *setting.overrides)
-    workdir = root / "runs" / "validation" / f"r{ratio}" / method / label / f"seed{VALIDATION_SEED}"
-    return sweep.Run(_config(ratio), method, VALIDATION_SEED, workdir, overrides)
+def _run(root, stage, ratio, method, setting: Setting, seed, extra=()) -> sweep.Run:
+    workdir = root / "runs" / stage / f"r{ratio}" / method / setting.label / f"seed{seed}"
+    return sweep.Run(_config(ratio), method, seed, workdir, (*setting.overrides, *extra))
+
+
+def _finished(run: sweep.Run) -> bool:
+    return (run.workdir / "results.json").exists()
+
+
+def _score(run: sweep.Run) -> float:
+    return json.loads((run.workdir / "results.json").read_text())["validation_accuracy"]
 
 
 def _execute_all(runs: list[sweep.Run], processes: int) -> None:
     """Trains the runs not finished yet, ``processes`` at a time (0: train none, and fail
     if any is missing)."""
-    pending = [r for r in runs if not (r.workdir / "results.json").exists()]
+    pending = [r for r in dict.fromkeys(runs) if not _finished(r)]
     print(f"{len(runs)} runs, {len(runs) - len(pending)} already finished.", flush=True)
     if not pending:
         return
     if processes == 0:
-        raise RuntimeError(
-            f"{len(pending)} validation runs are missing; run the study (not --stage report)."
-        )
+        raise RuntimeError(f"{len(pending)} runs are missing; run the study (not --stage report).")
     failures = []
     with concurrent.futures.ThreadPoolExecutor(processes) as pool:
         futures = [pool.submit(sweep.execute, run, []) for run in pending]
@@ -153,124 +235,214 @@ def _execute_all(runs: list[sweep.Run], processes: int) -> None:
         raise RuntimeError(f"{len(failures)} runs failed; rerun the same command to retry them.")
 
 
-def _results(run: sweep.Run) -> dict:
-    return json.loads((run.workdir / "results.json").read_text())
-
-
 @dataclasses.dataclass
 class Choice:
-    """The validation round of one method at one ratio: every setting tried and its run."""
+    """The validation round of one method at one ratio."""
 
     method: str
     ratio: int
-    tried: list[tuple[Setting, sweep.Run]]
+    tried: list[tuple[Setting, dict[int, sweep.Run]]]  # setting -> {seed: run}
 
-    def score(self, run: sweep.Run) -> float:
-        return _results(run)["validation_accuracy"]
+    def scores(self, setting: Setting) -> list[float]:
+        runs = dict(self.tried)[setting]
+        return [_score(run) for _, run in sorted(runs.items()) if _finished(run)]
+
+    def mean(self, setting: Setting) -> float:
+        return float(np.mean(self.scores(setting)))
+
+    def ranked_on_first_seed(self) -> list[Setting]:
+        return sorted((s for s, _ in self.tried), key=lambda s: -self.scores(s)[0])
 
     @property
-    def best(self) -> tuple[Setting, sweep.Run]:
-        return max(self.tried, key=lambda item: self.score(item[1]))
+    def finalists(self) -> list[Setting]:
+        return self.ranked_on_first_seed()[:FINALISTS]
+
+    @property
+    def best(self) -> Setting:
+        """The finalist with the best mean over the validation seeds."""
+        return max(self.finalists, key=self.mean)
 
 
-def run_validation(root, ratios, processes) -> dict[tuple[str, int], Choice]:
-    """Stage 1: the grids on the validation split; the choice per (method, ratio)."""
-    choices: dict[tuple[str, int], Choice] = {}
+class Study:
+    def __init__(self, root: pathlib.Path, ratios, methods, processes: int):
+        self.root, self.ratios, self.methods, self.processes = root, ratios, methods, processes
+        self.choices: dict[tuple[str, int], Choice] = {}
 
-    def tune(methods, prefix_of):
-        for ratio in ratios:
+    def _grid_round(self, methods, prefix_of) -> None:
+        """Seed 0 over the grids of ``methods`` (and LA + LPL's refinements)."""
+        grid = grids()
+        for ratio in self.ratios:
             for method in methods:
+                settings = grid[method]
                 prefix = prefix_of(ratio)
+                if prefix is not None:
+                    settings = tuple(s.chained(prefix) for s in settings)
                 tried = [
-                    (s, _validation_run(root, ratio, method, s, prefix)) for s in GRIDS[method]
+                    (s, {0: _run(self.root, "validation", ratio, method, s, 0)}) for s in settings
                 ]
-                choices[method, ratio] = Choice(method, ratio, tried)
+                self.choices[method, ratio] = Choice(method, ratio, tried)
+        self._execute_seed(methods, 0)
+        refined = []
+        for ratio in self.ratios:
+            for method in methods:
+                choice = self.choices[method, ratio]
+                extra = refinements(method, choice.ranked_on_first_seed()[0])
+                choice.tried += [
+                    (s, {0: _run(self.root, "validation", ratio, method, s, 0)}) for s in extra
+                ]
+                refined += [runs[0] for _, runs in choice.tried[-len(extra) :]] if extra else []
+        _execute_all(refined, self.processes)
+
+    def _execute_seed(self, methods, seed) -> None:
         _execute_all(
-            [run for m in methods for r in ratios for _, run in choices[m, r].tried], processes
+            [
+                runs[seed]
+                for m in methods
+                for r in self.ratios
+                for _, runs in self.choices[m, r].tried
+                if seed in runs
+            ],
+            self.processes,
         )
 
-    tune(["la"], lambda ratio: None)
-    tune([m for m in GRIDS if m != "la" and m not in _LA_CHAINED], lambda ratio: None)
-    tune(list(_LA_CHAINED), lambda ratio: choices["la", ratio].best[0])
-    # lpl_varied: head fraction and step count around its best bound scale.
-    refined = []
-    for ratio in ratios:
-        choice = choices["lpl_varied", ratio]
-        extra = [
-            (s, _validation_run(root, ratio, "lpl_varied", s, None))
-            for s in _refinements(choice.best[0])
+    def _finalist_round(self, methods) -> None:
+        runs = []
+        for ratio in self.ratios:
+            for method in methods:
+                choice = self.choices[method, ratio]
+                for setting in choice.finalists:
+                    seeds = dict(choice.tried)[setting]
+                    for seed in VALIDATION_SEEDS[1:]:
+                        seeds[seed] = _run(self.root, "validation", ratio, method, setting, seed)
+                        runs.append(seeds[seed])
+        _execute_all(runs, self.processes)
+
+    def validate(self) -> None:
+        tuned = [m for m in grids() if m in self.methods]
+        if "la" in tuned or any(m in LA_CHAINED for m in tuned):
+            self._grid_round(["la"], lambda ratio: None)
+            self._finalist_round(["la"])
+        alone = [m for m in tuned if m != "la" and m not in LA_CHAINED]
+        chained = [m for m in tuned if m in LA_CHAINED]
+        self._grid_round(alone, lambda ratio: None)
+        self._grid_round(chained, lambda ratio: self.choices["la", ratio].best)
+        self._finalist_round(alone + chained)
+
+    def chosen(self, method: str, ratio: int) -> Setting:
+        choice = self.choices.get((method, ratio))
+        return DEFAULT if choice is None else choice.best
+
+    def test_runs(self, seeds) -> list[sweep.Run]:
+        """Seed-major, so that a study stopped part-way has every method at equal seeds."""
+        if set(seeds) & set(VALIDATION_SEEDS):
+            raise ValueError(f"seeds {VALIDATION_SEEDS} made the choices; test with others.")
+        return [
+            _run(self.root, "test", ratio, m, self.chosen(m, ratio), seed)
+            for seed in seeds
+            for ratio in self.ratios
+            for m in self.methods
         ]
-        choice.tried += extra
-        refined += [run for _, run in extra]
-    _execute_all(refined, processes)
-    return choices
+
+    def long_runs(self, seeds) -> list[sweep.Run]:
+        """LA, LDAM-DRW and the best LA + LPL variant with LONG_EPOCHS_FACTOR x the epochs."""
+        from experiments.configuration import load_config
+
+        runs = []
+        for ratio in self.ratios:
+            base = load_config(_config(ratio))
+            extra = _set(
+                epochs=LONG_EPOCHS_FACTOR * base.num_epochs,
+                drw_start_epoch=LONG_EPOCHS_FACTOR * base.drw_start_epoch,
+            )
+            variants = [m for m in LA_LPL_VARIANTS if (m, ratio) in self.choices]
+            best = max(variants, key=lambda m: self.choices[m, ratio].mean(self.chosen(m, ratio)))
+            for seed in seeds:
+                for method in ("la", "ldam_drw", best):
+                    setting = self.chosen(method, ratio)
+                    runs.append(_run(self.root, "long", ratio, method, setting, seed, extra))
+        return runs
 
 
-def test_runs(root, ratios, seeds, choices) -> list[sweep.Run]:
-    """Stage 2: every method with its chosen setting over ``seeds``.
-
-    Seed-major order, so that a study stopped part-way has every method at equal seeds.
-    """
-    if VALIDATION_SEED in seeds:
-        raise ValueError(f"seed {VALIDATION_SEED} chose the settings; test with other seeds.")
-    runs = []
-    for seed in seeds:
-        for ratio in ratios:
-            for method in METHODS:
-                chosen = choices.get((method, ratio))
-                overrides = chosen.best[1].settings if chosen is not None else ()
-                workdir = root / "runs" / "test" / f"r{ratio}" / method / f"seed{seed}"
-                runs.append(sweep.Run(_config(ratio), method, seed, workdir, overrides))
-    return runs
+# ----------------------------------------------------------------------------- reports
 
 
-def write_validation_report(root: pathlib.Path, choices: dict) -> None:
-    """``validation.md`` (every setting, the chosen one in bold) and the bound-scale figure."""
+def write_validation_report(study: Study) -> None:
+    """``validation.md`` (every setting; finalists with their three seeds; the choice in
+    bold) and the landscape figures."""
+    lines = [
+        "# Validation round (balanced validation split; the test split is not used)",
+        "",
+        f"Seed {VALIDATION_SEEDS[0]} for every grid point; the {FINALISTS} best of each "
+        f"method also with seeds {', '.join(map(str, VALIDATION_SEEDS[1:]))}; the choice "
+        "(bold) is the best mean over the three seeds.",
+        "",
+        "| r | method | setting | overrides | seed 0 % | mean of 3 seeds % |",
+        "|---|---|---|---|---:|---:|",
+    ]
+    for (method, ratio), choice in sorted(study.choices.items(), key=lambda x: (-x[0][1], x[0][0])):
+        best = choice.best
+        for setting, runs in choice.tried:
+            if not _finished(runs[0]):
+                continue
+            scores = choice.scores(setting)
+            first = f"{100 * scores[0]:.2f}"
+            mean = f"{100 * np.mean(scores):.2f}" if len(scores) > 1 else ""
+            if setting == best:
+                first, mean = f"**{first}**", f"**{mean}**"
+            flags = " ".join(o.removeprefix("--config.") for o in setting.overrides)
+            lines.append(f"| {ratio} | {method} | {setting.label} | `{flags}` | {first} | {mean} |")
+    (study.root / "validation.md").write_text("\n".join(lines) + "\n")
+    _landscape_figure(study)
+
+
+def _landscape_figure(study: Study) -> None:
+    """Validation accuracy (seed 0) over tail budget x head scale, per step rule, for LPL and
+    LA + LPL, with LA's choice for reference."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = [
-        "# Validation round (seed 0, balanced validation split; the test split is not used)",
-        "",
-        "| r | method | setting | overrides | validation accuracy % |",
-        "|---|---|---|---|---:|",
+    panels = [
+        (m, r, rule)
+        for r in study.ratios
+        for m in ("lpl_varied", "la_lpl")
+        if (m, r) in study.choices
+        for rule in STEP_RULES
     ]
-    ratios = sorted({ratio for _, ratio in choices}, reverse=True)
-    fig, axes = plt.subplots(1, len(ratios), figsize=(6 * len(ratios), 4.2), squeeze=False)
-    for ax, ratio in zip(axes[0], ratios, strict=True):
-        for (method, r), choice in choices.items():
-            if r != ratio:
-                continue
-            best = choice.best[0]
-            for setting, run in choice.tried:
-                acc = 100 * choice.score(run)
-                cell = f"**{acc:.2f}**" if setting == best else f"{acc:.2f}"
-                flags = " ".join(o.removeprefix("--config.") for o in run.settings)
-                lines.append(f"| {ratio} | {method} | {setting.label} | `{flags}` | {cell} |")
-            if method == "la":
-                continue
-            for series in dict.fromkeys(s.series for s in GRIDS[method]):
-                grid = [(s, run) for s, run in choice.tried if s in GRIDS[method]]
-                grid = [(s, run) for s, run in grid if s.series == series]
-                xs = [s.x for s, _ in grid]
-                ys = [100 * choice.score(run) for _, run in grid]
-                label = f"{method} ({series} rule)" if series else method
-                ax.plot(xs, ys, marker="o", label=label)
-        la = choices.get(("la", ratio))
-        if la is not None:
-            ax.axhline(100 * la.score(la.best[1]), color="k", ls="--", lw=1, label="la (best tau)")
-        ax.set_xscale("log")
-        ax.set_xlabel("bound scale eps (adaptive: target log loss ratio)")
-        ax.set_ylabel("validation accuracy %")
-        ax.set_title(f"Fashion-MNIST-LT, r = {ratio}")
-        ax.grid(alpha=0.3)
-    axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(root / "validation_accuracy_vs_bound.png", dpi=110, bbox_inches="tight")
+    if not panels:
+        return
+    fig, axes = plt.subplots(
+        len(study.ratios),
+        len(panels) // len(study.ratios),
+        figsize=(16, 3.8 * len(study.ratios)),
+        squeeze=False,
+    )
+    for ax, (method, ratio, rule) in zip(axes.flat, panels, strict=True):
+        choice = study.choices[method, ratio]
+        grid = np.full((len(HEAD_SCALES), len(TAIL_BUDGETS)), np.nan)
+        for setting, runs in choice.tried:
+            if setting.coord("rule") == rule and _finished(runs[0]) and "_k" not in setting.label:
+                if "_heads" in setting.label:
+                    continue
+                i = HEAD_SCALES.index(setting.coord("head"))
+                j = TAIL_BUDGETS.index(setting.coord("tail"))
+                grid[i, j] = 100 * _score(runs[0])
+        la = study.choices.get(("la", ratio))
+        reference = 100 * la.scores(la.best)[0] if la else np.nanmax(grid)
+        image = ax.imshow(grid - reference, cmap="RdBu", vmin=-10, vmax=10, origin="lower")
+        for (i, j), value in np.ndenumerate(grid):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(TAIL_BUDGETS)), [f"{t:g}" for t in TAIL_BUDGETS])
+        ax.set_yticks(range(len(HEAD_SCALES)), [f"{h:g}" for h in HEAD_SCALES])
+        ax.set_xlabel("tail budget T (rarest class)")
+        ax.set_ylabel("head scale h")
+        ax.set_title(f"r = {ratio}: {method}, {rule} step", fontsize=10)
+    fig.colorbar(image, ax=axes, label="validation accuracy - LA's (points)", shrink=0.8)
+    fig.suptitle("Fashion-MNIST-LT validation accuracy % (seed 0) against head and tail budgets")
+    fig.savefig(study.root / "validation_landscape.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    (root / "validation.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str]) -> int:
@@ -281,35 +453,46 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ratios", default="100,10", help="comma-separated imbalance ratios")
     parser.add_argument("--seeds", default="1,2,3,4,5", help="seeds of the test table")
     parser.add_argument("--processes", type=int, default=2, help="runs in parallel")
+    parser.add_argument("--methods", default=",".join(METHODS), help="a subset of the methods")
     parser.add_argument(
         "--stage",
-        choices=("validation", "all", "report"),
+        choices=("validation", "test", "all", "report"),
         default="all",
-        help="report: only the reports, from the finished runs (validation must be complete)",
+        help="validation: the choices only; test: and the test table; all: and the longer "
+        "runs; report: only the reports, from the finished runs",
     )
     args = parser.parse_args(argv)
     root = pathlib.Path(args.root)
     ratios = [int(r) for r in args.ratios.split(",")]
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; valid: {', '.join(METHODS)}")
     for ratio in ratios:
         if not _config(ratio).is_file():
             parser.error(f"no config {_config(ratio)} for ratio {ratio}")
-    processes = 0 if args.stage == "report" else args.processes
+    seeds = [int(s) for s in args.seeds.split(",")]
+    study = Study(root, ratios, methods, 0 if args.stage == "report" else args.processes)
     try:
-        choices = run_validation(root, ratios, processes)
-        write_validation_report(root, choices)
+        study.validate()
+        write_validation_report(study)
         if args.stage == "validation":
             return 0
-        runs = test_runs(root, ratios, [int(s) for s in args.seeds.split(",")], choices)
+        runs = study.test_runs(seeds)
+        if args.stage != "report":
+            _execute_all(runs, study.processes)
+        chained = any((m, r) in study.choices for m in LA_LPL_VARIANTS for r in ratios)
+        long = study.long_runs(seeds) if args.stage in ("all", "report") and chained else []
         if args.stage == "all":
-            _execute_all(runs, processes)
+            _execute_all(long, study.processes)
     except (RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    finished = [run.workdir / "results.json" for run in runs]
-    finished = [path for path in finished if path.exists()]
-    print(f"report of {len(finished)} of {len(runs)} test runs")
-    if finished:
-        summarize_runs.write_report(finished, root, metric="accuracy")
+    for name, group in (("", runs), ("long", long)):
+        finished = [run.workdir / "results.json" for run in group if _finished(run)]
+        print(f"{name or 'test'} report of {len(finished)} of {len(group)} runs")
+        if finished:
+            summarize_runs.write_report(finished, root / name, metric="accuracy")
     return 0
 
 
