@@ -29,10 +29,18 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from experiments import configuration, methods, metric_writer, metrics, models, optimizers, plots
+from experiments import (
+    configuration,
+    methods,
+    metric_writer,
+    metrics,
+    models,
+    optimizers,
+    plots,
+    train_step,
+)
 from experiments import workdir as workdir_lib
 from experiments.data import in_memory, pipeline, registry
-from lpjax import training
 
 
 class NonFiniteLossError(RuntimeError):
@@ -70,7 +78,6 @@ def _model_and_method(config: ml_collections.ConfigDict, train):
         config.model,
         num_classes=train.num_classes,
         dtype=jnp.dtype(config.dtype),
-        bn_axis_name=training.DATA_AXIS,
         **methods.model_options(config),
     )
     _, features = jax.eval_shape(
@@ -92,7 +99,7 @@ def _model_and_method(config: ml_collections.ConfigDict, train):
 
 def _train(config, workdir, train, validation, test, model, method, stop) -> dict:
     is_chief = jax.process_index() == 0
-    mesh = training.make_data_mesh()
+    mesh = train_step.make_data_mesh()
     steps_per_epoch = pipeline.steps_per_epoch(train, config.batch_size)
     total_steps = config.num_epochs * steps_per_epoch
     tx, schedule = optimizers.make_optimizer(config, steps_per_epoch)
@@ -101,14 +108,14 @@ def _train(config, workdir, train, validation, test, model, method, stop) -> dic
     key = jax.random.key(config.seed)
     init_key, step_key = jax.random.split(key)
     model_fns = models.classifier_model_fns(model, input_shape=input_shape)
-    state = training.create_train_state(model_fns, tx, method.transform, key=init_key, mesh=mesh)
+    state = train_step.create_train_state(model_fns, tx, method.transform, key=init_key, mesh=mesh)
     manager = workdir_lib.checkpoint_manager(workdir, config)
     manager, state, history = workdir_lib.restore(manager, state, workdir, config)
     start_step = int(state.step)
 
     writer = metric_writer.MetricWriter(workdir, resume_step=start_step, enabled=is_chief)
     compiler_options = _compiler_options(config)
-    train_step = training.make_train_step(
+    update_fn = train_step.make_train_step(
         model_fns,
         tx,
         method.transform,
@@ -117,7 +124,7 @@ def _train(config, workdir, train, validation, test, model, method, stop) -> dic
         example_weights_fn=method.example_weights_fn,
         compiler_options=compiler_options,
     )
-    predict = training.make_predict_step(
+    predict_fn = train_step.make_predict_step(
         model_fns,
         mesh=mesh,
         logit_transform=method.predict_transform,
@@ -151,8 +158,8 @@ def _train(config, workdir, train, validation, test, model, method, stop) -> dic
     for step in progress:
         batch = next(batches)
         mask = np.ones(len(batch["label"]), bool)  # training batches have no padding
-        inputs = training.global_batch(mesh, (batch["image"], batch["label"], mask))
-        state, step_metrics = train_step(state, *inputs, step_key)
+        inputs = train_step.global_batch(mesh, (batch["image"], batch["label"], mask))
+        state, step_metrics = update_fn(state, *inputs, step_key)
         window.append(step_metrics)
         done = step + 1
         if done % config.log_every_steps == 0 or done == total_steps:
@@ -168,7 +175,7 @@ def _train(config, workdir, train, validation, test, model, method, stop) -> dic
         epoch_done = done % steps_per_epoch == 0
         epoch = done // steps_per_epoch
         if epoch_done and (epoch % config.eval_every_epochs == 0 or done == total_steps):
-            eval_results = _evaluate(predict, state, mesh, train, validation, test, config)
+            eval_results = _evaluate(predict_fn, state, mesh, train, validation, test, config)
             writer.write(done, {f"eval_{k}": v for k, v in eval_results.items() if v is not None})
         stopping = done < total_steps and stop.requested(done)
         if done % config.checkpoint_every_steps == 0 or done == total_steps or stopping:
@@ -183,7 +190,7 @@ def _train(config, workdir, train, validation, test, model, method, stop) -> dic
     manager.wait_until_finished()
 
     if eval_results is None:  # resumed after the last step, or no full epoch
-        eval_results = _evaluate(predict, state, mesh, train, validation, test, config)
+        eval_results = _evaluate(predict_fn, state, mesh, train, validation, test, config)
     results = _final_results(config, train, history, eval_results, total_steps)
     if is_chief:
         _write_outputs(workdir, config, train, results)
@@ -240,7 +247,11 @@ def _evaluate(predict, state, mesh, train, validation, test, config) -> dict:
 
 
 def _gather_predictions(predict, state, mesh, dataset, config) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits, labels)`` of a split in data-set order, on every process."""
+    """``(logits, labels)`` of a split in data-set order, on every process.
+
+    Labels travel as global arrays like the images, so both are gathered in the
+    mesh's row order, whatever the order of the processes' devices in the mesh.
+    """
     logits, labels = [], []
     for batch in pipeline.eval_batches(
         dataset,
@@ -249,9 +260,9 @@ def _gather_predictions(predict, state, mesh, dataset, config) -> tuple[np.ndarr
         process_count=jax.process_count(),
         options=_loader_options(config),
     ):
-        outputs = predict(state, training.global_batch(mesh, batch["image"]))
-        logits.append(multihost_utils.process_allgather(outputs, tiled=True))
-        labels.append(multihost_utils.process_allgather(batch["label"], tiled=True))
+        images, batch_labels = train_step.global_batch(mesh, (batch["image"], batch["label"]))
+        logits.append(multihost_utils.process_allgather(predict(state, images), tiled=True))
+        labels.append(multihost_utils.process_allgather(batch_labels, tiled=True))
     return np.concatenate(logits)[: len(dataset)], np.concatenate(labels)[: len(dataset)]
 
 
