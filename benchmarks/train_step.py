@@ -44,15 +44,16 @@ def method_config(name: str, num_classes: int):
     from experiments.configs import common
 
     config = common.get_base_config()
-    config.method = name
-    config.la_tau = 1.0
+    config.method.name = name
+    config.la.tau = 1.0
     config.lpl.step_size = STEP_SIZE
+    lpl = config.lpl
     if name == "lpl_fixed":  # 50 steps for every signed class
-        config.lpl.split, config.lpl.epsilon, config.lpl.delta_epsilon = "balanced", 0.5, 0.0
+        lpl.split_rule, lpl.epsilon, lpl.delta_epsilon = "mean", 0.5, 0.0
     elif name == "lpl_varied":  # eps_c = 0.4 + 0.1 |tau - q_c| in [0.4, 0.5]: 40 to 50 steps
-        config.lpl.split, config.lpl.epsilon, config.lpl.delta_epsilon = "balanced", 0.4, 0.1
+        lpl.split_rule, lpl.epsilon, lpl.delta_epsilon = "mean", 0.4, 0.1
     elif name == "la_lpl":  # eps_c in [0.3, 0.5]: up to 50 steps (the rarest class)
-        config.lpl.split, config.lpl.epsilon, config.lpl.delta_epsilon = "longtail", 0.3, 0.2
+        lpl.split_rule, lpl.epsilon, lpl.delta_epsilon = "longtail", 0.3, 0.2
         config.lpl.num_head_classes = max(1, round(0.4 * num_classes))
     return config
 

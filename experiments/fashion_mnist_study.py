@@ -43,7 +43,7 @@ METHODS = (
     "isda",
     "lpl_fixed",
     "lpl_varied",
-    "lpl_balanced",
+    "lpl_mean",
     "la_lpl",
     "lpl_adaptive",
     "la_lpl_adaptive",
@@ -91,16 +91,16 @@ def _grid(make, values, prefix, series="") -> tuple[Setting, ...]:
 
 # method -> its validation grid (x axis of the figure: the bound scale; LA: tau).
 GRIDS: dict[str, tuple[Setting, ...]] = {
-    "la": _grid(lambda t: (f"--config.la_tau={t:g}",), (0.5, 1.0, 1.5, 2.0), "tau"),
+    "la": _grid(lambda t: (f"--config.la.tau={t:g}",), (0.5, 1.0, 1.5, 2.0), "tau"),
     "lpl_fixed": _grid(lambda s: _lpl(s, varied=False), (0.1, 0.3, 1.0, 3.0, 10.0), "eps"),
     "lpl_varied": _grid(lambda s: _lpl(s, varied=True), (0.1, 0.3, 1.0, 3.0), "eps"),
-    "lpl_balanced": _grid(lambda s: _lpl(s, varied=True), (0.1, 0.3, 1.0, 3.0), "eps"),
+    "lpl_mean": _grid(lambda s: _lpl(s, varied=True), (0.1, 0.3, 1.0, 3.0), "eps"),
     "la_lpl": _grid(lambda s: _lpl(s, varied=True), (0.03, 0.1, 0.3, 1.0), "eps"),
     "lpl_adaptive": _grid(_adaptive, (0.1, 0.3, 0.7, 1.5), "target"),
     # On top of LA also with the mean rule: emphasise the classes still hard after LA.
     "la_lpl_adaptive": _grid(_adaptive, (0.05, 0.1, 0.3, 0.7), "target")
     + _grid(
-        lambda k: (*_adaptive(k), "--config.lpl.split=balanced"), (0.1, 0.3, 0.7), "target", "mean"
+        lambda k: (*_adaptive(k), "--config.lpl.split_rule=mean"), (0.1, 0.3, 0.7), "target", "mean"
     ),
 }
 _LA_CHAINED = ("la_lpl", "la_lpl_adaptive")

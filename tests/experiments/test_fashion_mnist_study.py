@@ -16,11 +16,11 @@ COUNTS_R100 = [5500, 3297, 1976, 1184, 710, 425, 255, 153, 91, 55]
 @pytest.mark.parametrize("ratio", [10, 50, 100])
 def test_configs(ratio):
     config = configuration.load_config(study.CONFIG_DIR / f"fashion_mnist_lt_r{ratio}.py")
-    assert config.dataset == "fashion_mnist_lt" and config.imbalance_ratio == ratio
-    assert config.model == "small_cnn28" and config.augment
+    assert config.data.name == "fashion_mnist_lt" and config.data.imbalance_ratio == ratio
+    assert config.model.name == "small_cnn28" and config.data.augment
     # Evaluation batches divide the 5,000 validation and 10,000 test images.
-    assert 5000 % config.eval_batch_size == 0 and 10_000 % config.eval_batch_size == 0
-    assert config.drw_start_epoch < config.num_epochs
+    assert 5000 % config.run.eval_batch_size == 0 and 10_000 % config.run.eval_batch_size == 0
+    assert config.ldam.drw_start_epoch < config.optim.num_epochs
 
 
 def test_every_method_and_grid_setting_builds():
@@ -30,7 +30,7 @@ def test_every_method_and_grid_setting_builds():
         settings = study.GRIDS.get(method, ()) + ((study.Setting("default", 0, ()),))
         for setting in settings:
             overrides = dict(o.removeprefix("--config.").split("=", 1) for o in setting.overrides)
-            built = configuration.apply_overrides(config, {"method": method, **overrides})
+            built = configuration.apply_overrides(config, {"method.name": method, **overrides})
             m = methods.make_method(built, counts, steps_per_epoch=106, feature_dim=64)
             assert m.transform.init() is not None, (method, setting.label)
 
@@ -70,9 +70,9 @@ def test_choice_is_made_on_validation_and_test_seeds_are_fresh(tmp_path):
     with pytest.raises(ValueError, match="seed 0 chose the settings"):
         study.test_runs(root, [100], [0, 1], {})
     # LA-chained variants are tuned with LA's chosen tau, in their own directories.
-    la = study.Setting("tau1.5", 1.5, ("--config.la_tau=1.5",))
+    la = study.Setting("tau1.5", 1.5, ("--config.la.tau=1.5",))
     run = study._validation_run(root, 100, "la_lpl", study.GRIDS["la_lpl"][0], la)
-    assert run.settings[0] == "--config.la_tau=1.5" and "tau1.5_eps0.03" in str(run.workdir)
+    assert run.settings[0] == "--config.la.tau=1.5" and "tau1.5_eps0.03" in str(run.workdir)
 
 
 def test_validation_report(tmp_path):
