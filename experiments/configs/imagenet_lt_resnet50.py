@@ -11,9 +11,10 @@ la_posthoc, balanced_softmax, ldam_drw, lpl_varied, lpl_fixed or ce), e.g.::
         --config.data.data_dir=DATA --config.method.name=ldam_drw \
         --workdir runs/imagenet_lt/ldam_drw
 
-On a TPU pod slice run the same command on every host with ``--config.run.distributed=True``
-(README, multi-host); the batch of 512 is split over all devices. ISDA is not offered at
-this scale: its per-class feature covariances (1,000 x 2,048 x 2,048 floats) take 17 GB.
+On a TPU pod slice run the same command on every host with
+``--config.run.distributed=True`` (experiments/README.md, "Devices and hosts"); the batch
+of 512 is split over all devices. ISDA is not offered at this scale: its per-class
+feature covariances (1,000 x 2,048 x 2,048 floats) take 17 GB.
 Needs the ``imagenet_lt`` data prepared offline (README, "Preparing the large data sets").
 """
 
