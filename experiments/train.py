@@ -1,7 +1,9 @@
 """Train and evaluate one method on one data set: ``python -m experiments.train``.
 
     python -m experiments.train [--config experiments/configs/NAME.py] [--workdir DIR]
-                                [--config.KEY=VALUE ...]
+                                [--config.BLOCK.FIELD=VALUE ...]
+
+e.g. ``--config.method.name=la --config.la.tau=1.5`` (the manual: experiments/README.md).
 
 With no ``--config`` it trains LA + LPL on long-tailed scikit-learn digits
 (offline, about a minute on a CPU). A work directory receives ``config.json``,
