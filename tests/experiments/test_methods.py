@@ -44,7 +44,9 @@ def test_every_method_builds_from_its_declared_blocks_alone(name):
     assert losses[0].shape == (3,) and np.isfinite(losses[0]).all()
 
 
-def test_a_builder_sees_only_its_blocks():
+def test_a_builder_sees_only_its_blocks(monkeypatch):
+    from experiments.methods import registry
+
     config = configuration.apply_overrides(configuration.load_config(), {"method.name": "la"})
     seen = []
 
@@ -52,15 +54,8 @@ def test_a_builder_sees_only_its_blocks():
         seen.append(sorted(blocks))
         return methods.Method(lpjax.identity(), lpjax.softmax_cross_entropy_with_integer_labels)
 
-    entry = methods.entry("la")._replace(build=spy)
-    from experiments.methods import registry
-
-    original = registry._REGISTRY["la"]
-    registry._REGISTRY["la"] = entry
-    try:
-        methods.make_method(config, COUNTS, steps_per_epoch=8)
-    finally:
-        registry._REGISTRY["la"] = original
+    monkeypatch.setitem(registry._REGISTRY, "la", methods.entry("la")._replace(build=spy))
+    methods.make_method(config, COUNTS, steps_per_epoch=8)
     assert seen == [["la"]]
 
 
