@@ -69,7 +69,7 @@ def _inner_steps(config, counts, labels) -> int:
         counts,
         num_head_classes=config.lpl.num_head_classes,
         epsilon=config.lpl.epsilon,
-        delta_epsilon=config.lpl.delta_epsilon if config.method != "lpl_fixed" else 0.0,
+        delta_epsilon=config.lpl.delta_epsilon if config.method.name != "lpl_fixed" else 0.0,
     )
     steps = np.asarray(lpjax.num_inner_steps(bounds, np.float32(config.lpl.step_size)))
     present = np.unique(np.asarray(labels))
@@ -92,9 +92,9 @@ def measure_losses(stem, num_classes, n_max, ratio, *, batch_size, repeats, emit
 
     variants = {}
     for name in METHODS:
-        variants[name] = configuration.apply_overrides(base, {"method": name})
+        variants[name] = configuration.apply_overrides(base, {"method.name": name})
     variants["la_lpl_50_steps"] = configuration.apply_overrides(
-        base, {"method": "la_lpl", "lpl.step_size": str(CIFAR_STEP_SIZE)}
+        base, {"method.name": "la_lpl", "lpl.step_size": str(CIFAR_STEP_SIZE)}
     )
     fns, steps = {}, {}
     for name, config in variants.items():

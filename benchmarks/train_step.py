@@ -1,7 +1,7 @@
-"""Benchmark of the whole train step, ``lpjax.training.make_train_step``, per method.
+"""Benchmark of the whole train step, ``experiments.train_step.make_train_step``, per method.
 
 The step of the trainer (experiments/train.py) as it is built there: a model from
-``experiments.models.create_model`` (batch norm over the ``"data"`` mesh axis), SGD with
+``experiments.models.create_model`` (batch norm over the global batch), SGD with
 Nesterov momentum and weight decay, and the per-example loss of
 ``experiments.methods.make_method``; random 32x32x3 images already on the devices. For each
 number of classes, every method's step is compiled and then timed interleaved with the
@@ -44,15 +44,16 @@ def method_config(name: str, num_classes: int):
     from experiments.configs import common
 
     config = common.get_base_config()
-    config.method = name
-    config.la_tau = 1.0
+    config.method.name = name
+    config.la.tau = 1.0
     config.lpl.step_size = STEP_SIZE
+    lpl = config.lpl
     if name == "lpl_fixed":  # 50 steps for every signed class
-        config.lpl.split, config.lpl.epsilon, config.lpl.delta_epsilon = "balanced", 0.5, 0.0
+        lpl.split_rule, lpl.epsilon, lpl.delta_epsilon = "mean", 0.5, 0.0
     elif name == "lpl_varied":  # eps_c = 0.4 + 0.1 |tau - q_c| in [0.4, 0.5]: 40 to 50 steps
-        config.lpl.split, config.lpl.epsilon, config.lpl.delta_epsilon = "balanced", 0.4, 0.1
+        lpl.split_rule, lpl.epsilon, lpl.delta_epsilon = "mean", 0.4, 0.1
     elif name == "la_lpl":  # eps_c in [0.3, 0.5]: up to 50 steps (the rarest class)
-        config.lpl.split, config.lpl.epsilon, config.lpl.delta_epsilon = "longtail", 0.3, 0.2
+        lpl.split_rule, lpl.epsilon, lpl.delta_epsilon = "longtail", 0.3, 0.2
         config.lpl.num_head_classes = max(1, round(0.4 * num_classes))
     return config
 
@@ -107,13 +108,11 @@ def build_method(name, num_classes, model_name, args, mesh, images, labels):
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    import lpjax.training as training
     from experiments import methods, models
+    from experiments import train_step as training
 
     dtype = jnp.dtype(args.dtype)
-    model = models.create_model(
-        model_name, num_classes=num_classes, dtype=dtype, bn_axis_name=training.DATA_AXIS
-    )
+    model = models.create_model(model_name, num_classes=num_classes, dtype=dtype)
     config = method_config(name, num_classes)
     counts = class_counts(name, num_classes)
     input_shape = (1, *images.shape[1:])
@@ -141,41 +140,25 @@ def build_method(name, num_classes, model_name, args, mesh, images, labels):
 
     # Plain logits of the initial model on this batch (train-mode batch norm), to report
     # how many inner steps LPL runs and to time the loss part alone.
-    plain_model = models.create_model(model_name, num_classes=num_classes, dtype=dtype)
     forward = jax.jit(
-        lambda variables, x: plain_model.apply(variables, x, train=True, mutable=["batch_stats"])[0]
+        lambda variables, x: model.apply(variables, x, train=True, mutable=["batch_stats"])[0]
     )
-    logits = jax.device_get(
-        forward(
-            {"params": state.params, **state.model_state},
-            jax.device_put(jax.device_get(images), jax.devices()[0]),
-        )
-    )
+    logits = jax.device_get(forward({"params": state.params, **state.model_state}, images))
     host_labels = jax.device_get(labels)
     steps = max_inner_steps(name, config, counts, logits, host_labels)
 
-    # The loss part alone, as the step runs it: under shard_map on the same mesh, with
-    # axis_name="data" (so LPL's class sums go through the same psums), differentiated
-    # with respect to the logits; no network.
-    def local_loss(logits, labels):
+    # The loss part alone, as the step runs it: in the global view on logits sharded over
+    # the same mesh (LPL's class sums reduced across devices by XLA, as in the step),
+    # differentiated with respect to the logits; no network.
+    def loss_grad(logits, labels):
         def summed_loss(logits):
-            perturbed, _ = method.transform.apply(
-                logits, labels, method.transform.init(), axis_name=training.DATA_AXIS
-            )
+            perturbed, _ = method.transform.apply(logits, labels, method.transform.init())
             return method.loss_fn(perturbed, labels).sum()
 
         return jax.grad(summed_loss)(logits)
 
     split = NamedSharding(mesh, P(training.DATA_AXIS))
-    loss_fn = jax.jit(
-        jax.shard_map(
-            local_loss,
-            mesh=mesh,
-            in_specs=(P(training.DATA_AXIS), P(training.DATA_AXIS)),
-            out_specs=P(training.DATA_AXIS),
-            check_vma=False,
-        )
-    )
+    loss_fn = jax.jit(loss_grad, out_shardings=split)
     return {
         "state": state,
         "step": step,
@@ -193,7 +176,7 @@ def run_classes(args, emit, mesh, counter, num_classes) -> list[dict]:
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    import lpjax.training as training
+    from experiments import train_step as training
 
     rng = np.random.default_rng(num_classes)
     host_images = rng.standard_normal((args.batch_size, 32, 32, 3), dtype=np.float32)
@@ -234,7 +217,7 @@ def run_classes(args, emit, mesh, counter, num_classes) -> list[dict]:
         samples = _common.time_interleaved(calls, repeats=args.steps, warmup=0)
     compiles, traces = counter.compiles, counter.traces
 
-    # The loss part alone (jitted, one device, no mesh), interleaved the same way.
+    # The loss part alone (jitted on its own, same mesh), interleaved the same way.
     loss_samples = _common.time_interleaved(
         {name: (lambda b=b: b["loss_fn"](*b["loss_args"])) for name, b in built.items()},
         repeats=max(args.steps, 20),
@@ -285,7 +268,7 @@ def run_classes(args, emit, mesh, counter, num_classes) -> list[dict]:
 
 
 def run(args, emit) -> list[dict]:
-    import lpjax.training as training
+    from experiments import train_step as training
 
     mesh = training.make_data_mesh()
     if args.batch_size % len(mesh.devices.flat):

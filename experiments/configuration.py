@@ -13,6 +13,7 @@ import importlib.util
 import json
 import pathlib
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import ml_collections
 from absl import flags
@@ -35,7 +36,7 @@ def load_config(path: str | pathlib.Path | None = None) -> ml_collections.Config
 
 
 def flat_items(config: Mapping | ml_collections.ConfigDict, prefix: str = "") -> dict:
-    """The leaves of a (nested) config as ``{dotted.key: value}`` (``lpl.epsilon``)."""
+    """The leaves of a (nested) config as ``{dotted.key: value}`` (``optim.batch_size``)."""
     items = {}
     for key, value in config.items():
         if isinstance(value, Mapping | ml_collections.ConfigDict):
@@ -45,17 +46,21 @@ def flat_items(config: Mapping | ml_collections.ConfigDict, prefix: str = "") ->
     return items
 
 
-def parse_command_line(
-    argv: Sequence[str],
-) -> tuple[ml_collections.ConfigDict, pathlib.Path | None, str]:
-    """``(config, workdir or None, config name)`` from ``--config``, ``--workdir`` and overrides.
+class CommandLine(NamedTuple):
+    """What the command line asks for."""
 
-    The config name is the config file's stem (``default`` without ``--config``).
-    """
+    config: ml_collections.ConfigDict  # the config file's, with the overrides applied
+    workdir: pathlib.Path | None  # --workdir, if given
+    name: str  # the config file's stem (default without --config)
+    file_config: ml_collections.ConfigDict  # the config file's, without the overrides
+
+
+def parse_command_line(argv: Sequence[str]) -> CommandLine:
+    """The config, work directory and config name from ``--config``, ``--workdir`` and
+    ``--config.KEY=VALUE`` overrides."""
     argv = list(argv)
     config_path = _value_of("--config", argv)
-    if config_path is not None:
-        load_config(config_path)  # a clear error for a missing file or get_config()
+    file_config = load_config(config_path)  # a clear error for a missing file or get_config()
 
     def define(flag_values: flags.FlagValues, sys_argv: list[str]):
         config_flags.DEFINE_config_file(
@@ -72,10 +77,12 @@ def parse_command_line(
             flag_values=flag_values,
         )
 
-    flag_values = _parse(define, argv, lambda: load_config(config_path))
+    flag_values = _parse(define, argv, lambda: file_config)
     workdir = flag_values.workdir
     name = pathlib.Path(config_path).stem if config_path else DEFAULT_CONFIG.stem
-    return flag_values.config, (pathlib.Path(workdir) if workdir else None), name
+    return CommandLine(
+        flag_values.config, pathlib.Path(workdir) if workdir else None, name, file_config
+    )
 
 
 def apply_overrides(

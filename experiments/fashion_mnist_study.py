@@ -64,21 +64,19 @@ LA_LPL_VARIANTS = ("la_lpl", "la_lpl_adaptive")  # candidates of the longer runs
 
 # The config keys the study sets, in one place.
 KEY = {
-    "method": "method",
-    "seed": "seed",
-    "tau": "la_tau",
-    "epochs": "num_epochs",
-    "drw_start_epoch": "drw_start_epoch",
+    "tau": "la.tau",
+    "epochs": "optim.num_epochs",
+    "drw_start_epoch": "ldam.drw_start_epoch",
     "epsilon": "lpl.epsilon",
     "delta_epsilon": "lpl.delta_epsilon",
     "step_size": "lpl.step_size",
     "head_scale": "lpl.head_scale",
     "normalize": "lpl.normalize",
     "num_head_classes": "lpl.num_head_classes",
-    "split_rule": "lpl.split",
+    "split_rule": "lpl.split_rule",
     "adaptive_target": "lpl.adaptive_target",
 }
-MEAN_RULE = "balanced"
+MEAN_RULE = "mean"
 
 
 def _set(**values) -> tuple[str, ...]:
@@ -351,8 +349,8 @@ class Study:
         for ratio in self.ratios:
             base = load_config(_config(ratio))
             extra = _set(
-                epochs=LONG_EPOCHS_FACTOR * base.num_epochs,
-                drw_start_epoch=LONG_EPOCHS_FACTOR * base.drw_start_epoch,
+                epochs=LONG_EPOCHS_FACTOR * base.optim.num_epochs,
+                drw_start_epoch=LONG_EPOCHS_FACTOR * base.ldam.drw_start_epoch,
             )
             variants = [m for m in LA_LPL_VARIANTS if (m, ratio) in self.choices]
             best = max(variants, key=lambda m: self.choices[m, ratio].mean(self.chosen(m, ratio)))

@@ -2,9 +2,9 @@
 
 Every model follows the same conventions, which the trainer and ISDA rely on:
 
-* fields ``num_classes``, ``dtype`` (computation dtype; params stay float32) and
-  ``bn_axis_name`` (passed to every ``nn.BatchNorm`` so that, under ``jax.shard_map``
-  over a mesh axis of that name, batch statistics cover the global batch);
+* fields ``num_classes`` and ``dtype`` (computation dtype; params stay float32); batch
+  norm has no ``axis_name``: the trainer's step is written in the global view
+  (:mod:`experiments.train_step`), where its batch statistics cover the global batch;
 * ``__call__(x, *, train, return_features=False)`` returns float32 logits
   ``[B, num_classes]``, or ``(logits, features)`` with ``features`` the float32
   ``[B, D]`` pooled penultimate vector;
@@ -23,6 +23,8 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from experiments import train_step
 
 __all__ = [
     "MODELS",
@@ -81,7 +83,6 @@ def _conv(
 def _bn(
     train: bool,
     dtype: Any,
-    axis_name: str | None,
     name: str | None = None,
     scale_init: Callable = nn.initializers.ones,
 ):
@@ -89,7 +90,6 @@ def _bn(
         use_running_average=not train,
         momentum=0.9,
         epsilon=1e-5,
-        axis_name=axis_name,
         dtype=dtype,
         scale_init=scale_init,
         name=name,
@@ -153,12 +153,11 @@ class _BasicBlock(nn.Module):
     features: int
     stride: int
     dtype: Any
-    bn_axis_name: str | None
     se_reduction: int | None = None
 
     @nn.compact
     def __call__(self, x, train: bool):
-        bn = partial(_bn, train, self.dtype, self.bn_axis_name)
+        bn = partial(_bn, train, self.dtype)
         y = nn.relu(bn()(_conv(self.features, 3, self.stride, self.dtype)(x)))
         y = bn()(_conv(self.features, 3, 1, self.dtype)(y))
         if self.se_reduction is not None:
@@ -183,7 +182,6 @@ class ResNetCifar(nn.Module):
     depth: int
     num_classes: int
     dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
     cosine_scale: float | None = None  # a CosineClassifier of this scale instead of nn.Dense
     se_reduction: int | None = None
 
@@ -194,13 +192,11 @@ class ResNetCifar(nn.Module):
         n = (self.depth - 2) // 6
         x = x.astype(self.dtype)
         x = _conv(16, 3, 1, self.dtype)(x)
-        x = nn.relu(_bn(train, self.dtype, self.bn_axis_name)(x))
+        x = nn.relu(_bn(train, self.dtype)(x))
         for stage, width in enumerate((16, 32, 64)):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                x = _BasicBlock(width, stride, self.dtype, self.bn_axis_name, self.se_reduction)(
-                    x, train
-                )
+                x = _BasicBlock(width, stride, self.dtype, self.se_reduction)(x, train)
         return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features, self.cosine_scale)
 
 
@@ -220,11 +216,10 @@ class _WideBlock(nn.Module):
     stride: int
     dropout_rate: float
     dtype: Any
-    bn_axis_name: str | None
 
     @nn.compact
     def __call__(self, x, train: bool):
-        bn = partial(_bn, train, self.dtype, self.bn_axis_name)
+        bn = partial(_bn, train, self.dtype)
         equal_in_out = self.stride == 1 and x.shape[-1] == self.features
         o = nn.relu(bn()(x))
         y = _conv(self.features, 3, self.stride, self.dtype)(o)
@@ -249,7 +244,6 @@ class WideResNet(nn.Module):
     num_classes: int
     dropout_rate: float = 0.3
     dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
     cosine_scale: float | None = None  # a CosineClassifier of this scale instead of nn.Dense
 
     @nn.compact
@@ -262,10 +256,8 @@ class WideResNet(nn.Module):
         for stage, width in enumerate((16 * k, 32 * k, 64 * k)):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                x = _WideBlock(width, stride, self.dropout_rate, self.dtype, self.bn_axis_name)(
-                    x, train
-                )
-        x = nn.relu(_bn(train, self.dtype, self.bn_axis_name)(x))
+                x = _WideBlock(width, stride, self.dropout_rate, self.dtype)(x, train)
+        x = nn.relu(_bn(train, self.dtype)(x))
         return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features, self.cosine_scale)
 
 
@@ -280,7 +272,6 @@ class SmallCNN(nn.Module):
 
     num_classes: int
     dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
     cosine_scale: float | None = None  # a CosineClassifier of this scale instead of nn.Dense
     strides: tuple[int, int, int] = (1, 1, 2)
 
@@ -289,7 +280,7 @@ class SmallCNN(nn.Module):
         x = x.astype(self.dtype)
         for width, stride in zip((16, 32, 64), self.strides, strict=True):
             x = _conv(width, 3, stride, self.dtype)(x)
-            x = nn.relu(_bn(train, self.dtype, self.bn_axis_name)(x))
+            x = nn.relu(_bn(train, self.dtype)(x))
         return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features, self.cosine_scale)
 
 
@@ -302,12 +293,11 @@ class _Bottleneck(nn.Module):
     groups: int
     width_per_group: int
     dtype: Any
-    bn_axis_name: str | None
     zero_init_residual: bool
 
     @nn.compact
     def __call__(self, x, train: bool):
-        bn = partial(_bn, train, self.dtype, self.bn_axis_name)
+        bn = partial(_bn, train, self.dtype)
         conv = partial(_conv, dtype=self.dtype, torch_padding=True)
         width = self.planes * self.width_per_group // 64 * self.groups
         out_features = 4 * self.planes
@@ -343,14 +333,13 @@ class ResNet(nn.Module):
     groups: int = 1
     width_per_group: int = 64
     dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
     cosine_scale: float | None = None  # a CosineClassifier of this scale instead of nn.Dense
     zero_init_residual: bool = False
 
     @nn.compact
     def __call__(self, x, *, train: bool, return_features: bool = False):
         x = _conv(64, 7, 2, self.dtype, torch_padding=True)(x.astype(self.dtype))
-        x = nn.relu(_bn(train, self.dtype, self.bn_axis_name)(x))
+        x = nn.relu(_bn(train, self.dtype)(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for stage, num_blocks in enumerate(self.stage_sizes):
             for i in range(num_blocks):
@@ -360,7 +349,6 @@ class ResNet(nn.Module):
                     groups=self.groups,
                     width_per_group=self.width_per_group,
                     dtype=self.dtype,
-                    bn_axis_name=self.bn_axis_name,
                     zero_init_residual=self.zero_init_residual,
                 )(x, train)
         return _head(jnp.mean(x, axis=(1, 2)), self.num_classes, return_features, self.cosine_scale)
@@ -418,15 +406,13 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def classifier_model_fns(module: nn.Module, *, input_shape: tuple[int, ...]):
-    """``lpjax.training.ModelFns`` of a model of this file, with ISDA's transform inputs.
+    """:class:`~experiments.train_step.ModelFns` of a model of this file, with ISDA's inputs.
 
-    Like ``lpjax.training.linen_model_fns``, and the logit transform also receives
-    ``features`` (the pooled penultimate vector) and ``classifier`` (the last layer's
-    parameters), which ISDA uses and the other transforms ignore.
+    Like :func:`experiments.train_step.linen_model_fns`, and the logit transform also
+    receives ``features`` (the pooled penultimate vector) and ``classifier`` (the last
+    layer's parameters), which ISDA uses and the other transforms ignore.
     """
-    from lpjax import training
-
-    generic = training.linen_model_fns(module, input_shape=input_shape)
+    generic = train_step.linen_model_fns(module, input_shape=input_shape)
 
     def apply(params, model_state, inputs, key):
         (logits, features), updates = module.apply(
@@ -447,10 +433,9 @@ def create_model(
     *,
     num_classes: int,
     dtype: Any = jnp.float32,
-    bn_axis_name: str | None = None,
     **kwargs,
 ) -> nn.Module:
     """Build a registered model by name (see ``MODELS``)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {sorted(MODELS)}")
-    return MODELS[name](num_classes=num_classes, dtype=dtype, bn_axis_name=bn_axis_name, **kwargs)
+    return MODELS[name](num_classes=num_classes, dtype=dtype, **kwargs)

@@ -9,8 +9,10 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("multistep", "cosine", "constant", "onecycle")
 
 
-def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
-    """``(optimizer, lr schedule)`` named by ``config.optimizer`` and ``config.schedule``.
+def make_optimizer(optim: ml_collections.ConfigDict, steps_per_epoch: int):
+    """``(optimizer, lr schedule)`` of the config's ``optim`` block (``config.optim``).
+
+    ``optim.name`` is the optimizer, ``optim.schedule`` the learning-rate schedule.
 
     ``sgd`` (momentum, optionally Nesterov) and ``adam`` take the weight decay as an L2
     term added to the gradient once (PyTorch's ``weight_decay``); ``adamw`` decouples it
@@ -19,43 +21,43 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
     ASL, Ridnik et al., ICCV 2021): cosine rise from lr / 25 over the first
     ``warmup_epochs``, then cosine decay to lr / 25e4; its warm-up is part of the cycle.
     """
-    total_steps = config.num_epochs * steps_per_epoch
-    warmup_steps = config.warmup_epochs * steps_per_epoch
-    if config.schedule == "onecycle":
+    total_steps = optim.num_epochs * steps_per_epoch
+    warmup_steps = optim.warmup_epochs * steps_per_epoch
+    if optim.schedule == "onecycle":
         main = optax.cosine_onecycle_schedule(
-            max(total_steps, 1), config.learning_rate, pct_start=warmup_steps / max(total_steps, 1)
+            max(total_steps, 1), optim.learning_rate, pct_start=warmup_steps / max(total_steps, 1)
         )
-    elif config.schedule == "multistep":
+    elif optim.schedule == "multistep":
         main = optax.piecewise_constant_schedule(
-            config.learning_rate,
-            {int(m * steps_per_epoch): config.decay_factor for m in config.milestones},
+            optim.learning_rate,
+            {int(m * steps_per_epoch): optim.decay_factor for m in optim.milestones},
         )
-    elif config.schedule == "cosine":
-        main = optax.cosine_decay_schedule(config.learning_rate, max(total_steps - warmup_steps, 1))
-    elif config.schedule == "constant":
-        main = optax.constant_schedule(config.learning_rate)
+    elif optim.schedule == "cosine":
+        main = optax.cosine_decay_schedule(optim.learning_rate, max(total_steps - warmup_steps, 1))
+    elif optim.schedule == "constant":
+        main = optax.constant_schedule(optim.learning_rate)
     else:
         raise ValueError(
-            f"config.schedule must be multistep, cosine or constant, or onecycle; "
-            f"got {config.schedule!r}."
+            f"config.optim.schedule must be multistep, cosine or constant, or onecycle; "
+            f"got {optim.schedule!r}."
         )
     schedule = main
-    if warmup_steps and config.schedule != "onecycle":
-        warmup = optax.linear_schedule(0.0, config.learning_rate, warmup_steps)
-        if config.schedule == "multistep":  # milestones count from the start of training
+    if warmup_steps and optim.schedule != "onecycle":
+        warmup = optax.linear_schedule(0.0, optim.learning_rate, warmup_steps)
+        if optim.schedule == "multistep":  # milestones count from the start of training
             schedule = optax.join_schedules(
                 [warmup, lambda step: main(step + warmup_steps)], [warmup_steps]
             )
         else:
             schedule = optax.join_schedules([warmup, main], [warmup_steps])
-    if config.optimizer == "adamw":
-        return optax.adamw(schedule, weight_decay=config.weight_decay), schedule
-    if config.optimizer == "sgd":
-        update = optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov)
-    elif config.optimizer == "adam":
+    if optim.name == "adamw":
+        return optax.adamw(schedule, weight_decay=optim.weight_decay), schedule
+    if optim.name == "sgd":
+        update = optax.sgd(schedule, momentum=optim.momentum, nesterov=optim.nesterov)
+    elif optim.name == "adam":
         update = optax.adam(schedule)
     else:
         raise ValueError(
-            f"config.optimizer must be one of {', '.join(OPTIMIZERS)}; got {config.optimizer!r}."
+            f"config.optim.name must be one of {', '.join(OPTIMIZERS)}; got {optim.name!r}."
         )
-    return optax.chain(optax.add_decayed_weights(config.weight_decay), update), schedule
+    return optax.chain(optax.add_decayed_weights(optim.weight_decay), update), schedule

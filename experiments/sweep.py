@@ -38,7 +38,7 @@ class Run:
             str(self.config),
             "--workdir",
             str(self.workdir),
-            f"--config.method={self.method}",
+            f"--config.method.name={self.method}",
             f"--config.seed={self.seed}",
             *self.settings,
             *overrides,

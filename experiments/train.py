@@ -1,7 +1,9 @@
 """Train and evaluate one method on one data set: ``python -m experiments.train``.
 
     python -m experiments.train [--config experiments/configs/NAME.py] [--workdir DIR]
-                                [--config.KEY=VALUE ...]
+                                [--config.BLOCK.FIELD=VALUE ...]
+
+e.g. ``--config.method.name=la --config.la.tau=1.5`` (the manual: experiments/README.md).
 
 With no ``--config`` it trains LA + LPL on long-tailed scikit-learn digits
 (offline, about a minute on a CPU). A work directory receives ``config.json``,
@@ -29,18 +31,36 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from experiments import configuration, methods, metric_writer, metrics, models, optimizers, plots
+from experiments import (
+    configuration,
+    methods,
+    metric_writer,
+    metrics,
+    models,
+    optimizers,
+    plots,
+    train_step,
+)
 from experiments import workdir as workdir_lib
+from experiments.configs.validation import validate_config
 from experiments.data import in_memory, pipeline, registry
-from lpjax import training
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss or gradient became NaN or infinite."""
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
-    """Trains ``config.method`` as configured, resuming from ``workdir``; returns the results.
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | pathlib.Path,
+    *,
+    reference: ml_collections.ConfigDict | None = None,
+) -> dict:
+    """Trains ``config.method.name`` as configured, resuming from ``workdir``; returns results.
+
+    ``reference`` is the config before command-line overrides (see
+    :func:`experiments.configs.validation.validate_config`), used only for ``note:`` lines
+    on options the run ignores.
 
     Raises:
       workdir_lib.UserError: a wrong config or work directory, found before anything is written.
@@ -51,7 +71,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     """
     workdir = pathlib.Path(workdir).resolve()
     _initialize_distributed(config)
-    for note in validate_config(config):
+    for note in validate_config(config, reference=reference):
         print(f"note: {note}")
     workdir_lib.check_path(workdir)
     # Hyperparameters are chosen on the validation split where there is one, never on test.
@@ -67,10 +87,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 def _model_and_method(config: ml_collections.ConfigDict, train):
     """The model and the method for ``train``'s classes; a bad choice is a ``UserError``."""
     model = models.create_model(
-        config.model,
+        config.model.name,
         num_classes=train.num_classes,
-        dtype=jnp.dtype(config.dtype),
-        bn_axis_name=training.DATA_AXIS,
+        dtype=jnp.dtype(config.model.dtype),
         **methods.model_options(config),
     )
     _, features = jax.eval_shape(
@@ -82,7 +101,7 @@ def _model_and_method(config: ml_collections.ConfigDict, train):
         method = methods.make_method(
             config,
             train.class_counts,
-            steps_per_epoch=pipeline.steps_per_epoch(train, config.batch_size),
+            steps_per_epoch=pipeline.steps_per_epoch(train, config.optim.batch_size),
             feature_dim=features.shape[-1],
         )
     except ValueError as error:  # e.g. LPL bounds needing too many steps, ISDA too large
@@ -92,23 +111,23 @@ def _model_and_method(config: ml_collections.ConfigDict, train):
 
 def _train(config, workdir, train, validation, test, model, method, stop) -> dict:
     is_chief = jax.process_index() == 0
-    mesh = training.make_data_mesh()
-    steps_per_epoch = pipeline.steps_per_epoch(train, config.batch_size)
-    total_steps = config.num_epochs * steps_per_epoch
-    tx, schedule = optimizers.make_optimizer(config, steps_per_epoch)
+    mesh = train_step.make_data_mesh()
+    steps_per_epoch = pipeline.steps_per_epoch(train, config.optim.batch_size)
+    total_steps = config.optim.num_epochs * steps_per_epoch
+    tx, schedule = optimizers.make_optimizer(config.optim, steps_per_epoch)
     input_shape = (1, *train.image_shape)
 
     key = jax.random.key(config.seed)
     init_key, step_key = jax.random.split(key)
     model_fns = models.classifier_model_fns(model, input_shape=input_shape)
-    state = training.create_train_state(model_fns, tx, method.transform, key=init_key, mesh=mesh)
+    state = train_step.create_train_state(model_fns, tx, method.transform, key=init_key, mesh=mesh)
     manager = workdir_lib.checkpoint_manager(workdir, config)
     manager, state, history = workdir_lib.restore(manager, state, workdir, config)
     start_step = int(state.step)
 
     writer = metric_writer.MetricWriter(workdir, resume_step=start_step, enabled=is_chief)
     compiler_options = _compiler_options(config)
-    train_step = training.make_train_step(
+    update_fn = train_step.make_train_step(
         model_fns,
         tx,
         method.transform,
@@ -117,7 +136,7 @@ def _train(config, workdir, train, validation, test, model, method, stop) -> dic
         example_weights_fn=method.example_weights_fn,
         compiler_options=compiler_options,
     )
-    predict = training.make_predict_step(
+    predict_fn = train_step.make_predict_step(
         model_fns,
         mesh=mesh,
         logit_transform=method.predict_transform,
@@ -133,7 +152,7 @@ def _train(config, workdir, train, validation, test, model, method, stop) -> dic
         range(start_step, total_steps),
         initial=start_step,
         total=total_steps,
-        desc=f"{config.method} on {config.dataset}",
+        desc=f"{config.method.name} on {config.data.name}",
         disable=not is_chief,
         file=sys.stdout,
     )
@@ -142,7 +161,7 @@ def _train(config, workdir, train, validation, test, model, method, stop) -> dic
         train,
         start_step=start_step,
         num_steps=total_steps,
-        global_batch_size=config.batch_size,
+        global_batch_size=config.optim.batch_size,
         seed=config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
@@ -151,15 +170,15 @@ def _train(config, workdir, train, validation, test, model, method, stop) -> dic
     for step in progress:
         batch = next(batches)
         mask = np.ones(len(batch["label"]), bool)  # training batches have no padding
-        inputs = training.global_batch(mesh, (batch["image"], batch["label"], mask))
-        state, step_metrics = train_step(state, *inputs, step_key)
+        inputs = train_step.global_batch(mesh, (batch["image"], batch["label"], mask))
+        state, step_metrics = update_fn(state, *inputs, step_key)
         window.append(step_metrics)
         done = step + 1
-        if done % config.log_every_steps == 0 or done == total_steps:
+        if done % config.run.log_every_steps == 0 or done == total_steps:
             summary = _summarise_window(jax.device_get(window))
             _check_finite(summary, done - len(window) + 1, done, manager, workdir)
             elapsed = time.perf_counter() - window_start
-            summary["train_images_per_second"] = len(window) * config.batch_size / elapsed
+            summary["train_images_per_second"] = len(window) * config.optim.batch_size / elapsed
             summary["train_learning_rate"] = float(schedule(step))
             writer.write(done, summary)
             _record_window(history, summary)
@@ -167,11 +186,11 @@ def _train(config, workdir, train, validation, test, model, method, stop) -> dic
             window, window_start = [], time.perf_counter()
         epoch_done = done % steps_per_epoch == 0
         epoch = done // steps_per_epoch
-        if epoch_done and (epoch % config.eval_every_epochs == 0 or done == total_steps):
-            eval_results = _evaluate(predict, state, mesh, train, validation, test, config)
+        if epoch_done and (epoch % config.run.eval_every_epochs == 0 or done == total_steps):
+            eval_results = _evaluate(predict_fn, state, mesh, train, validation, test, config)
             writer.write(done, {f"eval_{k}": v for k, v in eval_results.items() if v is not None})
         stopping = done < total_steps and stop.requested(done)
-        if done % config.checkpoint_every_steps == 0 or done == total_steps or stopping:
+        if done % config.run.checkpoint_every_steps == 0 or done == total_steps or stopping:
             pending = [metric_writer.jsonable_tree(m) for m in jax.device_get(window)]
             workdir_lib.save(manager, done, state, {**history, "pending": pending})
         if stopping:
@@ -183,7 +202,7 @@ def _train(config, workdir, train, validation, test, model, method, stop) -> dic
     manager.wait_until_finished()
 
     if eval_results is None:  # resumed after the last step, or no full epoch
-        eval_results = _evaluate(predict, state, mesh, train, validation, test, config)
+        eval_results = _evaluate(predict_fn, state, mesh, train, validation, test, config)
     results = _final_results(config, train, history, eval_results, total_steps)
     if is_chief:
         _write_outputs(workdir, config, train, results)
@@ -240,26 +259,30 @@ def _evaluate(predict, state, mesh, train, validation, test, config) -> dict:
 
 
 def _gather_predictions(predict, state, mesh, dataset, config) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits, labels)`` of a split in data-set order, on every process."""
+    """``(logits, labels)`` of a split in data-set order, on every process.
+
+    Labels travel as global arrays like the images, so both are gathered in the
+    mesh's row order, whatever the order of the processes' devices in the mesh.
+    """
     logits, labels = [], []
     for batch in pipeline.eval_batches(
         dataset,
-        global_batch_size=config.eval_batch_size,
+        global_batch_size=config.run.eval_batch_size,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         options=_loader_options(config),
     ):
-        outputs = predict(state, training.global_batch(mesh, batch["image"]))
-        logits.append(multihost_utils.process_allgather(outputs, tiled=True))
-        labels.append(multihost_utils.process_allgather(batch["label"], tiled=True))
+        images, batch_labels = train_step.global_batch(mesh, (batch["image"], batch["label"]))
+        logits.append(multihost_utils.process_allgather(predict(state, images), tiled=True))
+        labels.append(multihost_utils.process_allgather(batch_labels, tiled=True))
     return np.concatenate(logits)[: len(dataset)], np.concatenate(labels)[: len(dataset)]
 
 
 def _loader_options(config: ml_collections.ConfigDict) -> pipeline.LoaderOptions:
     return pipeline.LoaderOptions(
-        num_workers=config.data_workers,
-        num_threads=config.data_threads,
-        prefetch_batches=config.prefetch_batches,
+        num_workers=config.data.workers,
+        num_threads=config.data.threads,
+        prefetch_batches=config.data.prefetch_batches,
     )
 
 
@@ -273,10 +296,10 @@ def _final_results(config, train, history, eval_results, total_steps) -> dict:
     shows what the perturbation does over the run.
     """
     results = {
-        "method": config.method,
-        "dataset": config.dataset,
-        "imbalance_ratio": config.imbalance_ratio,
-        "model": config.model,
+        "method": config.method.name,
+        "dataset": config.data.name,
+        "imbalance_ratio": config.data.imbalance_ratio,
+        "model": config.model.name,
         "seed": config.seed,
         "num_steps": total_steps,
         "class_counts": train.class_counts.tolist(),
@@ -295,9 +318,9 @@ def _write_outputs(workdir: pathlib.Path, config, train, results: dict) -> None:
     for key, (what, ylabel, signed) in plots.PER_CLASS_PLOTS.items():
         if key in results:
             plots.plot_per_class(
-                {config.method: results[key]},
+                {config.method.name: results[key]},
                 train.class_counts,
-                title=f"{config.method} on {config.dataset}: {what}",
+                title=f"{config.method.name} on {config.data.name}: {what}",
                 ylabel=ylabel,
                 path=workdir / f"{key}.png",
                 signed=signed,
@@ -307,107 +330,11 @@ def _write_outputs(workdir: pathlib.Path, config, train, results: dict) -> None:
     os.replace(tmp, workdir / "results.json")
 
 
-# (config field, value) -> the fields only that choice uses.
-_FIELDS_USED_ONLY_BY = {
-    ("schedule", "multistep"): ("milestones", "decay_factor"),
-    ("optimizer", "sgd"): ("momentum", "nesterov"),
-}
-
-
-def validate_config(config: ml_collections.ConfigDict) -> list[str]:
-    """Checks the whole config before anything is written; returns notes on ignored options.
-
-    Raises:
-      workdir_lib.UserError: naming the first field that is wrong.
-    """
-    from experiments.configs import common
-
-    def fail(message):
-        raise workdir_lib.UserError(message)
-
-    if config.dataset not in registry.NAMES:
-        fail(f"config.dataset {config.dataset!r} is unknown; valid: {', '.join(registry.NAMES)}.")
-    if config.method not in methods.SINGLE_LABEL_METHODS + methods.MULTILABEL_METHODS:
-        fail(
-            f"config.method {config.method!r} is unknown; valid: "
-            f"{', '.join(methods.SINGLE_LABEL_METHODS + methods.MULTILABEL_METHODS)}."
-        )
-    multilabel = registry.is_multilabel(config.dataset)
-    if multilabel != (config.method in methods.MULTILABEL_METHODS):
-        kind = "multi-label" if multilabel else "single-label"
-        fail(f"config.method {config.method!r} does not apply to the {kind} {config.dataset}.")
-    if config.model not in models.MODELS:
-        fail(f"config.model {config.model!r} is unknown; valid: {', '.join(models.MODELS)}.")
-    for field in (
-        "num_epochs",
-        "batch_size",
-        "eval_batch_size",
-        "log_every_steps",
-        "checkpoint_every_steps",
-        "keep_checkpoints",
-        "eval_every_epochs",
-    ):
-        if config[field] < 1:
-            fail(f"config.{field} must be >= 1; got {config[field]}.")
-    if config.checkpoint_every_steps % config.log_every_steps:
-        fail(
-            "config.checkpoint_every_steps must be a multiple of config.log_every_steps "
-            f"(so a checkpoint never splits a logging window); got "
-            f"{config.checkpoint_every_steps} and {config.log_every_steps}."
-        )
-    for field in ("batch_size", "eval_batch_size"):
-        if config[field] % jax.device_count():
-            fail(
-                f"config.{field} ({config[field]}) must be divisible by the number of "
-                f"devices ({jax.device_count()})."
-            )
-    if config.learning_rate <= 0 or config.weight_decay < 0:
-        fail("config.learning_rate must be > 0 and config.weight_decay >= 0.")
-    if config.warmup_epochs < 0:
-        fail(f"config.warmup_epochs must be >= 0; got {config.warmup_epochs}.")
-    if config.optimizer not in optimizers.OPTIMIZERS:
-        valid = ", ".join(optimizers.OPTIMIZERS)
-        fail(f"config.optimizer must be one of {valid}; got {config.optimizer!r}.")
-    if config.schedule not in optimizers.SCHEDULES:
-        fail(
-            "config.schedule must be multistep, cosine or constant, or onecycle; "
-            f"got {config.schedule!r}."
-        )
-    if config.schedule == "onecycle" and not 0 < config.warmup_epochs < config.num_epochs:
-        fail(
-            "config.schedule = 'onecycle' rises over config.warmup_epochs, which must lie "
-            f"strictly between 0 and num_epochs = {config.num_epochs}; got {config.warmup_epochs}."
-        )
-    if config.schedule == "multistep" and any(m <= 0 for m in config.milestones):
-        fail(f"config.milestones must be > 0; got {tuple(config.milestones)}.")
-    if config.imbalance_ratio < 1:
-        fail(f"config.imbalance_ratio must be >= 1; got {config.imbalance_ratio}.")
-    defaults = common.get_base_config()
-    notes = []
-    if config.warmup_epochs > config.num_epochs:
-        notes.append(
-            f"config.warmup_epochs = {config.warmup_epochs} > num_epochs: the learning rate "
-            "never reaches config.learning_rate."
-        )
-    if config.schedule == "multistep":
-        late = [m for m in config.milestones if m >= config.num_epochs]
-        if late:
-            notes.append(f"config.milestones {late} lie beyond num_epochs = {config.num_epochs}.")
-    for (option, value), fields in _FIELDS_USED_ONLY_BY.items():
-        if config[option] != value:
-            notes += [
-                f"config.{f} = {config[f]!r} is ignored by the {config[option]} {option}."
-                for f in fields
-                if config[f] != defaults[f]
-            ]
-    return notes
-
-
 def _check_data(config: ml_collections.ConfigDict, train) -> None:
-    if config.batch_size > len(train):
+    if config.optim.batch_size > len(train):
         raise workdir_lib.UserError(
-            f"config.batch_size ({config.batch_size}) is larger than the {len(train)} "
-            f"training images of {config.dataset}."
+            f"config.optim.batch_size ({config.optim.batch_size}) is larger than the "
+            f"{len(train)} training images of {config.data.name}."
         )
 
 
@@ -415,11 +342,11 @@ def _initialize_distributed(config: ml_collections.ConfigDict) -> None:
     """``jax.distributed.initialize()`` when the config or the environment asks for it.
 
     On TPU pods and SLURM clusters JAX finds the processes by itself
-    (``--config.distributed=True``). Elsewhere set ``JAX_COORDINATOR_ADDRESS``
+    (``--config.run.distributed=True``). Elsewhere set ``JAX_COORDINATOR_ADDRESS``
     (host:port of process 0), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
     CPU processes exchange data through gloo.
     """
-    if not (config.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS")):
+    if not (config.run.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS")):
         return
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     kwargs = {}
@@ -445,7 +372,7 @@ def _compiler_options(config: ml_collections.ConfigDict) -> dict | None:
 
     The option is experimental; a jaxlib that rejects it trains without it.
     """
-    if not config.cpu_fast_convolutions or jax.default_backend() != "cpu":
+    if not config.run.cpu_fast_convolutions or jax.default_backend() != "cpu":
         return None
     options = CPU_FAST_CONVOLUTIONS
     try:
@@ -460,15 +387,42 @@ def _help_text() -> str:
     """The module docstring, the methods, data sets, models and every config key."""
     defaults = configuration.flat_items(configuration.load_config().to_dict())
     keys = "\n".join(f"  --config.{k}={v!r}" for k, v in sorted(defaults.items()))
+
+    def method_lines(multilabel: bool) -> str:
+        lines = []
+        for name in methods.NAMES:
+            entry = methods.entry(name)
+            if entry.multilabel == multilabel:
+                blocks = f" [{', '.join(entry.blocks)}]" if entry.blocks else ""
+                lines.append(f"  {name:17s} {entry.summary}{blocks}")
+        return "\n".join(lines)
+
     return (
         f"{__doc__}\n"
-        f"methods:  {', '.join(methods.SINGLE_LABEL_METHODS)}\n"
-        f"          multi-label: {', '.join(methods.MULTILABEL_METHODS)}\n"
-        f"datasets: {', '.join(registry.NAMES)}\n"
-        f"models:   {', '.join(models.MODELS)}\n\n"
+        f"methods (--config.method.name=; [the config blocks each reads]):\n"
+        f"{method_lines(multilabel=False)}\n"
+        f" multi-label:\n{method_lines(multilabel=True)}\n"
+        f"datasets (--config.data.name=): {', '.join(registry.NAMES)}\n"
+        f"models (--config.model.name=): {', '.join(models.MODELS)}\n\n"
         f"config keys (values of the default config; each is commented in "
-        f"experiments/configs/common.py):\n{keys}"
+        f"experiments/configs/common.py and, for the method blocks, "
+        f"experiments/methods/registry.py):\n{keys}"
     )
+
+
+def _command_line(argv: list[str]):
+    """``(config, workdir, reference)``: ``reference`` is the config file's own config."""
+    if any(arg in ("-h", "--help", "--helpfull") for arg in argv):
+        print(_help_text())
+        sys.exit(0)
+    try:
+        parsed = configuration.parse_command_line(argv)
+    except (ValueError, FileNotFoundError) as error:
+        raise workdir_lib.UserError(str(error)) from None
+    config, workdir = parsed.config, parsed.workdir
+    if workdir is None:
+        workdir = pathlib.Path("workdirs") / f"{parsed.name}_{config.method.name}_seed{config.seed}"
+    return config, workdir, parsed.file_config
 
 
 def parse_args(argv: list[str]) -> tuple[ml_collections.ConfigDict, pathlib.Path]:
@@ -477,23 +431,15 @@ def parse_args(argv: list[str]) -> tuple[ml_collections.ConfigDict, pathlib.Path
     Parsed by absl's ``config_flags`` (:func:`experiments.configuration.parse_command_line`);
     ``-h`` / ``--help`` prints the methods, data sets, models and config keys, and exits.
     """
-    if any(arg in ("-h", "--help", "--helpfull") for arg in argv):
-        print(_help_text())
-        sys.exit(0)
-    try:
-        config, workdir, name = configuration.parse_command_line(argv)
-    except (ValueError, FileNotFoundError) as error:
-        raise workdir_lib.UserError(str(error)) from None
-    if workdir is None:
-        workdir = pathlib.Path("workdirs") / f"{name}_{config.method}_seed{config.seed}"
+    config, workdir, _ = _command_line(argv)
     return config, workdir
 
 
 def main(argv: list[str]) -> int:
     """Runs the command line; returns the exit status (2: a user error, one line)."""
     try:
-        config, workdir = parse_args(argv)
-        results = train_and_evaluate(config, workdir)
+        config, workdir, reference = _command_line(argv)
+        results = train_and_evaluate(config, workdir, reference=reference)
     except (
         workdir_lib.UserError,
         FileNotFoundError,
@@ -508,7 +454,7 @@ def main(argv: list[str]) -> int:
         print(f"\n{interrupted}", file=sys.stderr)
         return interrupted.exit_code
     if jax.process_index() == 0:
-        print(f"\nResults of {config.method} on {config.dataset} in {workdir}:")
+        print(f"\nResults of {config.method.name} on {config.data.name} in {workdir}:")
         names = (*metrics.SINGLE_LABEL_METRICS, "validation_accuracy", *metrics.MULTILABEL_METRICS)
         for name in names:
             if name in results:

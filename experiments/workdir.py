@@ -151,7 +151,7 @@ def checkpoint_manager(workdir: pathlib.Path, config) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
         workdir / "checkpoints",
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=config.keep_checkpoints, enable_async_checkpointing=False
+            max_to_keep=config.run.keep_checkpoints, enable_async_checkpointing=False
         ),
     )
 

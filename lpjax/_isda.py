@@ -332,9 +332,9 @@ def isda_transform(
 
     The gradient flows into the classifier's kernel through :math:`\delta` (as
     in the authors' code) and into the features through the logits only.
-    ``features`` and ``classifier`` are the extra arguments that
-    ``lpjax.training.make_train_step`` passes to the loss; other extra
-    arguments are ignored, so the transform chains with the others.
+    ``features`` and ``classifier`` are extra arguments of ``apply`` that the
+    train step passes from the model (the trainer's ``experiments.train_step`` does);
+    other extra arguments are ignored, so the transform chains with the others.
 
     Args:
       num_classes: the number of classes C.
@@ -396,7 +396,7 @@ def isda_transform(
                 f"isda_transform needs the extra argument(s) {' and '.join(missing)}: "
                 "features=[batch, feature_dim] penultimate features and "
                 "classifier={'kernel': [feature_dim, num_classes], ...} of the final "
-                "dense layer (the trainer's step in experiments/ passes both)."
+                "dense layer (the train step passes both from the model)."
             )
         if not isinstance(classifier, Mapping) or "kernel" not in classifier:
             raise ValueError(

@@ -2,7 +2,7 @@
 
 Top-1 error (%) in the paper (docs/method.md, section 7): LDAM-DRW 57.11, LA 56.11,
 LPL fixed 58.03, LPL varied 55.75, LA + LPL 53.89; the default method
-is the best of its column. Compare with ``--config.method=`` ldam_drw, la,
+is the best of its column. Compare with ``--config.method.name=`` ldam_drw, la,
 lpl_fixed, lpl_varied, la_lpl or ce. The training set follows the exponential
 profile of LDAM / LA (10,847 images); the test set stays balanced.
 
@@ -12,7 +12,7 @@ images. A median rule would make half the classes head; the smaller head keeps t
 middle classes maximised.
 
 Needs the tensorflow-datasets cifar100 data prepared offline (or
-``--config.download=True``).
+``--config.data.download=True``).
 """
 
 from experiments.configs import recipes

@@ -1,9 +1,9 @@
 """ResNet-32 on balanced CIFAR-100: LPL, mean rule, varied bounds; the authors' recipe.
 
 The paper reports top-1 error (%) 30.27 / 29.59 / 28.53 for ISDA / LPL fixed /
-LPL varied (docs/method.md, section 7). Switch methods with ``--config.method=isda``
+LPL varied (docs/method.md, section 7). Switch methods with ``--config.method.name=isda``
 (or ``lpl_fixed``, ``ce``).
-Needs the tensorflow-datasets cifar100 data prepared offline (or ``--config.download=True``).
+Needs the tensorflow-datasets cifar100 data prepared offline (or ``--config.data.download=True``).
 """
 
 from experiments.configs import recipes

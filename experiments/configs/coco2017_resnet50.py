@@ -5,11 +5,11 @@
 rate 1e-4 with a one-cycle schedule, weight decay 1e-4, batch 128, 40 epochs, 224x224,
 bfloat16 (Ridnik et al., ICCV 2021; departures in ``recipes.coco_multilabel``: ASL
 fine-tunes an ImageNet-pretrained TResNet at 448, this trains a ResNet-50 from scratch,
-so its mAP is far below ASL's). One command per method (``--config.method=``
+so its mAP is far below ASL's). One command per method (``--config.method.name=``
 lpl_multilabel, asl, focal or bce)::
 
     python -m experiments.train --config experiments/configs/coco2017_resnet50.py \
-        --config.data_dir=DATA --config.method=asl --workdir runs/coco2017/asl
+        --config.data.data_dir=DATA --config.method.name=asl --workdir runs/coco2017/asl
 
 Needs the ``coco2017`` data prepared offline (README, "Preparing the large data sets").
 """

@@ -5,13 +5,13 @@ iNaturalist 2018 (Van Horn et al., CVPR 2018): 8,142 species, 437,513 training i
 The ImageNet-LT recipe (90 epochs, batch 512, rate 0.4, 5 warm-up epochs, cosine) with
 weight decay 1e-4; LDAM-DRW's re-weighting from epoch 60. The scale LPL's inner solver
 was built for: at most 25 steps on ``[512, 8142]`` logits (benchmarks/RESULTS.md,
-section 4). One command per method (``--config.method=`` la_lpl, la, la_posthoc,
+section 4). One command per method (``--config.method.name=`` la_lpl, la, la_posthoc,
 balanced_softmax, ldam_drw, lpl_varied, lpl_fixed or ce)::
 
     python -m experiments.train --config experiments/configs/inaturalist2018_resnet50.py \
-        --config.data_dir=DATA --config.method=la --workdir runs/inat2018/la
+        --config.data.data_dir=DATA --config.method.name=la --workdir runs/inat2018/la
 
-On a TPU pod slice add ``--config.distributed=True`` on every host. ISDA is not offered:
+On a TPU pod slice add ``--config.run.distributed=True`` on every host. ISDA is not offered:
 its class covariances (8,142 x 2,048 x 2,048 floats) would take 137 GB. Needs the
 ``inaturalist2018`` data prepared offline (README, "Preparing the large data sets").
 """

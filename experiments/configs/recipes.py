@@ -15,65 +15,65 @@ def balanced_cifar(dataset: str, model: str, family: str):
     """LPL (mean rule, varied bounds) on balanced CIFAR with the authors' recipe for ``family``."""
     epochs, milestones, decay_factor, weight_decay = _BALANCED_SCHEDULES[family]
     config = common.get_base_config()
-    config.method = "lpl_varied"  # the paper's best on balanced CIFAR (vs isda, lpl_fixed, ce)
-    config.dataset = dataset  # tensorflow-datasets cifar10 / cifar100, 50k train / 10k test
-    config.imbalance_ratio = 1.0  # balanced: the full training set
-    config.model = model
-    config.augment = True  # pad-4 reflect crop + horizontal flip, as the authors' code
-    config.num_epochs = epochs  # the family's recipe
-    config.batch_size = 128  # authors' batch size
-    config.learning_rate = 0.1  # authors' peak rate
-    config.momentum = 0.9  # SGD momentum
-    config.nesterov = True  # Nesterov momentum, as the authors' code
-    config.weight_decay = weight_decay  # the family's weight decay
-    config.schedule = "multistep"  # step decay
-    config.milestones = milestones  # epochs of the family's lr decays
-    config.decay_factor = decay_factor  # the family's decay factor
-    config.warmup_epochs = 0  # no warm-up in the balanced recipes
-    config.isda_lambda = 0.5  # ISDA's lambda_0 for CIFAR (Wang et al. 2019), used with method=isda
-    config.lpl.split = "balanced"  # the mean rule: classes harder than the batch mean are maximised
+    config.method.name = "lpl_varied"  # the paper's best on balanced CIFAR (vs isda, lpl_fixed, ce)
+    config.data.name = dataset  # tensorflow-datasets cifar10 / cifar100, 50k train / 10k test
+    config.data.imbalance_ratio = 1.0  # balanced: the full training set
+    config.data.augment = True  # pad-4 reflect crop + horizontal flip, as the authors' code
+    config.model.name = model  # the config file's network
+    config.optim.num_epochs = epochs  # the family's recipe
+    config.optim.batch_size = 128  # authors' batch size
+    config.optim.learning_rate = 0.1  # authors' peak rate
+    config.optim.momentum = 0.9  # SGD momentum
+    config.optim.nesterov = True  # Nesterov momentum, as the authors' code
+    config.optim.weight_decay = weight_decay  # the family's weight decay
+    config.optim.schedule = "multistep"  # step decay
+    config.optim.milestones = milestones  # epochs of the family's lr decays
+    config.optim.decay_factor = decay_factor  # the family's decay factor
+    config.optim.warmup_epochs = 0  # no warm-up in the balanced recipes
+    config.isda.lambda_0 = 0.5  # ISDA's lambda_0 for CIFAR (Wang et al. 2019), for method isda
+    config.lpl.split_rule = "mean"  # classes harder than the batch mean are maximised
     config.lpl.epsilon = 0.2  # base bound: 20 inner steps at step 0.01 (code: 20-40 steps)
     config.lpl.delta_epsilon = 0.2  # varied bounds add 0.2 |tau - q_c| <= 0.2: at most 40 steps
     config.lpl.step_size = 0.01  # inner step alpha, within the authors' 0.005-0.01
-    config.log_every_steps = 50  # 390 steps an epoch: about 8 log lines an epoch
-    config.checkpoint_every_steps = 2000  # about every 5 epochs (a multiple of log_every_steps)
-    config.eval_every_epochs = 10  # test accuracy is only logged; results use the final epoch
-    config.eval_batch_size = 1000  # divides the 10k test images and any 1/2/4/8-device mesh
+    config.run.log_every_steps = 50  # 390 steps an epoch: about 8 log lines an epoch
+    config.run.checkpoint_every_steps = 2000  # about every 5 epochs (a multiple of log_every_steps)
+    config.run.eval_every_epochs = 10  # test accuracy is only logged; results use the final epoch
+    config.run.eval_batch_size = 1000  # divides the 10k test images and any 1/2/4/8-device mesh
     return config
 
 
 def longtail_cifar(dataset: str, imbalance_ratio: float, *, method: str, num_head_classes: int):
     """ResNet-32 on CIFAR-LT with the LDAM-DRW recipe (used by LA and the LPL paper)."""
     config = common.get_base_config()
-    config.method = method  # the paper's best of the column (see the config file)
-    config.dataset = dataset  # tensorflow-datasets cifar10 / cifar100, made long-tailed
-    config.imbalance_ratio = imbalance_ratio  # n_max / n_min of the exponential profile
-    config.model = "resnet32"  # the long-tail literature's CIFAR backbone
-    config.augment = True  # pad-4 reflect crop + horizontal flip
-    config.num_epochs = 200  # LDAM-DRW recipe (Cao et al. 2019), used by LA and the LPL paper
-    config.batch_size = 128  # LDAM-DRW batch size
-    config.learning_rate = 0.1  # LDAM-DRW peak rate
-    config.momentum = 0.9  # SGD momentum
-    config.nesterov = True  # the LPL authors' optimiser (LDAM's own code uses plain momentum)
-    config.weight_decay = 2e-4  # LDAM-DRW weight decay (applied once, unlike the authors' code)
-    config.schedule = "multistep"  # step decay
-    config.milestones = (160, 180)  # lr x0.01 at 160, again at 180 (0.1 -> 1e-3 -> 1e-5)
-    config.decay_factor = 0.01  # LDAM-DRW decay factor
-    config.warmup_epochs = 5  # LDAM-DRW linear warm-up, needed at lr 0.1 on skewed batches
-    config.la_tau = 1.0  # LA temperature of Menon et al. (la, la_posthoc, la_lpl)
-    config.ldam_max_margin = 0.5  # LDAM's largest margin (Cao et al.)
-    config.ldam_scale = 30.0  # LDAM's logit scale s (Cao et al.'s code)
-    config.drw_start_epoch = 160  # ldam_drw: re-weight from the first lr decay, as LDAM-DRW
-    config.drw_beta = 0.9999  # ldam_drw: effective-number beta of Cui et al. / LDAM-DRW
-    config.lpl.split = "longtail"  # head classes minimised, tail classes maximised (by counts)
+    config.method.name = method  # the paper's best of the column (see the config file)
+    config.data.name = dataset  # tensorflow-datasets cifar10 / cifar100, made long-tailed
+    config.data.imbalance_ratio = imbalance_ratio  # n_max / n_min of the exponential profile
+    config.data.augment = True  # pad-4 reflect crop + horizontal flip
+    config.model.name = "resnet32"  # the long-tail literature's CIFAR backbone
+    config.optim.num_epochs = 200  # LDAM-DRW recipe (Cao et al. 2019), used by LA and the LPL paper
+    config.optim.batch_size = 128  # LDAM-DRW batch size
+    config.optim.learning_rate = 0.1  # LDAM-DRW peak rate
+    config.optim.momentum = 0.9  # SGD momentum
+    config.optim.nesterov = True  # the LPL authors' optimiser (LDAM's own code uses plain momentum)
+    config.optim.weight_decay = 2e-4  # LDAM-DRW's decay (applied once, unlike the authors' code)
+    config.optim.schedule = "multistep"  # step decay
+    config.optim.milestones = (160, 180)  # lr x0.01 at 160, again at 180 (0.1 -> 1e-3 -> 1e-5)
+    config.optim.decay_factor = 0.01  # LDAM-DRW decay factor
+    config.optim.warmup_epochs = 5  # LDAM-DRW linear warm-up, needed at lr 0.1 on skewed batches
+    config.la.tau = 1.0  # LA temperature of Menon et al. (la, la_posthoc, la_lpl)
+    config.ldam.max_margin = 0.5  # LDAM's largest margin (Cao et al.)
+    config.ldam.scale = 30.0  # LDAM's logit scale s (Cao et al.'s code)
+    config.ldam.drw_start_epoch = 160  # ldam_drw: re-weight from the first lr decay, as LDAM-DRW
+    config.ldam.drw_beta = 0.9999  # ldam_drw: effective-number beta of Cui et al. / LDAM-DRW
+    config.lpl.split_rule = "longtail"  # head classes minimised, tail classes maximised (by counts)
     config.lpl.num_head_classes = num_head_classes  # the most frequent classes (config file)
     config.lpl.epsilon = 0.2  # base bound: 20 inner steps at step 0.01 (paper: 0.1-0.2)
     config.lpl.delta_epsilon = 0.3  # varied bounds: up to 0.5, i.e. 50 steps for the extremes
     config.lpl.step_size = 0.01  # inner step alpha: max K_c = 50, the authors' upper count
-    config.log_every_steps = 25  # 84 to 159 steps an epoch, by data set and ratio
-    config.checkpoint_every_steps = 1000  # every 6 to 12 epochs (a multiple of 25)
-    config.eval_every_epochs = 10  # test accuracy is only logged; results use the final epoch
-    config.eval_batch_size = 1000  # divides the 10k test images and any 1/2/4/8-device mesh
+    config.run.log_every_steps = 25  # 84 to 159 steps an epoch, by data set and ratio
+    config.run.checkpoint_every_steps = 1000  # every 6 to 12 epochs (a multiple of 25)
+    config.run.eval_every_epochs = 10  # test accuracy is only logged; results use the final epoch
+    config.run.eval_batch_size = 1000  # divides the 10k test images and any 1/2/4/8-device mesh
     return config
 
 
@@ -84,27 +84,27 @@ def fashion_mnist_longtail(imbalance_ratio: float):
     the study in docs/results/fashion_mnist_lt (chosen on the held-out validation split).
     """
     config = common.get_base_config()
-    config.method = "la_lpl"  # LA, then LPL on the adjusted logits
-    config.dataset = "fashion_mnist_lt"  # IDX files (Debian's dataset-fashion-mnist) or tfds
-    config.imbalance_ratio = imbalance_ratio  # n_c = floor(5500 r^(-c/9)); 500/class validation
-    config.model = "small_cnn28"  # 16-32-64 channels at 14x14 and 7x7, 24k parameters
-    config.augment = True  # reflect-pad 4, random 28x28 crop, horizontal flip
-    config.num_epochs = 15  # ~1,600 (r=100) to ~2,600 (r=10) steps
-    config.batch_size = 128  # the CIFAR recipes' batch size
-    config.learning_rate = 0.1  # peak rate of the cosine schedule
-    config.weight_decay = 5e-4  # a small network: stronger decay than the CIFAR recipes
-    config.schedule = "cosine"  # smooth decay to zero
-    config.warmup_epochs = 1  # linear warm-up
-    config.drw_start_epoch = 12  # ldam_drw: re-weight the last fifth of training
-    config.lpl.split = "longtail"  # head/tail split by training counts
+    config.method.name = "la_lpl"  # LA, then LPL on the adjusted logits
+    config.data.name = "fashion_mnist_lt"  # IDX files (Debian's dataset-fashion-mnist) or tfds
+    config.data.imbalance_ratio = imbalance_ratio  # n_c = floor(5500 r^(-c/9)); 500/class held out
+    config.data.augment = True  # reflect-pad 4, random 28x28 crop, horizontal flip
+    config.model.name = "small_cnn28"  # 16-32-64 channels at 14x14 and 7x7, 24k parameters
+    config.optim.num_epochs = 15  # ~1,600 (r=100) to ~2,600 (r=10) steps
+    config.optim.batch_size = 128  # the CIFAR recipes' batch size
+    config.optim.learning_rate = 0.1  # peak rate of the cosine schedule
+    config.optim.weight_decay = 5e-4  # a small network: stronger decay than the CIFAR recipes
+    config.optim.schedule = "cosine"  # smooth decay to zero
+    config.optim.warmup_epochs = 1  # linear warm-up
+    config.ldam.drw_start_epoch = 12  # ldam_drw: re-weight the last fifth of training
+    config.lpl.split_rule = "longtail"  # head/tail split by training counts
     config.lpl.num_head_classes = 4  # the four most frequent classes are head
     config.lpl.epsilon = 0.2  # the study's command line sets each variant's validated bounds
-    config.lpl.delta_epsilon = 0.3  # varied bounds (lpl_varied, lpl_balanced, la_lpl)
+    config.lpl.delta_epsilon = 0.3  # varied bounds (lpl_varied, lpl_mean, la_lpl)
     config.lpl.step_size = 0.01  # inner step alpha
-    config.log_every_steps = 50  # train metrics every 50 steps
-    config.checkpoint_every_steps = 500  # a multiple of log_every_steps
-    config.eval_every_epochs = 5  # validation and test accuracy every 5 epochs and at the end
-    config.eval_batch_size = 1000  # divides the 5,000 validation and 10,000 test images
+    config.run.log_every_steps = 50  # train metrics every 50 steps
+    config.run.checkpoint_every_steps = 500  # a multiple of log_every_steps
+    config.run.eval_every_epochs = 5  # validation and test accuracy every 5 epochs and at the end
+    config.run.eval_batch_size = 1000  # divides the 5,000 validation and 10,000 test images
     return config
 
 
@@ -137,37 +137,37 @@ def imagenet_scale_longtail(dataset: str, model: str):
     """
     weight_decay, num_head_classes, log_every, checkpoint_every = _LONGTAIL_IMAGENET_SCALE[dataset]
     config = common.get_base_config()
-    config.method = "la_lpl"  # LA, then LPL: the paper's best long-tail method
-    config.dataset = dataset  # the data set's own long tail, prepared with tfds (README)
-    config.imbalance_ratio = 1.0  # no further subsampling: the data set is long-tailed
-    config.image_size = 224  # random-resized crops for training; resize 256, centre 224 for test
-    config.data_workers = 16  # JPEG decoding: ~420 images/s a core (benchmarks/RESULTS.md)
-    config.model = model  # torchvision-layout bottleneck ResNet (experiments/models.py)
-    config.dtype = "bfloat16"  # bfloat16 compute; float32 parameters, BN statistics, logits
-    config.augment = True  # random-resized crop (Inception-style) + horizontal flip
-    config.optimizer = "sgd"  # LA's optimiser
-    config.num_epochs = 90  # LA and LDAM-DRW on ImageNet-LT and iNaturalist 2018
-    config.batch_size = 512  # LA's global batch, split over all devices and hosts
-    config.learning_rate = 0.4  # LA's base rate for batch 512
-    config.momentum = 0.9  # LA
-    config.nesterov = True  # as the LA and LPL authors' code (LA's paper says momentum 0.9)
-    config.weight_decay = weight_decay  # 5e-4 on ImageNet-LT (LA); 1e-4 on iNaturalist
-    config.schedule = "cosine"  # LA: cosine decay after the warm-up
-    config.warmup_epochs = 5  # LA: linear warm-up, needed at rate 0.4
-    config.la_tau = 1.0  # LA temperature (la, la_posthoc, la_lpl)
-    config.ldam_max_margin = 0.5  # LDAM's largest margin (Cao et al.)
-    config.ldam_scale = 30.0  # LDAM's logit scale s (Cao et al.'s code)
-    config.drw_start_epoch = 60  # ldam_drw: LDAM-DRW's deferral for 90 epochs
-    config.drw_beta = 0.9999  # ldam_drw: effective-number beta (Cui et al. / LDAM-DRW)
-    config.lpl.split = "longtail"  # head classes minimised, the others maximised
+    config.method.name = "la_lpl"  # LA, then LPL: the paper's best long-tail method
+    config.data.name = dataset  # the data set's own long tail, prepared with tfds (README)
+    config.data.imbalance_ratio = 1.0  # no further subsampling: the data set is long-tailed
+    config.data.image_size = 224  # random-resized crops in training; resize 256, centre 224 in test
+    config.data.workers = 16  # JPEG decoding: ~420 images/s a core (benchmarks/RESULTS.md)
+    config.data.augment = True  # random-resized crop (Inception-style) + horizontal flip
+    config.model.name = model  # torchvision-layout bottleneck ResNet (experiments/models.py)
+    config.model.dtype = "bfloat16"  # bfloat16 compute; float32 parameters, BN statistics, logits
+    config.optim.name = "sgd"  # LA's optimiser
+    config.optim.num_epochs = 90  # LA and LDAM-DRW on ImageNet-LT and iNaturalist 2018
+    config.optim.batch_size = 512  # LA's global batch, split over all devices and hosts
+    config.optim.learning_rate = 0.4  # LA's base rate for batch 512
+    config.optim.momentum = 0.9  # LA
+    config.optim.nesterov = True  # as the LA and LPL authors' code (LA's paper says momentum 0.9)
+    config.optim.weight_decay = weight_decay  # 5e-4 on ImageNet-LT (LA); 1e-4 on iNaturalist
+    config.optim.schedule = "cosine"  # LA: cosine decay after the warm-up
+    config.optim.warmup_epochs = 5  # LA: linear warm-up, needed at rate 0.4
+    config.la.tau = 1.0  # LA temperature (la, la_posthoc, la_lpl)
+    config.ldam.max_margin = 0.5  # LDAM's largest margin (Cao et al.)
+    config.ldam.scale = 30.0  # LDAM's logit scale s (Cao et al.'s code)
+    config.ldam.drw_start_epoch = 60  # ldam_drw: LDAM-DRW's deferral for 90 epochs
+    config.ldam.drw_beta = 0.9999  # ldam_drw: effective-number beta (Cui et al. / LDAM-DRW)
+    config.lpl.split_rule = "longtail"  # head classes minimised, the others maximised
     config.lpl.num_head_classes = num_head_classes  # the many-shot classes (> 100 images)
     config.lpl.epsilon = 0.2  # base bound, as the CIFAR-LT recipe (paper: 0.1-0.2)
     config.lpl.delta_epsilon = 0.3  # varied bounds: up to 0.5 for the extreme classes
     config.lpl.step_size = 0.02  # at most 25 inner steps (docstring), within the paper's range
-    config.log_every_steps = log_every  # a few times an epoch
-    config.checkpoint_every_steps = checkpoint_every  # every 2-5 epochs
-    config.eval_every_epochs = 10  # test accuracy is only logged; results use the final epoch
-    config.eval_batch_size = 1024  # any power-of-two mesh up to 1024 devices; last batch padded
+    config.run.log_every_steps = log_every  # a few times an epoch
+    config.run.checkpoint_every_steps = checkpoint_every  # every 2-5 epochs
+    config.run.eval_every_epochs = 10  # test accuracy is only logged; results use the final epoch
+    config.run.eval_batch_size = 1024  # any power-of-two mesh up to 1024 devices; last batch padded
     return config
 
 
@@ -184,32 +184,32 @@ def coco_multilabel(model: str):
     reported (ASL keeps the best validation mAP).
     """
     config = common.get_base_config()
-    config.method = "lpl_multilabel"  # the project's multi-label LPL (README)
-    config.dataset = "coco2017"  # train2017 (118,287 images) / val2017 (5,000), 80 classes
-    config.image_size = 224  # images resized whole to 224 x 224, as ASL
-    config.data_workers = 16  # JPEG decoding: ~420 images/s a core (benchmarks/RESULTS.md)
-    config.model = model  # torchvision-layout bottleneck ResNet (experiments/models.py)
-    config.dtype = "bfloat16"  # bfloat16 compute; float32 parameters, BN statistics, logits
-    config.augment = True  # random horizontal flip of the resized image
-    config.optimizer = "adam"  # ASL: Adam, decay as L2 on the gradient (PyTorch Adam)
-    config.num_epochs = 40  # ASL stops after 40 epochs; 924 steps an epoch
-    config.batch_size = 128  # ASL's batch
-    config.learning_rate = 1e-4  # ASL's peak rate
-    config.weight_decay = 1e-4  # ASL
-    config.schedule = "onecycle"  # ASL: PyTorch OneCycleLR (cosine rise and decay)
-    config.warmup_epochs = 8  # ASL's pct_start 0.2 of the cycle
-    config.focal_gamma = 2.0  # focal loss gamma (Lin et al.), for method=focal
-    config.asl_gamma_negative = 4.0  # ASL's gamma- for COCO
-    config.asl_gamma_positive = 0.0  # ASL's gamma+
-    config.asl_clip = 0.05  # ASL's probability margin for negatives
-    config.asl_stop_focusing_gradient = True  # ASL's disable_torch_grad_focal_loss
-    config.lpl.split = "longtail"  # positives of head classes minimised, of tail maximised
+    config.method.name = "lpl_multilabel"  # the project's multi-label LPL (README)
+    config.data.name = "coco2017"  # train2017 (118,287 images) / val2017 (5,000), 80 classes
+    config.data.image_size = 224  # images resized whole to 224 x 224, as ASL
+    config.data.workers = 16  # JPEG decoding: ~420 images/s a core (benchmarks/RESULTS.md)
+    config.data.augment = True  # random horizontal flip of the resized image
+    config.model.name = model  # torchvision-layout bottleneck ResNet (experiments/models.py)
+    config.model.dtype = "bfloat16"  # bfloat16 compute; float32 parameters, BN statistics, logits
+    config.optim.name = "adam"  # ASL: Adam, decay as L2 on the gradient (PyTorch Adam)
+    config.optim.num_epochs = 40  # ASL stops after 40 epochs; 924 steps an epoch
+    config.optim.batch_size = 128  # ASL's batch
+    config.optim.learning_rate = 1e-4  # ASL's peak rate
+    config.optim.weight_decay = 1e-4  # ASL
+    config.optim.schedule = "onecycle"  # ASL: PyTorch OneCycleLR (cosine rise and decay)
+    config.optim.warmup_epochs = 8  # ASL's pct_start 0.2 of the cycle
+    config.focal.gamma = 2.0  # focal loss gamma (Lin et al.), for method=focal
+    config.asl.gamma_negative = 4.0  # ASL's gamma- for COCO
+    config.asl.gamma_positive = 0.0  # ASL's gamma+
+    config.asl.clip = 0.05  # ASL's probability margin for negatives
+    config.asl.stop_focusing_gradient = True  # ASL's disable_torch_grad_focal_loss
+    config.lpl.split_rule = "longtail"  # positives of head classes minimised, of tail maximised
     config.lpl.num_head_classes = 20  # the quarter of classes with the most positive images
     config.lpl.epsilon = 0.2  # base bound of every (class, polarity), as for VOC 2007
     config.lpl.delta_epsilon = 0.4  # varied bounds up to 0.6 for the extreme classes
     config.lpl.step_size = 0.02  # K = floor(eps / 0.02): 10 to 30 inner steps
-    config.log_every_steps = 100  # about 9 times an epoch
-    config.checkpoint_every_steps = 2000  # about every 2 epochs
-    config.eval_every_epochs = 5  # mAP every 5 epochs and at the end
-    config.eval_batch_size = 1024  # any power-of-two mesh up to 1024 devices; last batch padded
+    config.run.log_every_steps = 100  # about 9 times an epoch
+    config.run.checkpoint_every_steps = 2000  # about every 2 epochs
+    config.run.eval_every_epochs = 5  # mAP every 5 epochs and at the end
+    config.run.eval_batch_size = 1024  # any power-of-two mesh up to 1024 devices; last batch padded
     return config

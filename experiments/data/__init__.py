@@ -1,6 +1,6 @@
 """The trainer's data: the registry of data sets, where they come from, how they are batched.
 
-* :mod:`~experiments.data.registry` -- ``config.dataset`` -> ``(train, validation, test)``;
+* :mod:`~experiments.data.registry` -- ``config.data.name`` -> ``(train, validation, test)``;
 * :mod:`~experiments.data.in_memory` -- small data sets held in host memory (digits,
   Fashion-MNIST, CIFAR, VOC) and their long-tailed versions;
 * :mod:`~experiments.data.tfds_splits` -- large data sets read record by record from

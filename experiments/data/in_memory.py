@@ -351,7 +351,7 @@ def _open_tfds_split(name: str, split: str, data_dir: str | None, download: bool
             f"it once on a machine with internet access:\n"
             f'  python -c "import tensorflow_datasets as tfds; '
             f"tfds.builder('{name}'{dir_arg}).download_and_prepare()\"\n"
-            f"(copy the folder to this machine if needed), or pass --config.download=True "
+            f"(copy the folder to this machine if needed), or pass --config.data.download=True "
             f"to let the trainer download it."
         ) from err
 
@@ -454,8 +454,8 @@ def load_fashion_mnist(
                 f"Fashion-MNIST is neither in {str(directory)!r} (the four IDX files) nor "
                 f"prepared for tensorflow-datasets. Offline: `apt-get install "
                 f"dataset-fashion-mnist` (Debian/Ubuntu), or put the IDX files in a folder and "
-                f"pass --config.fashion_mnist_dir=FOLDER. With network: "
-                f"--config.download=True.\n{error}"
+                f"pass --config.data.fashion_mnist_dir=FOLDER. With network: "
+                f"--config.data.download=True.\n{error}"
             ) from None
         images, labels = _read_all(ds, lambda ex: (ex["image"], ex["label"]))
     return Dataset(

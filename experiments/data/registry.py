@@ -1,4 +1,4 @@
-"""The data sets the trainer knows: ``config.dataset`` -> ``(train, validation, test)``.
+"""The data sets the trainer knows: ``config.data.name`` -> ``(train, validation, test)``.
 
 Each entry builds the three splits of :mod:`experiments.data.pipeline` from the config
 (``validation`` is None where the benchmark has none). Adding a data set is one entry here
@@ -48,25 +48,25 @@ def _in_memory(config, train, validation, test) -> Splits:
     def wrap(dataset, augment=False):
         return None if dataset is None else pipeline.ArraySplit(dataset, augment)
 
-    return wrap(train, config.augment), wrap(validation), wrap(test)
+    return wrap(train, config.data.augment), wrap(validation), wrap(test)
 
 
 def _tfds_kwargs(config) -> dict:
-    return dict(data_dir=config.data_dir or None, download=config.download)
+    return dict(data_dir=config.data.data_dir or None, download=config.data.download)
 
 
 def _digits_lt(config) -> Splits:
     train, test = in_memory.load_digits_longtail(
-        imbalance_ratio=config.imbalance_ratio, seed=config.seed
+        imbalance_ratio=config.data.imbalance_ratio, seed=config.seed
     )
     return _in_memory(config, train, None, test)
 
 
 def _fashion_mnist_lt(config) -> Splits:
     train, validation, test = in_memory.load_fashion_mnist_longtail(
-        imbalance_ratio=config.imbalance_ratio,
+        imbalance_ratio=config.data.imbalance_ratio,
         seed=config.seed,
-        idx_dir=config.fashion_mnist_dir or None,
+        idx_dir=config.data.fashion_mnist_dir or None,
         **_tfds_kwargs(config),
     )
     return _in_memory(config, train, validation, test)
@@ -74,9 +74,9 @@ def _fashion_mnist_lt(config) -> Splits:
 
 def _multilabel_digits(config) -> Splits:
     train, test = in_memory.load_multilabel_digits(
-        num_train=config.multilabel_num_train,
-        num_test=config.multilabel_num_test,
-        imbalance_ratio=config.imbalance_ratio,
+        num_train=config.data.multilabel_num_train,
+        num_test=config.data.multilabel_num_test,
+        imbalance_ratio=config.data.imbalance_ratio,
         seed=config.seed,
     )
     return _in_memory(config, train, None, test)
@@ -87,13 +87,15 @@ def _cifar(name, config) -> Splits:
         in_memory.load_tfds_image_classification(name, split=split, **_tfds_kwargs(config))
         for split in ("train", "test")
     )
-    train = in_memory.make_longtail(train, config.imbalance_ratio, seed=config.seed)
+    train = in_memory.make_longtail(train, config.data.imbalance_ratio, seed=config.seed)
     return _in_memory(config, train, None, test)
 
 
 def _voc2007(config) -> Splits:
     train, test = (
-        in_memory.load_tfds_voc(split=split, image_size=config.image_size, **_tfds_kwargs(config))
+        in_memory.load_tfds_voc(
+            split=split, image_size=config.data.image_size, **_tfds_kwargs(config)
+        )
         for split in ("trainval", "test")
     )
     return _in_memory(config, train, None, test)
@@ -122,10 +124,10 @@ def _streamed(
             source=source,
             name=display if train else f"{display}_{split}",
             num_classes=label.num_classes,
-            image_size=config.image_size,
+            image_size=config.data.image_size,
             is_multilabel=multilabel,
             crop=crop,
-            augment=train and config.augment,
+            augment=train and config.data.augment,
             counts_cache=counts_cache,
         )
 
@@ -169,13 +171,13 @@ def is_multilabel(name: str) -> bool:
 
 
 def load(config: ml_collections.ConfigDict) -> Splits:
-    """``(train, validation, test)`` of ``config.dataset``; ``validation`` may be None.
+    """``(train, validation, test)`` of ``config.data.name``; ``validation`` may be None.
 
     Hyperparameters are chosen on ``validation`` where there is one, never on ``test``.
 
     Raises:
-      ValueError: an unknown ``config.dataset``.
+      ValueError: an unknown ``config.data.name``.
       in_memory.DatasetNotPreparedError: the data set is not on disk (the message
         names the command that prepares it).
     """
-    return _entry(config.dataset).build(config)
+    return _entry(config.data.name).build(config)

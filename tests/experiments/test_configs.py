@@ -16,7 +16,9 @@ from experiments.configs import common
 
 CONFIG_DIR = pathlib.Path(configuration.__file__).parent / "configs"
 CONFIG_FILES = sorted(
-    p for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common", "recipes")
+    p
+    for p in CONFIG_DIR.glob("*.py")
+    if p.stem not in ("__init__", "common", "recipes", "validation")
 )
 
 # method.md section 7, written out independently of the config files:
@@ -76,10 +78,31 @@ def test_config_loads_with_the_base_fields_only(path):
     config = configuration.load_config(path)
     # A config sets base fields; a new (misspelt) field would be silently ignored by train.py.
     assert _leaf_keys(config.to_dict()) == _leaf_keys(common.get_base_config().to_dict())
-    assert config.model in models.MODELS
-    assert config.method in methods.SINGLE_LABEL_METHODS + methods.MULTILABEL_METHODS
-    assert config.checkpoint_every_steps % config.log_every_steps == 0
-    assert config.batch_size % 8 == 0 and config.eval_batch_size % 8 == 0  # 1..8 devices
+    assert config.model.name in models.MODELS
+    assert config.method.name in methods.NAMES
+    assert config.run.checkpoint_every_steps % config.run.log_every_steps == 0
+    assert config.optim.batch_size % 8 == 0 and config.run.eval_batch_size % 8 == 0  # 1..8 devices
+
+
+def test_every_base_field_is_defined_once_with_a_comment():
+    """Each leaf of the base config has one commented line: in common.py, or for a method
+    block in the methods registry, which owns those blocks."""
+    import inspect
+    import re
+
+    from experiments.methods import registry
+
+    sources = {"common.py": inspect.getsource(common), "registry.py": inspect.getsource(registry)}
+    for key in _leaf_keys(common.get_base_config().to_dict()):
+        block, _, field = key.rpartition(".")
+        if block in methods.BLOCK_NAMES:
+            where, pattern = "registry.py", rf"^\s*{block}\.{field} = .*  # \S"
+        else:
+            where, pattern = "common.py", rf"^\s*config\.{re.escape(key)} = .*  # \S"
+        lines = re.findall(pattern, sources[where], flags=re.M)
+        assert len(lines) == 1, f"{key}: {len(lines)} commented definitions in {where}"
+    assert set(methods.default_blocks()) == set(methods.BLOCK_NAMES)
+    assert all(name in common.get_base_config() for name in methods.BLOCK_NAMES)
 
 
 @pytest.mark.parametrize("name", sorted(BALANCED) + sorted(LONGTAIL) + ["multilabel_digits"])
@@ -93,59 +116,75 @@ def test_every_field_set_has_a_comment(name):
 def test_balanced_cifar_recipe(name):
     config = _load(name)
     dataset, model = BALANCED[name]
-    assert (config.dataset, config.model, config.imbalance_ratio) == (dataset, model, 1.0)
-    assert config.method == "lpl_varied" and config.lpl.split == "balanced"
-    assert (config.batch_size, config.learning_rate, config.momentum) == (128, 0.1, 0.9)
-    assert config.nesterov and config.augment and config.schedule == "multistep"
+    assert (config.data.name, config.model.name, config.data.imbalance_ratio) == (
+        dataset,
+        model,
+        1.0,
+    )
+    assert config.method.name == "lpl_varied" and config.lpl.split_rule == "mean"
+    assert (config.optim.batch_size, config.optim.learning_rate, config.optim.momentum) == (
+        128,
+        0.1,
+        0.9,
+    )
+    assert config.optim.nesterov and config.data.augment and config.optim.schedule == "multistep"
     recipe = (
-        config.num_epochs,
-        tuple(config.milestones),
-        config.decay_factor,
-        config.weight_decay,
-        config.warmup_epochs,
+        config.optim.num_epochs,
+        tuple(config.optim.milestones),
+        config.optim.decay_factor,
+        config.optim.weight_decay,
+        config.optim.warmup_epochs,
     )
     assert recipe == RECIPES[model]
     # method.md 7: alpha 0.005-0.01 with 20-40 inner steps on balanced data.
     assert 0.005 <= config.lpl.step_size <= 0.01
     assert math.floor(config.lpl.epsilon / config.lpl.step_size + 1e-6) >= 20
     assert _max_inner_steps(config.lpl) <= 40
-    assert config.eval_batch_size and 10_000 % config.eval_batch_size == 0
+    assert config.run.eval_batch_size and 10_000 % config.run.eval_batch_size == 0
 
 
 @pytest.mark.parametrize("name", sorted(LONGTAIL))
 def test_longtail_cifar_recipe(name):
     config = _load(name)
     dataset, ratio, method, num_head = LONGTAIL[name]
-    assert (config.dataset, config.imbalance_ratio, config.model) == (dataset, ratio, "resnet32")
-    assert config.method == method and config.lpl.split == "longtail"
+    assert (config.data.name, config.data.imbalance_ratio, config.model.name) == (
+        dataset,
+        ratio,
+        "resnet32",
+    )
+    assert config.method.name == method and config.lpl.split_rule == "longtail"
     assert config.lpl.num_head_classes == num_head
-    assert (config.batch_size, config.learning_rate, config.momentum) == (128, 0.1, 0.9)
+    assert (config.optim.batch_size, config.optim.learning_rate, config.optim.momentum) == (
+        128,
+        0.1,
+        0.9,
+    )
     recipe = (
-        config.num_epochs,
-        tuple(config.milestones),
-        config.decay_factor,
-        config.weight_decay,
-        config.warmup_epochs,
+        config.optim.num_epochs,
+        tuple(config.optim.milestones),
+        config.optim.decay_factor,
+        config.optim.weight_decay,
+        config.optim.warmup_epochs,
     )
     assert recipe == RECIPES["ldam_drw"]
-    assert config.drw_start_epoch == 160 and config.la_tau == 1.0
+    assert config.ldam.drw_start_epoch == 160 and config.la.tau == 1.0
     assert 0.1 <= config.lpl.epsilon <= 0.2 and 0.01 <= config.lpl.step_size <= 0.05
     assert _max_inner_steps(config.lpl) <= 50 and config.lpl.delta_epsilon > 0
 
 
 def test_multilabel_digits_config():
     config = _load("multilabel_digits")
-    assert (config.dataset, config.model, config.method) == (
+    assert (config.data.name, config.model.name, config.method.name) == (
         "multilabel_digits",
         "small_cnn",
         "lpl_multilabel",
     )
-    assert config.lpl.split == "longtail" and config.lpl.num_head_classes == 3
-    assert config.imbalance_ratio == 10.0 and not config.augment
-    assert config.multilabel_num_test % config.eval_batch_size == 0
+    assert config.lpl.split_rule == "longtail" and config.lpl.num_head_classes == 3
+    assert config.data.imbalance_ratio == 10.0 and not config.data.augment
+    assert config.data.multilabel_num_test % config.run.eval_batch_size == 0
     positive_counts = np.array([1788, 1435, 1170, 957, 742, 558, 440, 323, 294, 214])
     for method in ("lpl_multilabel", "bce", "focal", "asl"):
-        override = configuration.apply_overrides(config, {"method": method})
+        override = configuration.apply_overrides(config, {"method.name": method})
         built = methods.make_method(override, positive_counts, steps_per_epoch=62)
         labels = jnp.array([[1, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0, 1, 1, 0, 0, 0, 0, 0, 0, 0]])
         perturbed, _ = built.transform.apply(jnp.zeros((2, 10)), labels, built.transform.init())
@@ -171,7 +210,7 @@ def test_config_models_build(model, num_classes, input_shape):
 
 
 _COMPARED_METHODS = {  # the methods each kind of config is meant to be switched to
-    "balanced": ("lpl_varied", "lpl_fixed", "isda", "ce"),
+    "mean": ("lpl_varied", "lpl_fixed", "isda", "ce"),
     "longtail": ("la_lpl", "lpl_varied", "lpl_fixed", "la", "ldam_drw", "ce"),
 }
 
@@ -181,12 +220,12 @@ def test_compared_methods_build_from_the_config(name):
     from experiments.data import in_memory
 
     config = _load(name)
-    num_classes = 10 if config.dataset == "cifar10" else 100
+    num_classes = 10 if config.data.name == "cifar10" else 100
     counts = in_memory.longtail_class_counts(
-        5000 if num_classes == 10 else 500, num_classes, config.imbalance_ratio
+        5000 if num_classes == 10 else 500, num_classes, config.data.imbalance_ratio
     )
-    for method in _COMPARED_METHODS[config.lpl.split]:
-        override = configuration.apply_overrides(config, {"method": method})
+    for method in _COMPARED_METHODS[config.lpl.split_rule]:
+        override = configuration.apply_overrides(config, {"method.name": method})
         built = methods.make_method(override, counts, steps_per_epoch=97, feature_dim=64)
         features = jnp.ones((2, 64))
         classifier = {"kernel": jnp.zeros((64, num_classes)), "bias": jnp.zeros(num_classes)}
@@ -211,9 +250,11 @@ def test_unknown_override_key_lists_valid_keys():
     with pytest.raises(ValueError, match="Unknown config key 'lpl.epsilonn'") as info:
         configuration.apply_overrides(config, {"lpl.epsilonn": "0.1"})
     assert "lpl.epsilon" in str(info.value) and "num_epochs" in str(info.value)
-    changed = configuration.apply_overrides(config, {"method": "ldam_drw", "lpl.epsilon": "0.15"})
-    assert changed.method == "ldam_drw" and changed.lpl.epsilon == 0.15
-    assert config.method == "la_lpl"  # the original is untouched
+    changed = configuration.apply_overrides(
+        config, {"method.name": "ldam_drw", "lpl.epsilon": "0.15"}
+    )
+    assert changed.method.name == "ldam_drw" and changed.lpl.epsilon == 0.15
+    assert config.method.name == "la_lpl"  # the original is untouched
 
 
 # A short run of the real trainer on mocked CIFAR (random images). The configs' backbones
@@ -233,16 +274,16 @@ def test_short_run_on_mock_cifar(name, tmp_path):
     from experiments import train
 
     num_examples, extra = _MOCK_RUNS[name]
-    overrides = {"num_epochs": "1", "batch_size": "32", "eval_batch_size": "64"}
-    overrides |= {"model": "small_cnn", **extra}
+    overrides = {"optim.num_epochs": "1", "optim.batch_size": "32", "run.eval_batch_size": "64"}
+    overrides |= {"model.name": "small_cnn", **extra}
     config = configuration.apply_overrides(_load(name), overrides)
     with tfds.testing.mock_data(num_examples=num_examples):
         returned = train.train_and_evaluate(config, tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results == json.loads(json.dumps(returned))
-    num_classes = 10 if config.dataset == "cifar10" else 100
-    assert results["method"] == config.method and results["dataset"] == config.dataset
-    assert results["imbalance_ratio"] == config.imbalance_ratio and results["seed"] == 0
+    num_classes = 10 if config.data.name == "cifar10" else 100
+    assert results["method"] == config.method.name and results["dataset"] == config.data.name
+    assert results["imbalance_ratio"] == config.data.imbalance_ratio and results["seed"] == 0
     assert results["num_steps"] >= 1 and np.isfinite(results["final_train_loss"])
     assert 0.0 <= results["accuracy"] <= 1.0
     assert len(results["per_class_accuracy"]) == num_classes
@@ -307,31 +348,35 @@ def test_every_large_benchmark_has_a_config_and_commented_recipes():
 
 @pytest.mark.parametrize("name", sorted(LARGE))
 def test_large_config_recipe_and_validation(name):
-    from experiments import train
+    from experiments.configs import validation
 
     config = _load(name)
     dataset, model, method, _, num_head = LARGE[name]
-    assert (config.dataset, config.model, config.method) == (dataset, model, method)
-    assert config.lpl.split == "longtail" and config.lpl.num_head_classes == num_head
-    assert (config.image_size, config.dtype, config.augment) == (224, "bfloat16", True)
-    assert config.imbalance_ratio == 1.0  # the data sets' own long tails
+    assert (config.data.name, config.model.name, config.method.name) == (dataset, model, method)
+    assert config.lpl.split_rule == "longtail" and config.lpl.num_head_classes == num_head
+    assert (config.data.image_size, config.model.dtype, config.data.augment) == (
+        224,
+        "bfloat16",
+        True,
+    )
+    assert config.data.imbalance_ratio == 1.0  # the data sets' own long tails
     if dataset == "coco2017":  # ASL (Ridnik et al., ICCV 2021)
         recipe = ("adam", 40, 128, 1e-4, 1e-4, "onecycle", 8)
     else:  # LA (Menon et al., ICLR 2021); LDAM-DRW defers re-weighting to epoch 60 of 90
         weight_decay = 5e-4 if dataset == "imagenet_lt" else 1e-4
         recipe = ("sgd", 90, 512, 0.4, weight_decay, "cosine", 5)
-        assert config.momentum == 0.9 and config.drw_start_epoch == 60
+        assert config.optim.momentum == 0.9 and config.ldam.drw_start_epoch == 60
     assert recipe == (
-        config.optimizer,
-        config.num_epochs,
-        config.batch_size,
-        config.learning_rate,
-        config.weight_decay,
-        config.schedule,
-        config.warmup_epochs,
+        config.optim.name,
+        config.optim.num_epochs,
+        config.optim.batch_size,
+        config.optim.learning_rate,
+        config.optim.weight_decay,
+        config.optim.schedule,
+        config.optim.warmup_epochs,
     )
     assert _max_inner_steps(config.lpl) <= 30  # a cheap inner solver at this scale
-    assert train.validate_config(config) == []  # valid, and no option is ignored
+    assert validation.validate_config(config) == []  # valid, and no option is ignored
 
 
 @pytest.mark.parametrize("name", sorted(LARGE))
@@ -342,10 +387,13 @@ def test_large_config_builds_its_model_and_methods(name):
     assert counts.shape == (num_classes,)
     kind = "multilabel" if dataset == "coco2017" else "longtail"
     batch = 4
-    shape = (batch, config.image_size, config.image_size, 3)
+    shape = (batch, config.data.image_size, config.data.image_size, 3)
     for cosine_scale in (None, 30.0) if kind == "longtail" else (None,):  # LDAM's classifier
         net = models.create_model(
-            config.model, num_classes=num_classes, dtype=jnp.bfloat16, cosine_scale=cosine_scale
+            config.model.name,
+            num_classes=num_classes,
+            dtype=jnp.bfloat16,
+            cosine_scale=cosine_scale,
         )
         x = jax.ShapeDtypeStruct(shape, jnp.float32)
         variables = jax.eval_shape(partial(net.init, train=False), jax.random.key(0), x)
@@ -360,7 +408,7 @@ def test_large_config_builds_its_model_and_methods(name):
         labels = jax.nn.one_hot(labels, num_classes, dtype=jnp.int32).at[:, 0].set(1)
     # ImageNet-LT's two configs differ only in the backbone: the methods are checked once.
     for method in () if name == "imagenet_lt_resnext50" else _LARGE_COMPARED[kind]:
-        override = configuration.apply_overrides(config, {"method": method})
+        override = configuration.apply_overrides(config, {"method.name": method})
         assert methods.model_options(override).get("cosine_scale") in (None, 30.0)
         built = methods.make_method(override, counts, steps_per_epoch=226, feature_dim=2048)
         perturbed, _ = built.transform.apply(
@@ -384,7 +432,7 @@ def test_large_recipes_learning_rate_schedules():
 
     steps_per_epoch = 100
     config = _load("imagenet_lt_resnet50")
-    _, schedule = optimizers.make_optimizer(config, steps_per_epoch)
+    _, schedule = optimizers.make_optimizer(config.optim, steps_per_epoch)
     total, warmup = 90 * steps_per_epoch, 5 * steps_per_epoch
     for step in (0, 250, 500, 2000, 6000, 9000):  # linear warm-up to 0.4, then cosine to 0
         t = (step - warmup) / (total - warmup)
@@ -392,7 +440,7 @@ def test_large_recipes_learning_rate_schedules():
         np.testing.assert_allclose(float(schedule(step)), expected, rtol=1e-5, atol=1e-9)
 
     config = _load("coco2017_resnet50")
-    tx, schedule = optimizers.make_optimizer(config, steps_per_epoch)
+    tx, schedule = optimizers.make_optimizer(config.optim, steps_per_epoch)
     total, rise = 40 * steps_per_epoch, 8 * steps_per_epoch
     peak, start = 1e-4, 1e-4 / 25  # PyTorch OneCycleLR: div_factor 25, final_div_factor 1e4
     for step in (0, 400, 800, 2000, 4000):
@@ -408,15 +456,15 @@ def test_large_recipes_learning_rate_schedules():
     grads = {"w": jnp.array([0.5, 0.0])}
     updates, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(updates["w"], [-start, start], rtol=1e-3)
-    adamw = configuration.apply_overrides(config, {"optimizer": "adamw"})
-    tx, _ = optimizers.make_optimizer(adamw, steps_per_epoch)
+    adamw = configuration.apply_overrides(config, {"optim.name": "adamw"})
+    tx, _ = optimizers.make_optimizer(adamw.optim, steps_per_epoch)
     updates, _ = tx.update(grads, tx.init(params), params)
     # decoupled: Adam's unit step on the gradient, plus rate * decay * parameter
     np.testing.assert_allclose(updates["w"], [-start * (1 + 1e-4), start * 2e-4], rtol=1e-3)
 
 
 def test_isda_refuses_a_covariance_too_large_for_a_device():
-    config = configuration.apply_overrides(_load("cifar10_lt_r100"), {"method": "isda"})
+    config = configuration.apply_overrides(_load("cifar10_lt_r100"), {"method.name": "isda"})
     counts = np.full(1000, 100)
     with pytest.raises(ValueError, match=r"1000 x 2048\^2 x 4 bytes = 15.6 GiB"):
         methods.make_method(config, counts, steps_per_epoch=10, feature_dim=2048)

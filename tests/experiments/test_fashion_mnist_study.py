@@ -1,12 +1,15 @@
-"""Fashion-MNIST-LT configs and the study's plan: which runs, which settings, no test-set use."""
+"""Fashion-MNIST-LT configs and the study's plan: which runs, which settings, choices made on
+validation only, fresh test seeds."""
 
 import json
 import pathlib
+import zlib
 
 import numpy as np
 import pytest
 
-from experiments import configuration, methods
+import lpjax
+from experiments import configuration, methods, sweep
 from experiments import fashion_mnist_study as study
 from experiments.data import in_memory
 
@@ -16,84 +19,126 @@ COUNTS_R100 = [5500, 3297, 1976, 1184, 710, 425, 255, 153, 91, 55]
 @pytest.mark.parametrize("ratio", [10, 50, 100])
 def test_configs(ratio):
     config = configuration.load_config(study.CONFIG_DIR / f"fashion_mnist_lt_r{ratio}.py")
-    assert config.dataset == "fashion_mnist_lt" and config.imbalance_ratio == ratio
-    assert config.model == "small_cnn28" and config.augment
+    assert config.data.name == "fashion_mnist_lt" and config.data.imbalance_ratio == ratio
+    assert config.model.name == "small_cnn28" and config.data.augment
     # Evaluation batches divide the 5,000 validation and 10,000 test images.
-    assert 5000 % config.eval_batch_size == 0 and 10_000 % config.eval_batch_size == 0
-    assert config.drw_start_epoch < config.num_epochs
+    assert 5000 % config.run.eval_batch_size == 0 and 10_000 % config.run.eval_batch_size == 0
+    assert config.ldam.drw_start_epoch < config.optim.num_epochs
+
+
+def _built(method, setting, config=None):
+    config = config or configuration.load_config(study.CONFIG_DIR / "fashion_mnist_lt_r100.py")
+    overrides = dict(o.removeprefix("--config.").split("=", 1) for o in setting.overrides)
+    return configuration.apply_overrides(config, {"method.name": method, **overrides})
 
 
 def test_every_method_and_grid_setting_builds():
-    config = configuration.load_config(study.CONFIG_DIR / "fashion_mnist_lt_r100.py")
     counts = np.array(COUNTS_R100)
+    grids = study.grids()
     for method in study.METHODS:
-        settings = study.GRIDS.get(method, ()) + ((study.Setting("default", 0, ()),))
+        settings = grids.get(method, ()) + (study.DEFAULT,)
+        if method == "la_lpl":
+            settings += study.refinements(method, grids[method][5].chained(grids["la"][1]))
         for setting in settings:
-            overrides = dict(o.removeprefix("--config.").split("=", 1) for o in setting.overrides)
-            built = configuration.apply_overrides(config, {"method": method, **overrides})
-            m = methods.make_method(built, counts, steps_per_epoch=106, feature_dim=64)
+            config = _built(method, setting)
+            m = methods.make_method(config, counts, steps_per_epoch=106, feature_dim=64)
             assert m.transform.init() is not None, (method, setting.label)
 
 
-def test_grids_span_the_bound_scales_the_issue_asks_for():
-    scales = [s.x for s in study.GRIDS["lpl_fixed"]]
-    assert min(scales) <= 0.1 and max(scales) >= 10
-    # lpl_varied: eps = s, d_eps = 2 s, alpha = s / 10.
-    setting = study.GRIDS["lpl_varied"][2]
-    assert setting.overrides == (
-        "--config.lpl.epsilon=1",
-        "--config.lpl.delta_epsilon=2",
-        "--config.lpl.step_size=0.1",
+@pytest.mark.parametrize("rule", study.STEP_RULES)
+def test_lpl_grid_gives_the_rarest_class_the_tail_budget_and_scales_the_head(rule):
+    # Independent of the study's arithmetic: the bounds lpjax derives from the overrides.
+    setting = study.lpl_budget(3.0, 0.3, rule)
+    lpl = _built("lpl_varied", setting).lpl
+    signs, bounds = lpjax.longtail_signs_and_bounds(
+        COUNTS_R100,
+        num_head_classes=lpl.num_head_classes,
+        epsilon=lpl.epsilon,
+        delta_epsilon=lpl.delta_epsilon,
+        head_scale=lpl.head_scale,
     )
+    assert bounds[-1] == pytest.approx(3.0, rel=1e-5)  # rarest class: the tail budget T
+    assert bounds[0] == pytest.approx(0.3 * 3.0, rel=1e-5)  # largest head class: h T
+    assert lpjax.num_inner_steps(bounds, lpl.step_size)[-1] == study.STEPS_PER_BUDGET
+    assert lpl.normalize == (rule == "unit")
+    grid = study.grids()["lpl_varied"]
+    assert {s.coord("tail") for s in grid} == set(study.TAIL_BUDGETS)
+    assert max(study.TAIL_BUDGETS) >= 10 and set(study.HEAD_SCALES) == {0, 0.1, 0.3, 1}
+    assert len(grid) == len(study.TAIL_BUDGETS) * len(study.HEAD_SCALES) * 2
 
 
-def _fake_result(run, accuracy):
-    run.workdir.mkdir(parents=True, exist_ok=True)
-    (run.workdir / "results.json").write_text(json.dumps({"validation_accuracy": accuracy}))
+def _fake_execute(accuracy_of):
+    """``sweep.execute`` that writes a results.json whose accuracy ``accuracy_of(run)`` says."""
+    executed = []
+
+    def execute(run, overrides):
+        run.workdir.mkdir(parents=True, exist_ok=True)
+        result = {"validation_accuracy": accuracy_of(run), "accuracy": 0.5, "method": run.method}
+        (run.workdir / "results.json").write_text(json.dumps(result))
+        executed.append(run)
+        return run, 0, "log"
+
+    return execute, executed
 
 
-def test_choice_is_made_on_validation_and_test_seeds_are_fresh(tmp_path):
-    root = pathlib.Path(tmp_path)
-    tried = []
-    for i, setting in enumerate(study.GRIDS["lpl_fixed"]):
-        run = study._validation_run(root, 100, "lpl_fixed", setting, None)
-        _fake_result(run, [0.5, 0.8, 0.6, 0.7, 0.1][i])
-        tried.append((setting, run))
-    choice = study.Choice("lpl_fixed", 100, tried)
-    assert choice.best[0].label == "eps0.3"
-    runs = study.test_runs(root, [100], [1, 2], {("lpl_fixed", 100): choice})
-    fixed = [r for r in runs if r.method == "lpl_fixed"]
-    assert [r.seed for r in fixed] == [1, 2]
-    assert all(r.settings == choice.best[1].settings for r in fixed)
-    assert all("validation" not in str(r.workdir) for r in runs)
-    assert len(runs) == 2 * len(study.METHODS)
-    with pytest.raises(ValueError, match="seed 0 chose the settings"):
-        study.test_runs(root, [100], [0, 1], {})
-    # LA-chained variants are tuned with LA's chosen tau, in their own directories.
-    la = study.Setting("tau1.5", 1.5, ("--config.la_tau=1.5",))
-    run = study._validation_run(root, 100, "la_lpl", study.GRIDS["la_lpl"][0], la)
-    assert run.settings[0] == "--config.la_tau=1.5" and "tau1.5_eps0.03" in str(run.workdir)
+def _accuracy(run: sweep.Run) -> float:
+    """tau1.5 wins LA's seed 0, tau1 the mean of three seeds; la_lpl peaks at T1_h0.3_paper."""
+    label = run.workdir.parent.name
+    if run.method == "la":
+        table = {"tau0.5": 0.70, "tau1": 0.78, "tau1.5": 0.80, "tau2": 0.60}
+        value = table[label] - (0.05 if label == "tau1.5" and run.seed else 0)
+        return value
+    if "T1_h0.3_paper" in label:
+        return 0.85 + (0.01 if "heads6" in label else 0)
+    return 0.5 + 0.001 * (zlib.crc32(label.encode()) % 100)
 
 
-def test_validation_report(tmp_path):
-    root = pathlib.Path(tmp_path)
-    choices = {}
-    for ratio in (100, 10):
-        for method in ("la", "lpl_varied"):
-            tried = []
-            for i, setting in enumerate(study.GRIDS[method]):
-                run = study._validation_run(root, ratio, method, setting, None)
-                _fake_result(run, 0.5 + 0.01 * i)
-                tried.append((setting, run))
-            choices[method, ratio] = study.Choice(method, ratio, tried)
-    study.write_validation_report(root, choices)
-    text = (root / "validation.md").read_text()
-    flags = "`lpl.epsilon=3 lpl.delta_epsilon=6 lpl.step_size=0.3`"
-    assert f"| 100 | lpl_varied | eps3 | {flags} | **53.00** |" in text
-    assert (root / "validation_accuracy_vs_bound.png").read_bytes().startswith(b"\x89PNG")
+def test_choices_use_three_validation_seeds_and_tests_use_fresh_ones(tmp_path, monkeypatch):
+    execute, executed = _fake_execute(_accuracy)
+    monkeypatch.setattr(sweep, "execute", execute)
+    s = study.Study(pathlib.Path(tmp_path), [100], ["ce", "la", "la_lpl"], processes=1)
+    s.validate()
+    la = s.chosen("la", 100)
+    assert la.label == "tau1"  # best mean over seeds 0, 10, 11, not tau1.5 (best on seed 0)
+    choice = s.choices["la", 100]
+    assert choice.scores(la) == pytest.approx([0.78] * 3)
+    la_lpl = s.choices["la_lpl", 100]
+    labels = [setting.label for setting, _ in la_lpl.tried]
+    assert all(label.startswith("tau1_") for label in labels)  # on top of LA's choice
+    assert len(labels) == len(study.grids()["la_lpl"]) + 4  # grid + refinements
+    assert s.chosen("la_lpl", 100).label == "tau1_T1_h0.3_paper_heads6"
+    assert "--config.la.tau=1" in s.chosen("la_lpl", 100).overrides
+    # Finalists: three per method, each with seeds 0, 10, 11; the rest with seed 0 only.
+    for method in ("la", "la_lpl"):
+        c = s.choices[method, 100]
+        for setting, runs in c.tried:
+            expected = set(study.VALIDATION_SEEDS) if setting in c.finalists else {0}
+            assert set(runs) == expected
+    assert all("validation" in str(run.workdir) for run in executed)
+    # Test runs: every method at its choice, fresh seeds, in the test folders.
+    runs = s.test_runs([1, 2])
+    assert [r.seed for r in runs] == [1, 1, 1, 2, 2, 2]
+    assert {r.method: r.workdir.parent.name for r in runs} == {
+        "ce": "default",
+        "la": "tau1",
+        "la_lpl": "tau1_T1_h0.3_paper_heads6",
+    }
+    assert all("/test/" in str(r.workdir) for r in runs)
+    with pytest.raises(ValueError, match="made the choices"):
+        s.test_runs([0, 1])
+    # Longer runs: LA, LDAM-DRW and the best LA + LPL variant, 4x the epochs.
+    long = s.long_runs([1])
+    assert [r.method for r in long] == ["la", "ldam_drw", "la_lpl"]
+    assert all("--config.optim.num_epochs=60" in r.settings for r in long)
+    assert all("--config.ldam.drw_start_epoch=48" in r.settings for r in long)
+    # The reports.
+    study.write_validation_report(s)
+    text = (pathlib.Path(tmp_path) / "validation.md").read_text()
+    assert "| 100 | la | tau1 | `la.tau=1` | **78.00** | **78.00** |" in text
+    assert (pathlib.Path(tmp_path) / "validation_landscape.png").read_bytes()[:4] == b"\x89PNG"
     assert in_memory.FASHION_MNIST_VALIDATION_PER_CLASS == 500
 
 
 def test_report_stage_needs_a_complete_validation_round(tmp_path, capsys):
     assert study.main(["--root", str(tmp_path), "--stage", "report"]) == 1
-    assert "validation runs are missing" in capsys.readouterr().err
+    assert "runs are missing" in capsys.readouterr().err

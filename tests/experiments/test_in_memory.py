@@ -129,7 +129,7 @@ def test_tfds_loader_not_prepared_fails_fast(tmp_path):
     with pytest.raises(ip.DatasetNotPreparedError) as info:
         ip.load_tfds_image_classification("cifar10", split="train", data_dir=str(tmp_path))
     message = str(info.value)
-    assert "download_and_prepare()" in message and "--config.download=True" in message
+    assert "download_and_prepare()" in message and "--config.data.download=True" in message
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing was downloaded
 
 
@@ -269,7 +269,7 @@ def test_fashion_mnist_missing_everywhere_fails_fast_with_both_routes(tmp_path):
     message = str(info.value)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing was downloaded
     assert "apt-get install dataset-fashion-mnist" in message
-    assert "--config.fashion_mnist_dir" in message and "--config.download=True" in message
+    assert "--config.data.fashion_mnist_dir" in message and "--config.data.download=True" in message
 
 
 def test_fashion_mnist_from_tfds_under_mock_data(tmp_path):

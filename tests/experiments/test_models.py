@@ -329,34 +329,34 @@ def test_registry_and_unknown_name():
     assert set(MODELS) == {"resnet32", "resnet110", "se_resnet110", "wrn16_8", "wrn28_10",
                            "resnet50", "resnext50_32x4d", "small_cnn", "small_cnn28"}  # fmt: skip
     assert isinstance(create_model("resnext50_32x4d", num_classes=5), ResNet)
-    m = create_model("wrn16_8", num_classes=5, dropout_rate=0.0, bn_axis_name="data")
-    assert isinstance(m, WideResNet) and m.dropout_rate == 0.0 and m.bn_axis_name == "data"
+    m = create_model("wrn16_8", num_classes=5, dropout_rate=0.0, cosine_scale=30.0)
+    assert isinstance(m, WideResNet) and m.dropout_rate == 0.0 and m.cosine_scale == 30.0
     assert isinstance(create_model("se_resnet110", num_classes=5), SEResNetCifar)
     assert isinstance(create_model("resnet32", num_classes=5), ResNetCifar)
     with pytest.raises(ValueError, match="resnet32"):
         create_model("resnet33", num_classes=10)
 
 
-def test_bn_axis_name_gives_global_batch_statistics():
+def test_batch_statistics_on_a_sharded_batch_are_the_global_batch_ones():
+    # The trainer's global view: jit over a batch sharded along "data"; batch norm's
+    # mean and variance cover the whole batch (XLA inserts the reductions).
     n_dev = len(jax.devices())
     if n_dev < 2:
         pytest.skip("needs several devices")
-    mesh = jax.make_mesh((n_dev,), ("data",))
+    mesh = jax.make_mesh((n_dev,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     x = jax.random.normal(jax.random.key(5), (2 * n_dev, 8, 8, 1))
     x = x * jnp.arange(2 * n_dev)[:, None, None, None]  # shards with different statistics
-    local = SmallCNN(num_classes=10)
-    sharded = SmallCNN(num_classes=10, bn_axis_name="data")
-    variables = _init(local, x)
+    model = SmallCNN(num_classes=10)
+    variables = _init(model, x)
 
     def step(v, xb):
-        return sharded.apply(v, xb, train=True, mutable=["batch_stats"])
+        return model.apply(v, xb, train=True, mutable=["batch_stats"])
 
-    fn = jax.shard_map(step, mesh=mesh, in_specs=(P(), P("data")), out_specs=(P("data"), P()))
-    logits, stats = jax.jit(fn)(
+    logits, stats = jax.jit(step)(
         jax.device_put(variables, NamedSharding(mesh, P())),
         jax.device_put(x, NamedSharding(mesh, P("data"))),
     )
-    ref_logits, ref_stats = _apply(local, variables, x, train=True, mutable=["batch_stats"])
+    ref_logits, ref_stats = _apply(model, variables, x, train=True, mutable=["batch_stats"])
     np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-4)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), stats, ref_stats

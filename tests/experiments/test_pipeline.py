@@ -1,4 +1,4 @@
-"""Tests for experiments/pipeline.py: step-indexed batches, grain iteration, memory."""
+"""Tests for experiments/data/pipeline.py: step-indexed batches, grain iteration, memory."""
 
 import io
 import tracemalloc

@@ -16,10 +16,10 @@ def test_plan_expands_configs_methods_and_seeds(tmp_path):
     runs = sweep.plan([f"{DEFAULT}:ce,la"], [0, 1], tmp_path)
     assert [(r.method, r.seed) for r in runs] == [("ce", 0), ("ce", 1), ("la", 0), ("la", 1)]
     assert runs[3].workdir == tmp_path / "default" / "la" / "seed1"
-    assert runs[0].command(["--config.num_epochs=1"])[-3:] == [
-        "--config.method=ce",
+    assert runs[0].command(["--config.optim.num_epochs=1"])[-3:] == [
+        "--config.method.name=ce",
         "--config.seed=0",
-        "--config.num_epochs=1",
+        "--config.optim.num_epochs=1",
     ]
     with pytest.raises(ValueError, match="CONFIG.py:METHOD"):
         sweep.plan(["ce,la"], [0], tmp_path)
@@ -38,8 +38,8 @@ def test_sweep_runs_resumes_and_reports(tmp_path):
         str(tmp_path / "runs"),
         "--processes",
         "2",
-        "--config.num_epochs=1",
-        "--config.eval_every_epochs=1",
+        "--config.optim.num_epochs=1",
+        "--config.run.eval_every_epochs=1",
     ]
     output = io.StringIO()
     with contextlib.redirect_stdout(output):

@@ -93,7 +93,11 @@ def test_not_prepared_fails_fast_naming_the_command(tmp_path):
 
 
 def test_trainer_reports_an_unprepared_data_set_in_one_line(tmp_path, capsys):
-    args = ["--config.dataset=coco2017", "--config.method=bce", f"--config.data_dir={tmp_path}"]
+    args = [
+        "--config.data.name=coco2017",
+        "--config.method.name=bce",
+        f"--config.data.data_dir={tmp_path}",
+    ]
     assert train_lib.main([*args, "--workdir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "tfds build coco/2017 --file_format=array_record" in err
@@ -126,11 +130,10 @@ def _mock_data(name, num_examples):
     return tfds.testing.mock_data(num_examples=num_examples, as_data_source_fn=as_data_source)
 
 
-def _config(dataset, **overrides):
+def _config(dataset, overrides=None):
     config = configuration.load_config()
-    return configuration.apply_overrides(
-        config, {"dataset": dataset, "image_size": "32", "imbalance_ratio": "1.0", **overrides}
-    )
+    defaults = {"data.name": dataset, "data.image_size": "32", "data.imbalance_ratio": "1.0"}
+    return configuration.apply_overrides(config, {**defaults, **(overrides or {})})
 
 
 @pytest.mark.parametrize(
@@ -170,7 +173,7 @@ def test_registry_streams_the_large_data_sets(name, num_classes, multilabel, spl
 
 def test_unknown_dataset_names_the_valid_ones():
     config = _config("digits_lt")
-    config.dataset = "imagenet"
+    config.data.name = "imagenet"
     with pytest.raises(ValueError, match="Unknown dataset 'imagenet'.*imagenet_lt"):
         registry.load(config)
     assert {"imagenet_lt", "inaturalist2018", "coco2017", "digits_lt"} <= set(registry.NAMES)
@@ -184,14 +187,16 @@ def test_unknown_dataset_names_the_valid_ones():
 def test_end_to_end_on_mocked_data(tmp_path, name, method, num_classes):
     config = _config(
         name,
-        method=method,
-        num_epochs="1",
-        batch_size="16",
-        eval_batch_size="16",
-        log_every_steps="1",
-        checkpoint_every_steps="3",
-        eval_every_epochs="1",
-        warmup_epochs="0",
+        {
+            "method.name": method,
+            "optim.num_epochs": "1",
+            "optim.batch_size": "16",
+            "run.eval_batch_size": "16",
+            "run.log_every_steps": "1",
+            "run.checkpoint_every_steps": "3",
+            "run.eval_every_epochs": "1",
+            "optim.warmup_epochs": "0",
+        },
     )
     with _mock_data(name, 48):
         results = train_lib.train_and_evaluate(config, tmp_path)

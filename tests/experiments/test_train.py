@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from experiments import configuration
+from experiments import configuration, methods
 from experiments import train as train_lib
 from experiments import workdir as workdir_lib
 from experiments.data import in_memory, pipeline
@@ -22,15 +22,17 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # Two epochs of the offline default (16 steps), logging and checkpointing every 4 / 8 steps.
 SHORT = {
-    "num_epochs": "2",
-    "eval_every_epochs": "1",
-    "log_every_steps": "4",
-    "checkpoint_every_steps": "8",
+    "optim.num_epochs": "2",
+    "run.eval_every_epochs": "1",
+    "run.log_every_steps": "4",
+    "run.checkpoint_every_steps": "8",
 }
 
 
-def short_default_config(**overrides):
-    return configuration.apply_overrides(configuration.load_config(), {**SHORT, **overrides})
+def short_default_config(overrides=None):
+    return configuration.apply_overrides(
+        configuration.load_config(), {**SHORT, **(overrides or {})}
+    )
 
 
 def _timing_free(records):
@@ -52,7 +54,7 @@ def _patch_batches(monkeypatch, action):
 
 @pytest.mark.slow
 def test_default_on_real_digits_writes_every_output(tmp_path):
-    config = short_default_config(num_epochs="12", eval_every_epochs="6")
+    config = short_default_config({"optim.num_epochs": "12", "run.eval_every_epochs": "6"})
     results = train_lib.train_and_evaluate(config, tmp_path)
 
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -72,7 +74,7 @@ def test_default_on_real_digits_writes_every_output(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any("train_loss" in r for r in records)
     assert [r["step"] for r in records if "eval_accuracy" in r] == [48, 96]
-    assert json.loads((tmp_path / "config.json").read_text())["method"] == "la_lpl"
+    assert json.loads((tmp_path / "config.json").read_text())["method"]["name"] == "la_lpl"
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [
         "88",
         "96",
@@ -86,7 +88,7 @@ def test_default_on_real_digits_writes_every_output(tmp_path):
 @pytest.mark.parametrize("method", ["la_lpl", "la_lpl_adaptive"])
 def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch, method):
     # la_lpl_adaptive carries its per-class bounds in the checkpointed transform state.
-    config = short_default_config(method=method)
+    config = short_default_config({"method.name": method})
     reference = train_lib.train_and_evaluate(config, tmp_path / "uninterrupted")
 
     def crashing(step, batch):
@@ -113,24 +115,24 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch, met
 
 @pytest.mark.slow
 def test_workdir_of_another_config_is_refused(tmp_path):
-    train_lib.train_and_evaluate(short_default_config(num_epochs="1"), tmp_path)
+    train_lib.train_and_evaluate(short_default_config({"optim.num_epochs": "1"}), tmp_path)
     with pytest.raises(workdir_lib.WorkdirConfigMismatchError, match="lpl.epsilon: 0.2 -> 0.3"):
         train_lib.train_and_evaluate(
-            short_default_config(num_epochs="1", **{"lpl.epsilon": "0.3"}), tmp_path
+            short_default_config({"optim.num_epochs": "1", "lpl.epsilon": "0.3"}), tmp_path
         )
 
 
 def test_command_line_rejects_unknown_keys_and_lists_valid_ones():
     with pytest.raises(ValueError, match=r"Unknown config key 'lpl.eps'.*lpl\.epsilon"):
         train_lib.parse_args(["--config.lpl.eps=0.1"])
-    with pytest.raises(ValueError, match="Cannot parse 'abc' for config key 'num_epochs'"):
-        train_lib.parse_args(["--config.num_epochs=abc"])
+    with pytest.raises(ValueError, match="Cannot parse 'abc' for config key 'optim.num_epochs'"):
+        train_lib.parse_args(["--config.optim.num_epochs=abc"])
     with pytest.raises(ValueError, match="Unrecognised argument"):
         train_lib.parse_args(["--epochs", "3"])
     config, workdir = train_lib.parse_args(
-        ["--config.method=lpl_fixed", "--config.milestones=(3, 5)", "--workdir", "w"]
+        ["--config.method.name=lpl_fixed", "--config.optim.milestones=(3, 5)", "--workdir", "w"]
     )
-    assert config.method == "lpl_fixed" and config.milestones == (3, 5)
+    assert config.method.name == "lpl_fixed" and config.optim.milestones == (3, 5)
     assert workdir == pathlib.Path("w")
 
 
@@ -140,14 +142,14 @@ def test_cifar10_longtail_end_to_end_on_mocked_data(tmp_path):
     config = configuration.apply_overrides(
         config,
         {
-            "num_epochs": "1",
-            "batch_size": "32",
-            "eval_batch_size": "64",
-            "log_every_steps": "1",
-            "checkpoint_every_steps": "2",
-            "warmup_epochs": "0",
+            "optim.num_epochs": "1",
+            "optim.batch_size": "32",
+            "run.eval_batch_size": "64",
+            "run.log_every_steps": "1",
+            "run.checkpoint_every_steps": "2",
+            "optim.warmup_epochs": "0",
             # Mocked CIFAR has ~20 random images per class; ratio 10 keeps every class.
-            "imbalance_ratio": "10.0",
+            "data.imbalance_ratio": "10.0",
         },
     )
     with tfds.testing.mock_data(num_examples=200):
@@ -174,7 +176,8 @@ def test_fashion_mnist_longtail_end_to_end_on_real_data(tmp_path):
         REPO / "experiments" / "configs" / "fashion_mnist_lt_r100.py"
     )
     config = configuration.apply_overrides(
-        config, {"method": "la_lpl_adaptive", "num_epochs": "2", "eval_every_epochs": "2"}
+        config,
+        {"method.name": "la_lpl_adaptive", "optim.num_epochs": "2", "run.eval_every_epochs": "2"},
     )
     results = train_lib.train_and_evaluate(config, tmp_path)
     assert results["class_counts"] == [5500, 3297, 1976, 1184, 710, 425, 255, 153, 91, 55]
@@ -269,14 +272,14 @@ def test_voc2007_multilabel_end_to_end_on_mocked_data(tmp_path):
     config = configuration.apply_overrides(
         config,
         {
-            "model": "small_cnn",  # the config's ResNet-32 at 128 pixels is a GPU job
-            "image_size": "16",
-            "num_epochs": "1",
-            "batch_size": "16",
-            "eval_batch_size": "16",
-            "log_every_steps": "1",
-            "checkpoint_every_steps": "2",
-            "warmup_epochs": "0",
+            "model.name": "small_cnn",  # the config's ResNet-32 at 128 pixels is a GPU job
+            "data.image_size": "16",
+            "optim.num_epochs": "1",
+            "optim.batch_size": "16",
+            "run.eval_batch_size": "16",
+            "run.log_every_steps": "1",
+            "run.checkpoint_every_steps": "2",
+            "optim.warmup_epochs": "0",
         },
     )
     with tfds.testing.mock_data(num_examples=48):
@@ -357,16 +360,16 @@ def test_non_finite_loss_stops_the_run_and_names_the_steps(tmp_path, monkeypatch
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--config.method=foo"], "config.method 'foo' is unknown"),
-        (["--config.num_epochs=-1"], "config.num_epochs must be >= 1"),
-        (["--config.batch_size=1024"], "larger than the 512 training images"),
+        (["--config.method.name=foo"], "config.method.name 'foo' is unknown"),
+        (["--config.optim.num_epochs=-1"], "config.optim.num_epochs must be >= 1"),
+        (["--config.optim.batch_size=1024"], "larger than the 512 training images"),
         (["--config.lpl.eps=0.1"], "Unknown config key 'lpl.eps'"),
-        (["--config.method=bce"], "does not apply to the single-label digits_lt"),
-        (["--config.schedule=linear"], "schedule must be multistep, cosine or constant"),
-        (["--config.optimizer=rmsprop"], "config.optimizer must be one of sgd, adam, adamw"),
+        (["--config.method.name=bce"], "does not apply to the single-label digits_lt"),
+        (["--config.optim.schedule=linear"], "schedule must be multistep, cosine or constant"),
+        (["--config.optim.name=rmsprop"], "config.optim.name must be one of sgd, adam, adamw"),
         (
-            ["--config.schedule=onecycle", "--config.warmup_epochs=0"],
-            "rises over config.warmup_epochs, which must lie",
+            ["--config.optim.schedule=onecycle", "--config.optim.warmup_epochs=0"],
+            "rises over config.optim.warmup_epochs, which must lie",
         ),
         (["--config.lpl.step_size=0.00001"], "max_inner_steps"),
     ],
@@ -417,7 +420,7 @@ def test_lock_of_a_killed_process_is_released(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_to_the_command_line_exits_143_and_resumes_exactly(tmp_path):
-    args = [f"--config.{k}={v}" for k, v in {**SHORT, "num_epochs": "20"}.items()]
+    args = [f"--config.{k}={v}" for k, v in {**SHORT, "optim.num_epochs": "20"}.items()]
     command = [sys.executable, "-m", "experiments.train", *args]
     reference = subprocess.run([*command, "--workdir", str(tmp_path / "a")], cwd=REPO)
     assert reference.returncode == 0
@@ -446,4 +449,8 @@ def test_help_lists_methods_datasets_and_config_keys(capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "la_lpl_adaptive" in out and "fashion_mnist_lt" in out and "small_cnn28" in out
-    assert "--config.lpl.adaptive_target=0.3" in out and "--config.num_epochs=60" in out
+    assert "--config.lpl.adaptive_target=0.3" in out and "--config.optim.num_epochs=60" in out
+    # The methods come from the registry, each with its summary and the blocks it reads.
+    for name in methods.NAMES:
+        assert f"  {name:17s} {methods.entry(name).summary}" in out, name
+    assert "[la, lpl]" in out and "--config.method.name='la_lpl'" in out

@@ -1,4 +1,4 @@
-"""lpjax.training: the sharded train step equals plain single-device JAX code."""
+"""experiments.train_step: the global-view step on 8 devices equals plain single-device code."""
 
 import flax.linen as nn
 import jax
@@ -9,23 +9,25 @@ import pytest
 from flax import nnx
 
 import lpjax
-from lpjax import training
+from experiments import train_step
 
 NUM_CLASSES = 6
 COUNTS = np.array([60, 40, 20, 10, 5, 3])
 
 
 class TinyNet(nn.Module):
-    """Dense + batch norm + a last layer named freely: the library assumes no layer names."""
+    """Dense + batch norm + a last layer named freely: the step assumes no layer names."""
 
     num_classes: int = NUM_CLASSES
-    bn_axis_name: str | None = None
+    dropout_rate: float = 0.0
 
     @nn.compact
     def __call__(self, x, *, train, return_features=False):
         x = nn.Dense(16)(x.reshape(x.shape[0], -1))
-        x = nn.BatchNorm(use_running_average=not train, axis_name=self.bn_axis_name)(x)
+        x = nn.BatchNorm(use_running_average=not train)(x)
         features = nn.relu(x)
+        if self.dropout_rate:
+            features = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
         logits = nn.Dense(self.num_classes, name="head")(features)
         return (logits, features) if return_features else logits
 
@@ -39,47 +41,67 @@ def _transform():
     )
 
 
+def _tx():
+    return optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.1, momentum=0.9, nesterov=True))
+
+
 def _batches(num_steps, batch_size=32):
     rng = np.random.default_rng(0)
     return [
         {
             "image": rng.normal(size=(batch_size, 4, 4, 1)).astype(np.float32),
             "label": rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32),
-            "mask": np.arange(batch_size) < batch_size - 3,
+            # Padding rows spread over the devices, not only the last one's.
+            "mask": rng.permutation(np.arange(batch_size) < batch_size - 5),
         }
         for _ in range(num_steps)
     ]
 
 
-def _sharded_run(devices, batches, tx, fns=None):
-    mesh = training.make_data_mesh(devices)
-    model = TinyNet(bn_axis_name=training.DATA_AXIS)
+def _drw_weights(labels, step):
+    """LDAM-DRW-like weights that switch on at step 1 (exercises example_weights_fn)."""
+    weights = jnp.asarray(lpjax.class_balanced_weights(COUNTS, beta=0.99))
+    return jnp.where(step >= 1, weights[labels], 1.0)
+
+
+def _sharded_run(devices, batches, tx, fns=None, *, model=None, example_weights_fn=None):
+    mesh = train_step.make_data_mesh(devices)
+    model = model or TinyNet()
     transform = _transform()
-    fns = fns or training.linen_model_fns(model, input_shape=(1, 4, 4, 1))
-    state = training.create_train_state(fns, tx, transform, key=jax.random.key(0), mesh=mesh)
-    step = training.make_train_step(
-        fns, tx, transform, lpjax.softmax_cross_entropy_with_integer_labels, mesh=mesh
+    fns = fns or train_step.linen_model_fns(model, input_shape=(1, 4, 4, 1))
+    state = train_step.create_train_state(fns, tx, transform, key=jax.random.key(0), mesh=mesh)
+    step = train_step.make_train_step(
+        fns,
+        tx,
+        transform,
+        lpjax.softmax_cross_entropy_with_integer_labels,
+        mesh=mesh,
+        example_weights_fn=example_weights_fn,
     )
-    losses = []
+    history = []
     for batch in batches:
-        inputs = training.global_batch(mesh, (batch["image"], batch["label"], batch["mask"]))
+        inputs = train_step.global_batch(mesh, (batch["image"], batch["label"], batch["mask"]))
         state, metrics = step(state, *inputs, jax.random.key(1))
-        losses.append(float(metrics["loss"]))
-    return state, losses
+        history.append(jax.device_get(metrics))
+    return state, history
 
 
-def _reference_run(batches, tx):
-    """The same training written directly: no mesh, no shard_map, one device."""
+def _reference_run(batches, tx, *, example_weights_fn=None):
+    """The same training written directly: no mesh, no sharding, one device."""
     model = TinyNet()
     transform = _transform()
     state0 = transform.init()
     variables = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)), train=False)
     params, batch_stats = variables["params"], variables["batch_stats"]
     opt_state = tx.init(params)
-    losses = []
-    for batch in batches:
+    history = []
+    for step, batch in enumerate(batches):
+        mask = batch["mask"]
+        weights = mask.astype(np.float32)
+        if example_weights_fn is not None:
+            weights = weights * np.asarray(example_weights_fn(batch["label"], step))
 
-        def objective(params, batch=batch, batch_stats=batch_stats):
+        def objective(params, batch=batch, batch_stats=batch_stats, weights=weights):
             logits, updates = model.apply(
                 {"params": params, "batch_stats": batch_stats},
                 batch["image"],
@@ -90,33 +112,83 @@ def _reference_run(batches, tx):
             loss = lpjax.softmax_cross_entropy_with_integer_labels(
                 perturbed, batch["label"], where=batch["mask"]
             )
-            return loss.sum() / batch["mask"].sum(), updates
+            return (weights * loss).sum() / weights.sum(), (updates, logits, perturbed)
 
-        (loss, updates), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        updates, logits, perturbed = aux
+        plain = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+        correct = np.argmax(logits, -1) == batch["label"]
+        history.append(
+            {
+                "loss": float(loss),
+                "grad_norm": float(optax.global_norm(grads)),
+                "plain_loss": float(plain[mask].mean()),
+                "accuracy": float(correct[mask].mean()),
+                "relative_loss_variation": np.asarray(
+                    lpjax.relative_loss_variation(logits, perturbed, batch["label"], where=mask)
+                ),
+            }
+        )
         param_updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, param_updates)
         batch_stats = updates["batch_stats"]
-        losses.append(float(loss))
-    return params, batch_stats, losses
+    return params, batch_stats, history
+
+
+def _assert_same_metrics(history, reference):
+    for got, want in zip(history, reference, strict=True):
+        assert set(got) == set(want)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 @pytest.mark.parametrize("num_devices", [1, 8])
-def test_sharded_step_equals_plain_single_device_training(num_devices):
-    tx = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.1, momentum=0.9, nesterov=True))
+def test_global_view_step_equals_plain_single_device_training(num_devices):
+    tx = _tx()
     batches = _batches(3)
-    state, losses = _sharded_run(jax.devices()[:num_devices], batches, tx)
-    params, batch_stats, reference_losses = _reference_run(batches, tx)
+    state, history = _sharded_run(jax.devices()[:num_devices], batches, tx)
+    params, batch_stats, reference = _reference_run(batches, tx)
 
-    np.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
+    _assert_same_metrics(history, reference)
     jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), state.params, params
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), state.params, params
     )
     jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
         state.model_state["batch_stats"],
         batch_stats,
     )
     assert int(state.step) == 3
+
+
+def test_example_weights_give_the_weighted_mean_over_the_global_batch():
+    tx = _tx()
+    batches = _batches(3)
+    state, history = _sharded_run(jax.devices(), batches, tx, example_weights_fn=_drw_weights)
+    params, _, reference = _reference_run(batches, tx, example_weights_fn=_drw_weights)
+    _assert_same_metrics(history, reference)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), state.params, params
+    )
+
+
+def test_dropout_masks_do_not_depend_on_the_device_count():
+    # One key per step, masks drawn for the global batch: 1 and 8 devices agree.
+    tx = _tx()
+    batches = _batches(3)
+    model = TinyNet(dropout_rate=0.5)
+    runs = [_sharded_run(jax.devices()[:n], batches, tx, model=model) for n in (1, 8)]
+    _assert_same_metrics(runs[1][1], runs[0][1])
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        runs[1][0].params,
+        runs[0][0].params,
+    )
+    # ... and dropout acts: the run differs from the one without it.
+    plain_state, _ = _sharded_run(jax.devices()[:1], batches, tx)
+    assert not np.allclose(
+        plain_state.params["head"]["kernel"], runs[0][0].params["head"]["kernel"]
+    )
 
 
 class TinyNnxNet(nnx.Module):
@@ -126,7 +198,7 @@ class TinyNnxNet(nnx.Module):
         params, stats = linen_variables["params"], linen_variables["batch_stats"]
         rngs = nnx.Rngs(0)
         self.dense = nnx.Linear(16, 16, rngs=rngs)
-        self.norm = nnx.BatchNorm(16, axis_name=training.DATA_AXIS, rngs=rngs)
+        self.norm = nnx.BatchNorm(16, rngs=rngs)  # no axis_name: the global view
         self.head = nnx.Linear(16, NUM_CLASSES, rngs=rngs)
         for layer, name in ((self.dense, "Dense_0"), (self.head, "head")):
             layer.kernel.value = jnp.asarray(params[name]["kernel"])
@@ -141,14 +213,14 @@ class TinyNnxNet(nnx.Module):
 
 
 def test_nnx_model_trains_like_the_plain_linen_reference():
-    tx = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.1, momentum=0.9, nesterov=True))
+    tx = _tx()
     batches = _batches(3)
     linen_variables = TinyNet().init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)), train=False)
-    fns = training.nnx_model_fns(TinyNnxNet(linen_variables))
-    state, losses = _sharded_run(jax.devices(), batches, tx, fns)
-    params, batch_stats, reference_losses = _reference_run(batches, tx)
+    fns = train_step.nnx_model_fns(TinyNnxNet(linen_variables))
+    state, history = _sharded_run(jax.devices(), batches, tx, fns)
+    params, batch_stats, reference = _reference_run(batches, tx)
 
-    np.testing.assert_allclose(losses, reference_losses, rtol=1e-5)
+    _assert_same_metrics(history, reference)
     got = {
         "Dense_0": state.params["dense"],
         "head": state.params["head"],
@@ -156,57 +228,76 @@ def test_nnx_model_trains_like_the_plain_linen_reference():
     }
     for layer, values in got.items():
         for name, value in values.items():
-            np.testing.assert_allclose(value, params[layer][name], rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(value, params[layer][name], rtol=1e-5, atol=1e-6)
     for name in ("mean", "var"):
         np.testing.assert_allclose(
             state.model_state["norm"][name],
             batch_stats["BatchNorm_0"][name],
-            rtol=1e-4,
+            rtol=1e-5,
             atol=1e-6,
         )
     # Prediction uses the running statistics (eval mode), like linen's train=False.
-    mesh = training.make_data_mesh()
-    predict = training.make_predict_step(fns, mesh=mesh)
-    images = training.global_batch(mesh, batches[0]["image"][:24])
+    mesh = train_step.make_data_mesh()
+    predict = train_step.make_predict_step(fns, mesh=mesh)
+    images = train_step.global_batch(mesh, batches[0]["image"][:24])
     expected = TinyNet().apply(
         {"params": params, "batch_stats": batch_stats}, batches[0]["image"][:24], train=False
     )
-    np.testing.assert_allclose(predict(state, images), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(predict(state, images), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_step_compiles_once_and_makes_no_host_transfers():
     tx = optax.sgd(0.05)
-    mesh = training.make_data_mesh()
-    model = TinyNet(bn_axis_name=training.DATA_AXIS)
+    mesh = train_step.make_data_mesh()
     transform = _transform()
-    fns = training.linen_model_fns(model, input_shape=(1, 4, 4, 1))
-    state = training.create_train_state(fns, tx, transform, key=jax.random.key(0), mesh=mesh)
-    step = training.make_train_step(
+    linen_fns = train_step.linen_model_fns(TinyNet(), input_shape=(1, 4, 4, 1))
+    traces = []
+
+    def counted_apply(*args):
+        traces.append(1)  # runs only when the step is traced
+        return linen_fns.apply(*args)
+
+    fns = linen_fns._replace(apply=counted_apply)
+    state = train_step.create_train_state(fns, tx, transform, key=jax.random.key(0), mesh=mesh)
+    step = train_step.make_train_step(
         fns, tx, transform, lpjax.softmax_cross_entropy_with_integer_labels, mesh=mesh
     )
     batches = [
-        training.global_batch(mesh, (b["image"], b["label"], b["mask"])) for b in _batches(4)
+        train_step.global_batch(mesh, (b["image"], b["label"], b["mask"])) for b in _batches(4)
     ]
     key = jax.random.key(1)
     state, _ = step(state, *batches[0], key)
     with jax.transfer_guard("disallow"):
         for batch in batches[1:]:
             state, metrics = step(state, *batch, key)
-    assert step._cache_size() == 1
+    assert len(traces) == 1 and step._cache_size() == 1
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    for leaf in jax.tree.leaves((state, metrics)):
+        assert leaf.sharding.is_equivalent_to(replicated, leaf.ndim)
     assert np.isfinite(float(metrics["loss"]))
 
 
 def test_predict_step_applies_the_posthoc_transform():
     tx = optax.sgd(0.05)
-    mesh = training.make_data_mesh()
-    model = TinyNet(bn_axis_name=training.DATA_AXIS)
-    fns = training.linen_model_fns(model, input_shape=(1, 4, 4, 1))
-    state = training.create_train_state(fns, tx, lpjax.identity(), key=jax.random.key(0), mesh=mesh)
+    mesh = train_step.make_data_mesh()
+    fns = train_step.linen_model_fns(TinyNet(), input_shape=(1, 4, 4, 1))
+    state = train_step.create_train_state(
+        fns, tx, lpjax.identity(), key=jax.random.key(0), mesh=mesh
+    )
     images = _batches(1)[0]["image"]
-    plain = training.make_predict_step(fns, mesh=mesh)
-    adjusted = training.make_predict_step(
+    plain = train_step.make_predict_step(fns, mesh=mesh)
+    adjusted = train_step.make_predict_step(
         fns, mesh=mesh, logit_transform=lpjax.posthoc_logit_adjustment_transform(COUNTS)
     )
-    batch = training.global_batch(mesh, images)
+    batch = train_step.global_batch(mesh, images)
+    logits = adjusted(state, batch)
+    assert logits.sharding.spec == jax.sharding.PartitionSpec(train_step.DATA_AXIS)
     expected = np.asarray(plain(state, batch)) - np.log(COUNTS / COUNTS.sum())
-    np.testing.assert_allclose(np.asarray(adjusted(state, batch)), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(logits), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_mesh_is_one_auto_data_axis_over_every_device():
+    mesh = train_step.make_data_mesh()
+    assert mesh.axis_names == (train_step.DATA_AXIS,)
+    assert mesh.devices.size == jax.device_count() == 8  # tests/conftest.py
+    assert mesh.axis_types == (jax.sharding.AxisType.Auto,)

@@ -1,9 +1,19 @@
-"""A data-parallel train step: any model + lpjax loss + Optax, under ``jax.shard_map``.
+"""The trainer's train and predict steps, written once in the global view.
+
+As big_vision's ``train.py``: the step is ``jax.jit`` over a batch sharded along the
+``"data"`` axis of a one-dimensional mesh (``NamedSharding(mesh, P("data"))``), the
+:class:`TrainState` replicated and donated. The code is that of one device on the whole
+global batch -- the loss is the plain (weighted) mean over the global batch, one
+``jax.value_and_grad`` gives the gradients -- and XLA inserts the cross-device
+reductions (batch norm's batch mean, LPL's class statistics, the gradient sum). So the
+same step runs on one device, eight, or a multi-host slice, with one gradient
+convention and no ``axis_name`` anywhere.
 
 The step sees a model only through :class:`ModelFns`, three pure functions; it assumes
 no batch keys and no layer names. :func:`linen_model_fns` builds them for a Flax linen
 module, :func:`nnx_model_fns` for a Flax nnx model; for anything else write the three
-functions by hand.
+functions by hand. As in flax's imagenet example, the trainer owns its ``TrainState``
+and step: the ``lpjax`` library ships losses and transforms only.
 """
 
 from __future__ import annotations
@@ -16,11 +26,23 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import lpjax
+
+__all__ = [
+    "DATA_AXIS",
+    "ModelFns",
+    "TrainState",
+    "create_train_state",
+    "global_batch",
+    "linen_model_fns",
+    "make_data_mesh",
+    "make_predict_step",
+    "make_train_step",
+    "nnx_model_fns",
+]
 
 DATA_AXIS = "data"
 
@@ -37,10 +59,10 @@ class ModelFns(NamedTuple):
       init: ``init(key) -> (params, model_state)``; ``model_state`` is everything
         else the model carries (batch-norm statistics; ``{}`` if nothing).
       apply: ``apply(params, model_state, inputs, key) -> (logits, new_model_state,
-        transform_extras)`` in training mode; ``key`` is this device's and step's PRNG
-        key (dropout), ``transform_extras`` a dict of keyword arguments for the logit
-        transform (e.g. ISDA's ``features`` and ``classifier``; ``{}`` if none). Inside the step it
-        runs under ``shard_map``: cross-device batch norm uses ``axis_name="data"``.
+        transform_extras)`` in training mode on the global batch; ``key`` is the step's
+        PRNG key (dropout), ``transform_extras`` a dict of keyword arguments for the logit
+        transform (e.g. ISDA's ``features`` and ``classifier``; ``{}`` if none). Batch
+        norm needs no ``axis_name``: its batch mean is over the global batch.
       predict: ``predict(params, model_state, inputs) -> logits`` in inference mode.
     """
 
@@ -88,8 +110,8 @@ def nnx_model_fns(model) -> ModelFns:
     them and switch ``model.train()`` / ``model.eval()``. nnx
     models are initialised when constructed, so ``init`` returns the model's current
     variables (its key is unused), and dropout draws from the model's own ``nnx.Rngs``,
-    carried in the model state (the step's key is unused, and every device draws the same
-    masks). Cross-device batch norm: build ``nnx.BatchNorm(..., axis_name="data")``.
+    carried in the model state (the step's key is unused). Build ``nnx.BatchNorm``
+    without ``axis_name``: in the global view its batch mean is over the global batch.
     """
     from flax import nnx
 
@@ -146,17 +168,25 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def make_data_mesh(devices=None) -> Mesh:
-    """A one-dimensional mesh over all (or the given) devices, its axis named ``"data"``."""
-    devices = jax.devices() if devices is None else devices
-    return Mesh(devices, (DATA_AXIS,))
+    """A one-dimensional mesh over all (or the given) devices, its axis named ``"data"``.
+
+    The axis is ``Auto``: shardings inside the step are left to XLA (the global view).
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    return jax.make_mesh(
+        (len(devices),),
+        (DATA_AXIS,),
+        axis_types=(jax.sharding.AxisType.Auto,),
+        devices=devices,
+    )
 
 
 def global_batch(mesh: Mesh, local_batch):
     """Assembles this process's rows of a batch (any pytree of arrays) into global arrays
-    split over ``"data"``.
+    sharded along ``"data"``.
 
-    Each process passes only its own slice (``global_batch_size / process_count``
-    rows); the result is one global array per leaf, sharded along the batch.
+    Each process passes only its own rows (``global_batch_size / process_count``);
+    ``jax.make_array_from_process_local_data`` makes one global array per leaf.
     """
     sharding = NamedSharding(mesh, P(DATA_AXIS))
     return jax.tree.map(
@@ -172,7 +202,11 @@ def create_train_state(
     key: jax.Array,
     mesh: Mesh,
 ) -> TrainState:
-    """Initialises a replicated :class:`TrainState` directly on the mesh's devices."""
+    """Initialises a replicated :class:`TrainState` directly on the mesh's devices.
+
+    Shapes are worked out with ``jax.eval_shape`` first; nothing is allocated on the
+    host.
+    """
 
     def init():
         params, model_state = model.init(key)
@@ -200,19 +234,19 @@ def make_train_step(
     example_weights_fn: ExampleWeights | None = None,
     compiler_options: Mapping[str, Any] | None = None,
 ) -> Callable[..., tuple[TrainState, dict]]:
-    """Builds ``train_step(state, inputs, labels, mask, key) -> (state, metrics)``, jitted
-    over ``mesh``.
+    """Builds ``train_step(state, inputs, labels, mask, key) -> (state, metrics)``.
 
-    Per step: ``model.apply`` (batch norm over the global batch when the model
-    reduces over ``"data"``), ``transform.apply`` with ``axis_name="data"`` (so LPL's
-    class statistics are global) and the model's ``transform_extras``, ``loss_fn`` on
-    the perturbed logits, the weighted mean loss over the global batch, gradients
-    summed over devices, one Optax update. The state is
-    replicated and donated; ``inputs`` (any pytree of arrays), ``labels`` (``[batch]``
-    integers or ``[batch, C]`` multi-hot) and ``mask`` (boolean ``[batch]``, False on
-    padding rows) are split along ``"data"`` (see :func:`global_batch`). The result does
-    not depend on how many devices share the batch (dropout masks aside: each device
-    draws its own).
+    One function of the global batch, jitted with the state donated and replicated
+    (``out_shardings``): ``model.apply`` (batch norm over the global batch),
+    ``transform.apply`` with the model's ``transform_extras`` (LPL's class statistics
+    over the global batch), ``loss_fn`` on the perturbed logits, the weighted mean loss
+    over the global batch, its gradient from one ``jax.value_and_grad``, one Optax
+    update. ``inputs`` (any pytree of arrays), ``labels`` (``[batch]`` integers or
+    ``[batch, C]`` multi-hot) and ``mask`` (boolean ``[batch]``, False on padding rows)
+    are sharded along ``"data"`` (see :func:`global_batch`); XLA inserts the
+    cross-device reductions. The dropout key is ``fold_in(key, step)``, one per step,
+    and the masks are drawn for the global batch: the result does not depend on how
+    many devices share the batch, dropout included (float rounding aside).
 
     Args:
       model: the model's :class:`ModelFns`.
@@ -221,48 +255,38 @@ def make_train_step(
         ``state.transform_state`` (see :func:`create_train_state`).
       loss_fn: ``loss_fn(perturbed_logits, labels, *, where) -> [batch]``, e.g.
         :func:`lpjax.softmax_cross_entropy_with_integer_labels`.
-      mesh: a mesh with a ``"data"`` axis.
+      mesh: a mesh with a ``"data"`` axis (:func:`make_data_mesh`).
       example_weights_fn: optional ``(labels, step) -> [batch]`` loss weights.
       compiler_options: XLA options for this executable only (``jax.jit``'s
         ``compiler_options``).
 
     Returns:
-      The jitted step. ``metrics`` holds the global ``loss`` (the objective:
-      weighted mean of ``loss_fn``), ``grad_norm`` (global L2 norm of the summed
-      gradients), ``plain_loss`` and ``accuracy`` on the plain logits,
-      and ``relative_loss_variation`` ``[C]`` (NaN for classes absent from the
-      batch) for single-label data.
+      The jitted step. ``metrics`` (replicated) holds ``loss`` (the objective: the
+      weighted mean of ``loss_fn``), ``grad_norm`` (global L2 norm of the gradients),
+      ``plain_loss`` and ``accuracy`` on the plain logits, and for single-label data
+      ``relative_loss_variation`` ``[C]`` (NaN for classes absent from the batch).
     """
 
-    def local_step(state: TrainState, inputs, labels, mask, key):
-        step_key = jax.random.fold_in(
-            jax.random.fold_in(key, state.step), lax.axis_index(DATA_AXIS)
-        )
+    def train_step(state: TrainState, inputs, labels, mask, key):
+        step_key = jax.random.fold_in(key, state.step)
         weights = mask.astype(jnp.float32)
         if example_weights_fn is not None:
             weights = weights * example_weights_fn(labels, state.step)
-        total_weight = lax.psum(weights.sum(), DATA_AXIS)
+        total_weight = weights.sum()
 
         def objective(params):
             logits, model_state, transform_extras = model.apply(
                 params, state.model_state, inputs, step_key
             )
             perturbed, transform_state = transform.apply(
-                logits,
-                labels,
-                state.transform_state,
-                where=mask,
-                axis_name=DATA_AXIS,
-                **transform_extras,
+                logits, labels, state.transform_state, where=mask, **transform_extras
             )
-            loss = loss_fn(perturbed, labels, where=mask)
-            local_loss = jnp.sum(weights * loss) / total_weight
-            return local_loss, (logits, perturbed, transform_state, model_state)
+            loss = jnp.sum(weights * loss_fn(perturbed, labels, where=mask)) / total_weight
+            return loss, (logits, perturbed, transform_state, model_state)
 
         grad_fn = jax.value_and_grad(objective, has_aux=True)
-        (local_loss, aux), grads = grad_fn(state.params)
+        (loss, aux), grads = grad_fn(state.params)
         logits, perturbed, transform_state, model_state = aux
-        grads = lax.psum(grads, DATA_AXIS)
         param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(
             step=state.step + 1,
@@ -272,28 +296,23 @@ def make_train_step(
             transform_state=transform_state,
         )
         metrics = {
-            "loss": lax.psum(local_loss, DATA_AXIS),
+            "loss": loss,
             "grad_norm": optax.global_norm(grads),
             **_train_metrics(logits, perturbed, labels, mask),
         }
         return new_state, metrics
 
-    replicated, split = P(), P(DATA_AXIS)
-    # pmap-style semantics: each device differentiates its share of the loss
-    # and the gradients are summed explicitly (tested equal to one device).
-    sharded_step = jax.shard_map(
-        local_step,
-        mesh=mesh,
-        in_specs=(replicated, split, split, split, replicated),
-        out_specs=(replicated, replicated),
-        check_vma=False,
+    replicated = NamedSharding(mesh, P())
+    return jax.jit(
+        train_step,
+        donate_argnums=(0,),
+        out_shardings=(replicated, replicated),
+        compiler_options=compiler_options,
     )
-    return jax.jit(sharded_step, donate_argnums=0, compiler_options=compiler_options)
 
 
 def _train_metrics(logits, perturbed, labels, mask) -> dict:
-    """Global metrics of the plain logits (and the loss variation), identical on every device."""
-    count = lax.psum(mask.sum(), DATA_AXIS)
+    """Means over the real rows of the global batch, on the plain logits."""
     if labels.ndim == 2:  # multi-label: per-class binary cross-entropy
         plain = optax.sigmoid_binary_cross_entropy(logits, labels).mean(-1)
         correct = jnp.mean((logits > 0) == (labels > 0), axis=-1)
@@ -303,16 +322,16 @@ def _train_metrics(logits, perturbed, labels, mask) -> dict:
         correct = jnp.argmax(logits, -1) == labels
         extra = {
             "relative_loss_variation": lpjax.relative_loss_variation(
-                logits, perturbed, labels, where=mask, axis_name=DATA_AXIS
+                logits, perturbed, labels, where=mask
             )
         }
 
-    def global_mean(x):
-        return lax.psum(jnp.sum(jnp.where(mask, x, 0)), DATA_AXIS) / count
+    def mean(x):
+        return jnp.sum(jnp.where(mask, x, 0)) / mask.sum()
 
     return {
-        "plain_loss": global_mean(plain),
-        "accuracy": global_mean(correct.astype(jnp.float32)),
+        "plain_loss": mean(plain),
+        "accuracy": mean(correct.astype(jnp.float32)),
         **extra,
     }
 
@@ -324,24 +343,21 @@ def make_predict_step(
     logit_transform: lpjax.LogitTransform | None = None,
     compiler_options: Mapping[str, Any] | None = None,
 ) -> Callable[[TrainState, Any], jax.Array]:
-    """Builds ``predict(state, inputs) -> logits`` (inference mode), split along ``"data"``.
+    """Builds ``predict(state, inputs) -> logits`` (inference mode), sharded along ``"data"``.
 
     ``logit_transform`` is a label-free test-time transform, e.g.
     ``lpjax.posthoc_logit_adjustment_transform(counts)``; by default the plain
     logits are returned, as every method of the paper predicts with them.
     """
 
-    def local_predict(state: TrainState, inputs):
+    def predict(state: TrainState, inputs):
         logits = model.predict(state.params, state.model_state, inputs)
         if logit_transform is not None:
             logits, _ = logit_transform.apply(logits, None, logit_transform.init())
         return logits
 
-    sharded = jax.shard_map(
-        local_predict,
-        mesh=mesh,
-        in_specs=(P(), P(DATA_AXIS)),
-        out_specs=P(DATA_AXIS),
-        check_vma=False,
+    return jax.jit(
+        predict,
+        out_shardings=NamedSharding(mesh, P(DATA_AXIS)),
+        compiler_options=compiler_options,
     )
-    return jax.jit(sharded, compiler_options=compiler_options)

@@ -1,0 +1,184 @@
+"""Builders of the single-label methods: ``build(config, inputs) -> Method``.
+
+Each builder reads only the config blocks its registry entry names (``config`` holds
+those blocks and nothing else, checked by the registry) and trains with softmax
+cross-entropy on the transformed logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import lpjax
+from experiments.methods.method import Method, MethodInputs
+
+ISDA_MAX_COVARIANCE_BYTES = 8 * 2**30  # ImageNet-LT with ResNet-50 would need 16 GiB
+
+
+def _softmax_cross_entropy(transform: lpjax.LogitTransform, **options) -> Method:
+    return Method(transform, lpjax.softmax_cross_entropy_with_integer_labels, **options)
+
+
+def ce(config, inputs: MethodInputs) -> Method:
+    return _softmax_cross_entropy(lpjax.identity())
+
+
+def la(config, inputs: MethodInputs) -> Method:
+    return _softmax_cross_entropy(_logit_adjustment(config, inputs))
+
+
+def la_posthoc(config, inputs: MethodInputs) -> Method:
+    posthoc = lpjax.posthoc_logit_adjustment_transform(inputs.class_counts, tau=config.la.tau)
+    return _softmax_cross_entropy(lpjax.identity(), predict_transform=posthoc)
+
+
+def balanced_softmax(config, inputs: MethodInputs) -> Method:
+    return _softmax_cross_entropy(lpjax.balanced_softmax_transform(inputs.class_counts))
+
+
+def cosine_classifier(config) -> dict:
+    """LDAM's model option: the normalised (cosine) classifier scaled by ``ldam.scale``."""
+    return {"cosine_scale": config.ldam.scale}
+
+
+def _ldam_margins(config, inputs: MethodInputs) -> lpjax.LogitTransform:
+    # The model's cosine classifier already multiplies by s (cosine_classifier):
+    # s (cos - m_y e_y) = s cos - (s m_y) e_y.
+    return lpjax.ldam_transform(
+        inputs.class_counts, max_margin=config.ldam.max_margin * config.ldam.scale, scale=1.0
+    )
+
+
+def ldam(config, inputs: MethodInputs) -> Method:
+    return _softmax_cross_entropy(_ldam_margins(config, inputs))
+
+
+def ldam_drw(config, inputs: MethodInputs) -> Method:
+    weights = _deferred_reweighting(
+        inputs.class_counts,
+        beta=config.ldam.drw_beta,
+        start_step=config.ldam.drw_start_epoch * inputs.steps_per_epoch,
+    )
+    return _softmax_cross_entropy(_ldam_margins(config, inputs), example_weights_fn=weights)
+
+
+def lpl_fixed(config, inputs: MethodInputs) -> Method:
+    return _softmax_cross_entropy(_lpl(config.lpl, inputs, delta_epsilon=0.0))
+
+
+def lpl_varied(config, inputs: MethodInputs) -> Method:
+    if config.lpl.delta_epsilon <= 0:
+        raise ValueError("lpl_varied needs config.lpl.delta_epsilon > 0.")
+    return _softmax_cross_entropy(_lpl(config.lpl, inputs))
+
+
+def lpl_mean(config, inputs: MethodInputs) -> Method:
+    return _softmax_cross_entropy(_lpl(config.lpl, inputs, split_rule="mean"))
+
+
+def la_lpl(config, inputs: MethodInputs) -> Method:
+    transform = lpjax.chain(_logit_adjustment(config, inputs), _lpl(config.lpl, inputs))
+    return _softmax_cross_entropy(transform)
+
+
+def lpl_adaptive(config, inputs: MethodInputs) -> Method:
+    return _softmax_cross_entropy(_adaptive_lpl(config.lpl, inputs.class_counts))
+
+
+def la_lpl_adaptive(config, inputs: MethodInputs) -> Method:
+    transform = lpjax.chain(
+        _logit_adjustment(config, inputs), _adaptive_lpl(config.lpl, inputs.class_counts)
+    )
+    return _softmax_cross_entropy(transform)
+
+
+def isda(config, inputs: MethodInputs) -> Method:
+    num_classes, feature_dim = len(inputs.class_counts), inputs.feature_dim
+    if feature_dim is None:
+        raise ValueError("isda needs the model's feature dimension.")
+    covariance_bytes = 4 * num_classes * feature_dim**2
+    if covariance_bytes > ISDA_MAX_COVARIANCE_BYTES:
+        raise ValueError(
+            f"isda keeps a float32 [C, D, D] class covariance on every device: "
+            f"{num_classes} x {feature_dim}^2 x 4 bytes = {covariance_bytes / 2**30:.1f} GiB "
+            f"(the limit is {ISDA_MAX_COVARIANCE_BYTES / 2**30:.0f} GiB); choose another "
+            "method, or a model with fewer features."
+        )
+    transform = lpjax.isda_transform(
+        num_classes, feature_dim, lambda_0=config.isda.lambda_0, total_steps=inputs.total_steps
+    )
+    return _softmax_cross_entropy(transform)
+
+
+def _logit_adjustment(config, inputs: MethodInputs) -> lpjax.LogitTransform:
+    return lpjax.logit_adjustment_transform(inputs.class_counts, tau=config.la.tau)
+
+
+def _lpl(
+    lpl: ml_collections.ConfigDict,
+    inputs: MethodInputs,
+    *,
+    delta_epsilon: float | None = None,
+    split_rule: str | None = None,
+) -> lpjax.LogitTransform:
+    """LPL with ``lpl``'s bounds; ``delta_epsilon`` and ``split_rule`` override the block's."""
+    delta_epsilon = lpl.delta_epsilon if delta_epsilon is None else delta_epsilon
+    if (split_rule or lpl.split_rule) == "mean":
+        return lpjax.lpl_mean_rule_transform(
+            epsilon=lpl.epsilon,
+            step_size=lpl.step_size,
+            delta_epsilon=delta_epsilon,
+            normalize=lpl.normalize,
+        )
+    return lpjax.lpl_longtail_transform(
+        inputs.class_counts,
+        num_head_classes=lpl.num_head_classes,
+        epsilon=lpl.epsilon,
+        step_size=lpl.step_size,
+        delta_epsilon=delta_epsilon,
+        head_scale=lpl.head_scale,
+        normalize=lpl.normalize,
+    )
+
+
+def _adaptive_lpl(lpl: ml_collections.ConfigDict, counts: np.ndarray) -> lpjax.LogitTransform:
+    """Adaptive LPL with ``lpl.split_rule``'s signs and the target ``lpl.adaptive_target``."""
+    if lpl.split_rule == "longtail":
+        signs, targets = lpjax.longtail_signs_and_bounds(
+            counts,
+            num_head_classes=lpl.num_head_classes,
+            epsilon=lpl.adaptive_target,
+            head_scale=lpl.head_scale,
+        )
+        signs_and_targets = lambda logits, labels, where, axis_name: (signs, targets)
+    else:
+
+        def signs_and_targets(logits, labels, where, axis_name):
+            return lpjax.mean_rule_signs_and_bounds(
+                logits, labels, epsilon=lpl.adaptive_target, where=where, axis_name=axis_name
+            )
+
+    return lpjax.lpl_adaptive_transform(
+        signs_and_targets,
+        num_classes=len(counts),
+        step_size=lpl.step_size,
+        initial_epsilon=lpl.epsilon,
+        rate=lpl.adaptive_rate,
+        max_epsilon=lpl.max_epsilon,
+        normalize=lpl.normalize,
+    )
+
+
+def _deferred_reweighting(class_counts, *, beta: float, start_step: int) -> Callable:
+    """DRW: class-balanced weights from ``start_step`` on, uniform before (Cao et al. 2019)."""
+    weights = lpjax.class_balanced_weights(class_counts, beta=beta)
+
+    def example_weights(labels: jax.Array, step: jax.Array) -> jax.Array:
+        return jnp.where(step >= start_step, weights[labels], 1.0)
+
+    return example_weights

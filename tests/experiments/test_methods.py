@@ -1,0 +1,140 @@
+"""experiments.methods: the registry of methods, their config blocks and the notes on them."""
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+import lpjax
+from experiments import configuration, methods
+from experiments import workdir as workdir_lib
+from experiments.configs import common, validation
+
+COUNTS = np.array([138, 105, 78, 57, 42, 31, 23, 17, 12, 9])
+
+
+def _only_declared_blocks(config, name):
+    """``config`` with the method's own blocks and nothing else of the method blocks."""
+    kept = {key: config[key] for key in config if key not in methods.BLOCK_NAMES}
+    kept |= {block: config[block] for block in methods.entry(name).blocks}
+    return ml_collections.ConfigDict(kept)
+
+
+@pytest.mark.parametrize("name", methods.NAMES)
+def test_every_method_builds_from_its_declared_blocks_alone(name):
+    config = configuration.apply_overrides(configuration.load_config(), {"method.name": name})
+    entry = methods.entry(name)
+    assert set(entry.blocks) <= set(methods.BLOCK_NAMES) and entry.summary
+    full = methods.make_method(config, COUNTS, steps_per_epoch=8, feature_dim=16)
+    alone = methods.make_method(
+        _only_declared_blocks(config, name), COUNTS, steps_per_epoch=8, feature_dim=16
+    )
+    labels = (
+        jnp.asarray(np.eye(10, dtype=np.int32)[[0, 3, 9]])
+        if entry.multilabel
+        else jnp.asarray([0, 3, 9])
+    )
+    logits = jnp.asarray(np.random.default_rng(0).normal(size=(3, 10)), jnp.float32)
+    extras = {"features": jnp.ones((3, 16)), "classifier": {"kernel": jnp.ones((16, 10))}}
+    losses = []
+    for built in (full, alone):
+        perturbed, _ = built.transform.apply(logits, labels, built.transform.init(), **extras)
+        losses.append(np.asarray(built.loss_fn(perturbed, labels)))
+    np.testing.assert_array_equal(losses[0], losses[1])
+    assert losses[0].shape == (3,) and np.isfinite(losses[0]).all()
+
+
+def test_a_builder_sees_only_its_blocks(monkeypatch):
+    from experiments.methods import registry
+
+    config = configuration.apply_overrides(configuration.load_config(), {"method.name": "la"})
+    seen = []
+
+    def spy(blocks, inputs):
+        seen.append(sorted(blocks))
+        return methods.Method(lpjax.identity(), lpjax.softmax_cross_entropy_with_integer_labels)
+
+    monkeypatch.setitem(registry._REGISTRY, "la", methods.entry("la")._replace(build=spy))
+    methods.make_method(config, COUNTS, steps_per_epoch=8)
+    assert seen == [["la"]]
+
+
+def test_registry_names_kinds_and_model_options():
+    assert "lpl_mean" in methods.NAMES and "lpl_balanced" not in methods.NAMES
+    multilabel = {name for name in methods.NAMES if methods.is_multilabel(name)}
+    assert multilabel == {"bce", "focal", "asl", "lpl_multilabel"}
+    config = configuration.load_config()
+    for name in methods.NAMES:
+        override = configuration.apply_overrides(config, {"method.name": name})
+        expected = {"cosine_scale": 30.0} if name in ("ldam", "ldam_drw") else {}
+        assert methods.model_options(override) == expected, name
+    with pytest.raises(ValueError, match="'lpl_balanced' is unknown; valid: ce, la"):
+        methods.entry("lpl_balanced")
+
+
+def test_lpl_mean_is_the_mean_rule_whatever_split_rule_says():
+    config = configuration.load_config()
+    logits = jnp.asarray(np.random.default_rng(1).normal(size=(16, 10)), jnp.float32)
+    labels = jnp.asarray(np.arange(16) % 10)
+    outputs = {}
+    for name, rule in (("lpl_mean", "longtail"), ("lpl_mean", "mean"), ("lpl_varied", "mean")):
+        built = methods.make_method(
+            configuration.apply_overrides(config, {"method.name": name, "lpl.split_rule": rule}),
+            COUNTS,
+            steps_per_epoch=8,
+        )
+        outputs[name, rule] = built.transform.apply(logits, labels, built.transform.init())[0]
+    np.testing.assert_array_equal(outputs["lpl_mean", "longtail"], outputs["lpl_mean", "mean"])
+    np.testing.assert_array_equal(outputs["lpl_mean", "mean"], outputs["lpl_varied", "mean"])
+
+
+def test_a_bad_split_rule_is_refused_naming_the_valid_ones():
+    config = configuration.apply_overrides(
+        configuration.load_config(), {"lpl.split_rule": "balanced"}
+    )
+    with pytest.raises(
+        ValueError, match="split_rule must be one of longtail, mean; got 'balanced'"
+    ):
+        methods.make_method(config, COUNTS, steps_per_epoch=8)
+    with pytest.raises(workdir_lib.UserError, match="split_rule must be one of longtail, mean"):
+        validation.validate_config(config)
+    # A method that does not read config.lpl does not care.
+    ce = configuration.apply_overrides(config, {"method.name": "ce"})
+    methods.make_method(ce, COUNTS, steps_per_epoch=8)
+
+
+def test_blocks_a_method_does_not_read_give_notes_when_changed():
+    reference = configuration.load_config()  # the default config: la_lpl
+    changed = configuration.apply_overrides(
+        reference, {"method.name": "ce", "la.tau": "1.5", "isda.lambda_0": "0.25"}
+    )
+    notes = validation.validate_config(changed, reference=reference)
+    assert notes == [
+        "config.la.tau = 1.5 is ignored: method ce does not read config.la.",
+        "config.isda.lambda_0 = 0.25 is ignored: method ce does not read config.isda.",
+    ]
+    # The config file's own settings of other methods' blocks (ldam.drw_start_epoch = 48)
+    # are no note, nor are the blocks the method reads.
+    assert validation.validate_config(reference, reference=reference) == []
+    tuned = configuration.apply_overrides(reference, {"la.tau": "1.5", "lpl.epsilon": "0.3"})
+    assert validation.validate_config(tuned, reference=reference) == []
+    # Without a reference, no notes on method blocks.
+    assert validation.validate_config(changed) == []
+
+
+def test_schedule_and_optimizer_fields_give_notes_when_ignored():
+    config = configuration.apply_overrides(
+        configuration.load_config(),
+        {"optim.milestones": "(3, 5)", "optim.name": "adamw", "optim.momentum": "0.5"},
+    )
+    assert validation.validate_config(config) == [
+        "config.optim.milestones = (3, 5) is ignored by the cosine schedule.",
+        "config.optim.momentum = 0.5 is ignored by the adamw optimizer.",
+    ]
+
+
+def test_method_blocks_of_the_base_config_are_the_registry_defaults():
+    base = common.get_base_config()
+    for name, block in methods.default_blocks().items():
+        assert base[name].to_dict() == block.to_dict()
+    assert base.lpl.split_rule in methods.SPLIT_RULES
