@@ -98,3 +98,40 @@ def plot_per_class(
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend outside stays in
     plt.close(fig)
+
+
+def plot_theta(
+    history: Sequence[Sequence[float]],
+    class_counts: np.ndarray,
+    *,
+    title: str,
+    path: pathlib.Path,
+) -> None:
+    """Meta-LPL's signed bounds ``theta_c`` over the logging windows, one line per class.
+
+    Above zero a class is maximised (positive augmentation), below it minimised: the
+    sign is the learned split, the size the bound. Classes are coloured from the most
+    frequent (dark) to the rarest (light); above 20 classes only the 10 most frequent and
+    the 10 rarest are drawn.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    theta = np.asarray(history, float)  # [windows, C]
+    order = np.argsort(-np.asarray(class_counts), kind="stable")
+    if len(order) > 20:
+        order = np.concatenate([order[:10], order[-10:]])
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(order)))
+    for color, c in zip(colors, order, strict=True):
+        ax.plot(theta[:, c], color=color, lw=1.4, label=f"{c} (n={class_counts[c]})")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xlabel("logging window")
+    ax.set_ylabel("theta_c (> 0: maximised)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

@@ -23,6 +23,7 @@ import os
 import pathlib
 import sys
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +44,7 @@ from experiments import (
 )
 from experiments import workdir as workdir_lib
 from experiments.configs.validation import validate_config
-from experiments.data import in_memory, pipeline, registry
+from experiments.data import in_memory, meta_set, pipeline, registry
 
 
 class NonFiniteLossError(RuntimeError):
@@ -76,12 +77,40 @@ def train_and_evaluate(
     workdir_lib.check_path(workdir)
     # Hyperparameters are chosen on the validation split where there is one, never on test.
     train, validation, test = registry.load(config)
-    _check_data(config, train)
+    train, validation, meta = _hold_out_meta_set(config, train, validation)
+    _check_data(config, train, meta)
     model, method = _model_and_method(config, train)
     is_chief = jax.process_index() == 0
     with workdir_lib.lock(workdir, enabled=is_chief), workdir_lib.StopSignals() as stop:
         workdir_lib.check_config(workdir, config)
-        return _train(config, workdir, train, validation, test, model, method, stop)
+        splits = _Splits(train, validation, test, meta)
+        return _train(config, workdir, splits, model, method, stop)
+
+
+class _Splits(NamedTuple):
+    """The run's data: ``validation`` and ``meta`` may be None."""
+
+    train: pipeline.Split
+    validation: pipeline.Split | None
+    test: pipeline.Split
+    meta: pipeline.Split | None
+
+
+def _hold_out_meta_set(config, train, validation):
+    """``(train, validation, meta)``: the meta set of the methods that use one, else None."""
+    use = methods.meta_set_of(config.method.name)
+    if not use:
+        return train, validation, None
+    try:
+        return meta_set.hold_out(
+            train,
+            validation,
+            per_class=config.meta.per_class,
+            seed=config.seed,
+            into_training=use == "training",
+        )
+    except ValueError as error:
+        raise workdir_lib.UserError(str(error)) from None
 
 
 def _model_and_method(config: ml_collections.ConfigDict, train):
@@ -109,7 +138,8 @@ def _model_and_method(config: ml_collections.ConfigDict, train):
     return model, method
 
 
-def _train(config, workdir, train, validation, test, model, method, stop) -> dict:
+def _train(config, workdir, splits: _Splits, model, method, stop) -> dict:
+    train = splits.train
     is_chief = jax.process_index() == 0
     mesh = train_step.make_data_mesh()
     steps_per_epoch = pipeline.steps_per_epoch(train, config.optim.batch_size)
@@ -134,6 +164,7 @@ def _train(config, workdir, train, validation, test, model, method, stop) -> dic
         method.loss_fn,
         mesh=mesh,
         example_weights_fn=method.example_weights_fn,
+        meta=method.meta,
         compiler_options=compiler_options,
     )
     predict_fn = train_step.make_predict_step(
@@ -171,7 +202,8 @@ def _train(config, workdir, train, validation, test, model, method, stop) -> dic
         batch = next(batches)
         mask = np.ones(len(batch["label"]), bool)  # training batches have no padding
         inputs = train_step.global_batch(mesh, (batch["image"], batch["label"], mask))
-        state, step_metrics = update_fn(state, *inputs, step_key)
+        meta_batch = _meta_batch(method.meta, splits.meta, step, config, mesh, schedule)
+        state, step_metrics = update_fn(state, *inputs, step_key, meta_batch)
         window.append(step_metrics)
         done = step + 1
         if done % config.run.log_every_steps == 0 or done == total_steps:
@@ -187,7 +219,7 @@ def _train(config, workdir, train, validation, test, model, method, stop) -> dic
         epoch_done = done % steps_per_epoch == 0
         epoch = done // steps_per_epoch
         if epoch_done and (epoch % config.run.eval_every_epochs == 0 or done == total_steps):
-            eval_results = _evaluate(predict_fn, state, mesh, train, validation, test, config)
+            eval_results = _evaluate(predict_fn, state, mesh, splits, method, config)
             writer.write(done, {f"eval_{k}": v for k, v in eval_results.items() if v is not None})
         stopping = done < total_steps and stop.requested(done)
         if done % config.run.checkpoint_every_steps == 0 or done == total_steps or stopping:
@@ -202,12 +234,37 @@ def _train(config, workdir, train, validation, test, model, method, stop) -> dic
     manager.wait_until_finished()
 
     if eval_results is None:  # resumed after the last step, or no full epoch
-        eval_results = _evaluate(predict_fn, state, mesh, train, validation, test, config)
+        eval_results = _evaluate(predict_fn, state, mesh, splits, method, config)
     results = _final_results(config, train, history, eval_results, total_steps)
     if is_chief:
         _write_outputs(workdir, config, train, results)
     writer.close()
     return results
+
+
+# Meta batches are drawn with their own seed stream, apart from the training batches'.
+_META_SEED_OFFSET = 1_000_003
+
+
+def _meta_batch(meta, meta_split, step: int, config, mesh, schedule):
+    """The meta step's ``(images, labels, learning rate)`` at ``step``, or None.
+
+    Meta steps are every ``meta.every_steps`` steps from ``meta.start_step``; the k-th
+    one reads the k-th batch of the meta set (a pure function of the seed and k, so a
+    resumed run reads the same ones); the look-ahead takes this step's learning rate.
+    """
+    if meta is None or step < meta.start_step or (step - meta.start_step) % meta.every_steps:
+        return None
+    batch = pipeline.train_batch(
+        meta_split,
+        (step - meta.start_step) // meta.every_steps,
+        global_batch_size=meta.batch_size,
+        seed=config.seed + _META_SEED_OFFSET,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    images, labels = train_step.global_batch(mesh, (batch["image"], batch["label"]))
+    return images, labels, jnp.asarray(schedule(step), jnp.float32)
 
 
 def _check_finite(summary: dict, first: int, last: int, manager, workdir) -> None:
@@ -229,6 +286,8 @@ def _record_window(history: dict, summary: dict) -> None:
         history["windows"].append(
             metric_writer.jsonable_tree(summary["train_relative_loss_variation"])
         )
+    if "train_theta" in summary:  # Meta-LPL: the learned signed bounds over the run
+        history.setdefault("theta", []).append(metric_writer.jsonable_tree(summary["train_theta"]))
 
 
 def _summarise_window(window: list[dict]) -> dict:
@@ -236,24 +295,36 @@ def _summarise_window(window: list[dict]) -> dict:
     summary = {}
     for name in window[0]:
         values = np.stack([np.asarray(m[name], np.float64) for m in window])
-        if values.ndim == 1:
-            summary[f"train_{name}"] = float(values.mean())
+        if values.ndim == 1:  # meta_loss is NaN on the steps without a meta step
+            mean = np.nanmean(values) if np.isfinite(values).any() else np.nan
+            summary[f"train_{name}"] = float(mean)
         else:
             summary[f"train_{name}"] = metrics.nan_mean(values)
     return summary
 
 
-def _evaluate(predict, state, mesh, train, validation, test, config) -> dict:
-    """Test metrics, and the validation split's prefixed with ``validation_`` if there is one."""
+def _evaluate(predict, state, mesh, splits: _Splits, method, config) -> dict:
+    """Test metrics, and the validation split's prefixed with ``validation_`` if there is one.
+
+    A method with ``fit_logit_offsets`` (the control ``la_meta_offsets``) adds per-class
+    offsets fitted on the meta set's logits to every split's logits.
+    """
+    offsets = 0
+    if method.fit_logit_offsets is not None:
+        offsets = method.fit_logit_offsets(
+            *_gather_predictions(predict, state, mesh, splits.meta, config)
+        )
     results = {}
-    for prefix, dataset in (("", test), ("validation_", validation)):
+    counts = splits.train.class_counts
+    for prefix, dataset in (("", splits.test), ("validation_", splits.validation)):
         if dataset is None:
             continue
         logits, labels = _gather_predictions(predict, state, mesh, dataset, config)
+        logits = logits + offsets
         if dataset.is_multilabel:
-            split_results = metrics.multilabel_results(logits, labels, train.class_counts)
+            split_results = metrics.multilabel_results(logits, labels, counts)
         else:
-            split_results = metrics.classification_results(logits, labels, train.class_counts)
+            split_results = metrics.classification_results(logits, labels, counts)
         results.update({prefix + k: v for k, v in split_results.items()})
     return results
 
@@ -311,6 +382,9 @@ def _final_results(config, train, history, eval_results, total_steps) -> dict:
         results["relative_loss_variation"] = [
             float(np.median(c[np.isfinite(c)])) if np.isfinite(c).any() else None for c in columns
         ]
+    if history.get("theta"):  # Meta-LPL: signed bounds per class, per logging window
+        results["theta"] = history["theta"][-1]
+        results["theta_history"] = history["theta"]
     return results
 
 
@@ -325,17 +399,36 @@ def _write_outputs(workdir: pathlib.Path, config, train, results: dict) -> None:
                 path=workdir / f"{key}.png",
                 signed=signed,
             )
+    if "theta_history" in results:
+        plots.plot_theta(
+            results["theta_history"],
+            train.class_counts,
+            title=f"{config.method.name} on {config.data.name}: learned signed bounds",
+            path=workdir / "theta.png",
+        )
     tmp = workdir / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, workdir / "results.json")
 
 
-def _check_data(config: ml_collections.ConfigDict, train) -> None:
+def _check_data(config: ml_collections.ConfigDict, train, meta) -> None:
     if config.optim.batch_size > len(train):
         raise workdir_lib.UserError(
             f"config.optim.batch_size ({config.optim.batch_size}) is larger than the "
             f"{len(train)} training images of {config.data.name}."
         )
+    if methods.meta_set_of(config.method.name) == "batches":
+        if config.meta.batch_size > len(meta):
+            raise workdir_lib.UserError(
+                f"config.meta.batch_size ({config.meta.batch_size}) is larger than the meta "
+                f"set ({len(meta)} images: config.meta.per_class = {config.meta.per_class} "
+                "per class)."
+            )
+        if config.meta.batch_size % jax.device_count():
+            raise workdir_lib.UserError(
+                f"config.meta.batch_size ({config.meta.batch_size}) must be divisible by the "
+                f"number of devices ({jax.device_count()})."
+            )
 
 
 def _initialize_distributed(config: ml_collections.ConfigDict) -> None:

@@ -19,7 +19,7 @@ and step: the ``lpjax`` library ships losses and transforms only.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import flax.linen as nn
 import flax.struct
@@ -30,6 +30,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import lpjax
+
+if TYPE_CHECKING:
+    from experiments.methods import MetaLearning
 
 __all__ = [
     "DATA_AXIS",
@@ -232,9 +235,11 @@ def make_train_step(
     *,
     mesh: Mesh,
     example_weights_fn: ExampleWeights | None = None,
+    meta: MetaLearning | None = None,
     compiler_options: Mapping[str, Any] | None = None,
 ) -> Callable[..., tuple[TrainState, dict]]:
-    """Builds ``train_step(state, inputs, labels, mask, key) -> (state, metrics)``.
+    """Builds ``train_step(state, inputs, labels, mask, key, meta_batch=None) -> (state,
+    metrics)``.
 
     One function of the global batch, jitted with the state donated and replicated
     (``out_shardings``): ``model.apply`` (batch norm over the global batch),
@@ -257,6 +262,15 @@ def make_train_step(
         :func:`lpjax.softmax_cross_entropy_with_integer_labels`.
       mesh: a mesh with a ``"data"`` axis (:func:`make_data_mesh`).
       example_weights_fn: optional ``(labels, step) -> [batch]`` loss weights.
+      meta: Meta-LPL's meta step (:class:`experiments.methods.MetaLearning`). A step
+        given ``meta_batch = (meta_inputs, meta_labels, learning_rate)`` first updates
+        the transform state's :class:`lpjax.MetaLplState` by ``meta.transform.update``:
+        one SGD step of ``learning_rate`` on the training loss as a function of the
+        signed bounds looks ahead, and the plain cross-entropy of the looked-ahead
+        model on the meta batch is the meta loss (``meta.scope``: the last layer only,
+        on features under ``stop_gradient``, or the whole model; batch norm in training
+        mode, its statistics discarded). Then it trains with the new bounds. Without
+        ``meta_batch`` it is the plain step. The two are two traces of one function.
       compiler_options: XLA options for this executable only (``jax.jit``'s
         ``compiler_options``).
 
@@ -264,25 +278,37 @@ def make_train_step(
       The jitted step. ``metrics`` (replicated) holds ``loss`` (the objective: the
       weighted mean of ``loss_fn``), ``grad_norm`` (global L2 norm of the gradients),
       ``plain_loss`` and ``accuracy`` on the plain logits, and for single-label data
-      ``relative_loss_variation`` ``[C]`` (NaN for classes absent from the batch).
+      ``relative_loss_variation`` ``[C]`` (NaN for classes absent from the batch); with
+      ``meta``, ``theta`` ``[C]`` (the signed bounds trained with) and ``meta_loss``
+      (NaN on steps without a meta batch).
     """
 
-    def train_step(state: TrainState, inputs, labels, mask, key):
+    def train_step(state: TrainState, inputs, labels, mask, key, meta_batch=None):
         step_key = jax.random.fold_in(key, state.step)
         weights = mask.astype(jnp.float32)
         if example_weights_fn is not None:
             weights = weights * example_weights_fn(labels, state.step)
         total_weight = weights.sum()
+        transform_state = state.transform_state
+        meta_metrics = {}
+        if meta is not None:
+            meta_loss = jnp.full((), jnp.nan)
+            if meta_batch is not None:
+                transform_state, meta_loss = _meta_update(
+                    meta, model, loss_fn, state, inputs, labels, mask, weights, step_key, meta_batch
+                )
+            theta = meta.transform.theta(meta.get_state(transform_state))
+            meta_metrics = {"theta": theta, "meta_loss": meta_loss}
 
         def objective(params):
             logits, model_state, transform_extras = model.apply(
                 params, state.model_state, inputs, step_key
             )
-            perturbed, transform_state = transform.apply(
-                logits, labels, state.transform_state, where=mask, **transform_extras
+            perturbed, new_transform_state = transform.apply(
+                logits, labels, transform_state, where=mask, **transform_extras
             )
             loss = jnp.sum(weights * loss_fn(perturbed, labels, where=mask)) / total_weight
-            return loss, (logits, perturbed, transform_state, model_state)
+            return loss, (logits, perturbed, new_transform_state, model_state)
 
         grad_fn = jax.value_and_grad(objective, has_aux=True)
         (loss, aux), grads = grad_fn(state.params)
@@ -299,6 +325,7 @@ def make_train_step(
             "loss": loss,
             "grad_norm": optax.global_norm(grads),
             **_train_metrics(logits, perturbed, labels, mask),
+            **meta_metrics,
         }
         return new_state, metrics
 
@@ -309,6 +336,53 @@ def make_train_step(
         out_shardings=(replicated, replicated),
         compiler_options=compiler_options,
     )
+
+
+def _meta_update(meta, model, loss_fn, state, inputs, labels, mask, weights, key, meta_batch):
+    """``(transform state, meta loss)`` after one meta step of Meta-LPL (see
+    :func:`make_train_step`)."""
+    meta_inputs, meta_labels, learning_rate = meta_batch
+    if meta.scope == "classifier":
+        # The last layer looks ahead on the current features (a dense layer: the models of
+        # experiments/models.py pass its parameters to the transform as "classifier").
+        _, _, extras = model.apply(state.params, state.model_state, inputs, key)
+        _, _, meta_extras = model.apply(state.params, state.model_state, meta_inputs, key)
+        features = jax.lax.stop_gradient(extras["features"])
+        meta_features = jax.lax.stop_gradient(meta_extras["features"])
+        params = extras["classifier"]
+
+        def train_logits(classifier):
+            return features @ classifier["kernel"] + classifier["bias"]
+
+        def meta_logits(classifier):
+            return meta_features @ classifier["kernel"] + classifier["bias"]
+
+    else:
+        params = state.params
+
+        def train_logits(params):
+            return model.apply(params, state.model_state, inputs, key)[0]
+
+        def meta_logits(params):
+            return model.apply(params, state.model_state, meta_inputs, key)[0]
+
+    def train_loss(params, theta):
+        perturbed = meta.perturb(train_logits(params), labels, theta, mask)
+        return jnp.sum(weights * loss_fn(perturbed, labels, where=mask)) / weights.sum()
+
+    def meta_loss(params):
+        return optax.softmax_cross_entropy_with_integer_labels(
+            meta_logits(params).astype(jnp.float32), meta_labels
+        ).mean()
+
+    meta_state, value = meta.transform.update(
+        meta.get_state(state.transform_state),
+        train_loss,
+        meta_loss,
+        params,
+        learning_rate=learning_rate,
+    )
+    return meta.set_state(state.transform_state, meta_state), value
 
 
 def _train_metrics(logits, perturbed, labels, mask) -> dict:

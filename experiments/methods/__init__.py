@@ -5,11 +5,11 @@
   ``config.lpl``, ...); adding a method starts there;
 * :mod:`~experiments.methods.method` -- :class:`Method` (what the train step needs) and
   :class:`MethodInputs` (what a builder may use besides its blocks);
-* :mod:`~experiments.methods.single_label`, :mod:`~experiments.methods.multilabel` --
-  the builders.
+* :mod:`~experiments.methods.single_label`, :mod:`~experiments.methods.multilabel`,
+  :mod:`~experiments.methods.meta` (Meta-LPL and its controls) -- the builders.
 """
 
-from experiments.methods.method import Method, MethodInputs
+from experiments.methods.method import MetaLearning, Method, MethodInputs
 from experiments.methods.registry import (
     BLOCK_NAMES,
     NAMES,
@@ -20,6 +20,7 @@ from experiments.methods.registry import (
     entry,
     is_multilabel,
     make_method,
+    meta_set_of,
     model_options,
 )
 
@@ -30,10 +31,12 @@ __all__ = [
     "Method",
     "MethodEntry",
     "MethodInputs",
+    "MetaLearning",
     "check_blocks",
     "default_blocks",
     "entry",
     "is_multilabel",
     "make_method",
+    "meta_set_of",
     "model_options",
 ]

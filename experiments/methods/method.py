@@ -12,16 +12,39 @@ import lpjax
 
 
 @dataclasses.dataclass(frozen=True)
+class MetaLearning:
+    """Meta-LPL's meta step, as the train step runs it (:mod:`experiments.train_step`).
+
+    Every ``every_steps`` steps from ``start_step`` on, the step first updates the
+    :class:`lpjax.MetaLplState` inside the transform state by
+    ``transform.update`` (a one-step look-ahead on a balanced meta batch of
+    ``batch_size`` images), then trains with the new signed bounds.
+    """
+
+    transform: lpjax.MetaLplTransform
+    perturb: Callable  # (logits, labels, theta, where) -> the logits the training loss sees
+    get_state: Callable  # transform state -> its MetaLplState
+    set_state: Callable  # (transform state, MetaLplState) -> transform state
+    scope: str  # "classifier": look ahead on the last layer only; "model": on every parameter
+    every_steps: int
+    start_step: int
+    batch_size: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Method:
     """A method ready for :func:`experiments.train_step.make_train_step`.
 
-    All methods predict with the plain logits unless ``predict_transform`` is set.
+    All methods predict with the plain logits unless ``predict_transform`` is set, or
+    ``fit_logit_offsets`` fits per-class offsets to add to them on the meta set.
     """
 
     transform: lpjax.LogitTransform  # the train transform; its state lives in the TrainState
     loss_fn: Callable  # (perturbed logits, labels, *, where) -> [batch] losses
     example_weights_fn: Callable | None = None  # (labels, step) -> [batch] loss weights
     predict_transform: lpjax.LogitTransform | None = None  # label-free test-time transform
+    meta: MetaLearning | None = None  # Meta-LPL's meta step
+    fit_logit_offsets: Callable | None = None  # (meta logits, meta labels) -> [C] offsets
 
 
 class MethodInputs(NamedTuple):

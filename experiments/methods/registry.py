@@ -21,7 +21,7 @@ from typing import NamedTuple
 import ml_collections
 import numpy as np
 
-from experiments.methods import multilabel, single_label
+from experiments.methods import meta, multilabel, single_label
 from experiments.methods.method import Method, MethodInputs
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "entry",
     "is_multilabel",
     "make_method",
+    "meta_set_of",
     "model_options",
 ]
 
@@ -46,6 +47,10 @@ class MethodEntry(NamedTuple):
     blocks: tuple[str, ...] = ()  # the config blocks the builder reads
     multilabel: bool = False  # trains on multi-hot labels
     model_options: Callable[[ml_collections.ConfigDict], dict] | None = None  # create_model kwargs
+    # Holds out a meta set (experiments/data/meta_set.py) and keeps it apart for meta
+    # batches ("batches") or fitted test-time offsets ("offsets"), or adds it to the
+    # training split ("training"); "" holds none.
+    meta_set: str = ""
 
 
 # --- the method blocks: config.<block>.<field>, one block per family of methods -------------
@@ -108,6 +113,20 @@ def _lpl_block() -> ml_collections.ConfigDict:
     return lpl
 
 
+def _meta_block() -> ml_collections.ConfigDict:
+    meta = ml_collections.ConfigDict()
+    meta.per_class = 10  # balanced meta set: images per class held out of the training pool
+    meta.batch_size = 100  # meta batch (drawn from the meta set as a function of seed and step)
+    meta.max_epsilon = 3.0  # eps_max: signed bounds theta_c = eps_max tanh(phi_c)
+    meta.learning_rate = 0.01  # Adam's learning rate for phi
+    meta.every_steps = 5  # a meta step every this many training steps
+    meta.start_epoch = 0  # the first meta step (before it phi stays 0: no perturbation)
+    meta.scope = (
+        "classifier"  # look ahead on the last layer (classifier) or every parameter (model)
+    )
+    return meta
+
+
 _BLOCKS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
     "la": _la_block,
     "ldam": _ldam_block,
@@ -115,6 +134,7 @@ _BLOCKS: dict[str, Callable[[], ml_collections.ConfigDict]] = {
     "focal": _focal_block,
     "asl": _asl_block,
     "lpl": _lpl_block,
+    "meta": _meta_block,
 }
 
 BLOCK_NAMES = tuple(_BLOCKS)
@@ -166,6 +186,30 @@ _REGISTRY: dict[str, MethodEntry] = {
     "la_lpl_adaptive": MethodEntry(
         single_label.la_lpl_adaptive, "logit adjustment, then adaptive LPL", blocks=("la", "lpl")
     ),
+    "meta_lpl": MethodEntry(
+        meta.meta_lpl,
+        "Meta-LPL: signed per-class bounds learned on a meta set (docs/method.md 9)",
+        blocks=("lpl", "meta"),
+        meta_set="batches",
+    ),
+    "la_meta_lpl": MethodEntry(
+        meta.la_meta_lpl,
+        "logit adjustment, then Meta-LPL",
+        blocks=("la", "lpl", "meta"),
+        meta_set="batches",
+    ),
+    "la_meta_data": MethodEntry(
+        meta.la_meta_data,
+        "control: logit adjustment trained on the training images + the meta set",
+        blocks=("la", "meta"),
+        meta_set="training",
+    ),
+    "la_meta_offsets": MethodEntry(
+        meta.la_meta_offsets,
+        "control: logit adjustment + per-class logit offsets fitted on the meta set",
+        blocks=("la", "meta"),
+        meta_set="offsets",
+    ),
     "isda": MethodEntry(
         single_label.isda, "implicit semantic data augmentation (Wang et al.)", blocks=("isda",)
     ),
@@ -205,11 +249,26 @@ def check_blocks(config: ml_collections.ConfigDict) -> None:
     Raises:
       ValueError: naming the field, its valid values and the value given.
     """
-    if "lpl" in entry(config.method.name).blocks and config.lpl.split_rule not in SPLIT_RULES:
+    blocks = entry(config.method.name).blocks
+    if "lpl" in blocks and config.lpl.split_rule not in SPLIT_RULES:
         raise ValueError(
             f"config.lpl.split_rule must be one of {', '.join(SPLIT_RULES)}; "
             f"got {config.lpl.split_rule!r}."
         )
+    if "meta" in blocks:
+        m = config.meta
+        if m.scope not in meta.SCOPES:
+            raise ValueError(
+                f"config.meta.scope must be one of {', '.join(meta.SCOPES)}; got {m.scope!r}."
+            )
+        for field in ("per_class", "batch_size", "every_steps"):
+            if m[field] < 1:
+                raise ValueError(f"config.meta.{field} must be >= 1; got {m[field]}.")
+        if m.start_epoch < 0:
+            raise ValueError(f"config.meta.start_epoch must be >= 0; got {m.start_epoch}.")
+        for field in ("max_epsilon", "learning_rate"):
+            if not m[field] > 0:
+                raise ValueError(f"config.meta.{field} must be > 0; got {m[field]}.")
 
 
 def _blocks_of(config: ml_collections.ConfigDict, method: MethodEntry):
@@ -245,3 +304,8 @@ def model_options(config: ml_collections.ConfigDict) -> dict:
     """Keyword arguments the chosen method needs from the model (LDAM's cosine classifier)."""
     method = entry(config.method.name)
     return {} if method.model_options is None else method.model_options(_blocks_of(config, method))
+
+
+def meta_set_of(name: str) -> str:
+    """How method ``name`` uses a meta set: "batches", "offsets", "training" or "" (none)."""
+    return entry(name).meta_set

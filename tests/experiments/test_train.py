@@ -84,11 +84,19 @@ def test_default_on_real_digits_writes_every_output(tmp_path):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
 
 
+META = {"meta.per_class": "4", "meta.batch_size": "40", "meta.every_steps": "3"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["la_lpl", "la_lpl_adaptive"])
-def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch, method):
-    # la_lpl_adaptive carries its per-class bounds in the checkpointed transform state.
-    config = short_default_config({"method.name": method})
+@pytest.mark.parametrize(
+    "method, extra",
+    [("la_lpl", {}), ("la_lpl_adaptive", {}), ("la_meta_lpl", META)],
+    ids=["la_lpl", "la_lpl_adaptive", "la_meta_lpl"],
+)
+def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch, method, extra):
+    # la_lpl_adaptive carries its per-class bounds in the checkpointed transform state,
+    # la_meta_lpl its learned phi, its Adam state and its meta batches (a function of step).
+    config = short_default_config({"method.name": method, **extra})
     reference = train_lib.train_and_evaluate(config, tmp_path / "uninterrupted")
 
     def crashing(step, batch):
@@ -104,6 +112,9 @@ def test_interrupted_run_resumes_to_identical_results(tmp_path, monkeypatch, met
     resumed = train_lib.train_and_evaluate(config, tmp_path / "resumed")
 
     assert resumed == reference
+    if method == "la_meta_lpl":
+        assert len(resumed["theta_history"]) == 4 and any(resumed["theta"])
+        assert (tmp_path / "resumed" / "theta.png").read_bytes().startswith(b"\x89PNG")
     logs = [
         _timing_free(
             json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()
