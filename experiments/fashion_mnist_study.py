@@ -58,9 +58,13 @@ METHODS = (
     "la_lpl",
     "lpl_adaptive",
     "la_lpl_adaptive",
+    "meta_lpl",
+    "la_meta_lpl",
+    "la_meta_data",
+    "la_meta_offsets",
 )
-LA_CHAINED = ("la_lpl", "la_lpl_adaptive")
-LA_LPL_VARIANTS = ("la_lpl", "la_lpl_adaptive")  # candidates of the longer runs
+LA_CHAINED = ("la_lpl", "la_lpl_adaptive", "la_meta_lpl", "la_meta_data", "la_meta_offsets")
+LA_LPL_VARIANTS = ("la_lpl", "la_lpl_adaptive", "la_meta_lpl")  # candidates of the longer runs
 
 # The config keys the study sets, in one place.
 KEY = {
@@ -75,6 +79,11 @@ KEY = {
     "num_head_classes": "lpl.num_head_classes",
     "split_rule": "lpl.split_rule",
     "adaptive_target": "lpl.adaptive_target",
+    "max_epsilon": "meta.max_epsilon",
+    "meta_learning_rate": "meta.learning_rate",
+    "every_steps": "meta.every_steps",
+    "start_epoch": "meta.start_epoch",
+    "scope": "meta.scope",
 }
 MEAN_RULE = "mean"
 
@@ -137,6 +146,39 @@ def _scale(label: str, x: float, overrides: tuple[str, ...]) -> Setting:
     return Setting(label, overrides, (("x", x),))
 
 
+def meta_lpl_settings() -> tuple[Setting, ...]:
+    """Meta-LPL's knobs around one base point (eps_max 3, Adam 0.01, a meta step every 5
+    steps from the start, classifier scope, the paper's step, 30 inner steps at eps_max),
+    one knob at a time. The meta set stays 10 images per class, so that the two controls
+    (``la_meta_data``, ``la_meta_offsets``) get the same data."""
+
+    def setting(
+        label, max_epsilon=3.0, rate=0.01, every=5, start=0, scope="classifier", rule="paper"
+    ):
+        overrides = _set(
+            max_epsilon=max_epsilon,
+            step_size=max_epsilon / STEPS_PER_BUDGET,
+            meta_learning_rate=rate,
+            every_steps=every,
+            start_epoch=start,
+            scope=scope,
+            normalize=rule == "unit",
+        )
+        return Setting(label, overrides, (("x", max_epsilon),))
+
+    return (
+        setting("base"),
+        setting("rate0.05", rate=0.05),
+        setting("rate0.002", rate=0.002),
+        setting("epsmax1", max_epsilon=1.0),
+        setting("epsmax10", max_epsilon=10.0),
+        setting("every1", every=1),
+        setting("start5", start=5),
+        setting("model_scope", scope="model"),
+        setting("unit_step", rule="unit"),
+    )
+
+
 def grids() -> dict[str, tuple[Setting, ...]]:
     """method -> its validation grid (LA-chained methods: on top of LA's choice)."""
     lpl_2d = tuple(
@@ -167,6 +209,12 @@ def grids() -> dict[str, tuple[Setting, ...]]:
             _scale(f"target{k:g}", k, _set(adaptive_target=k, epsilon=0.5, step_size=0.05))
             for k in (0.05, 0.1, 0.3)
         ),
+        "meta_lpl": meta_lpl_settings(),
+        "la_meta_lpl": meta_lpl_settings(),
+        # The controls: LA's choice with the meta set (10 per class) added to the training
+        # split, or used to fit per-class offsets after training.
+        "la_meta_data": (Setting("meta10", ()),),
+        "la_meta_offsets": (Setting("meta10", ()),),
     }
 
 
@@ -308,6 +356,8 @@ class Study:
         for ratio in self.ratios:
             for method in methods:
                 choice = self.choices[method, ratio]
+                if len(choice.tried) == 1:  # nothing to choose
+                    continue
                 for setting in choice.finalists:
                     seeds = dict(choice.tried)[setting]
                     for seed in VALIDATION_SEEDS[1:]:
