@@ -9,8 +9,8 @@ others in the same process (CE is the baseline of each ratio):
 
 * ``ce``          plain cross-entropy (``lpjax.identity``);
 * ``la``          logit adjustment, tau = 1, long-tailed counts (r = 100);
-* ``lpl_fixed``   LPL, balanced (mean) rule, eps = 0.5, alpha = 0.01: 50 inner steps;
-* ``lpl_varied``  LPL, balanced rule, eps = 0.4 + 0.1 |tau - q_c|: 40 to 50 inner steps;
+* ``lpl_fixed``   LPL, the mean rule, eps = 0.5, alpha = 0.01: 50 inner steps;
+* ``lpl_varied``  LPL, the mean rule, eps = 0.4 + 0.1 |tau - q_c|: 40 to 50 inner steps;
 * ``la_lpl``      LA, then LPL with the long-tail split (40% head classes,
                   eps = 0.3 + 0.2 * (n_min / n_c for tail, n_c / n_max for head), alpha = 0.01:
                   up to 50 inner steps, for the rarest class).
@@ -78,7 +78,7 @@ def max_inner_steps(name, config, counts, logits, labels) -> int | None:
 
     lpl = config.lpl
     if name in ("lpl_fixed", "lpl_varied"):
-        signs, bounds = lpjax.balanced_signs_and_bounds(
+        signs, bounds = lpjax.mean_rule_signs_and_bounds(
             logits,
             labels,
             epsilon=lpl.epsilon,

@@ -1,4 +1,5 @@
-"""The README's library example runs as written and trains."""
+"""The code of the README and of docs/library.md runs as written: the blocks that a
+``<!-- test: NAME -->`` line marks, in order."""
 
 import contextlib
 import io
@@ -6,52 +7,52 @@ import pathlib
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-def test_readme_train_step_example_runs_and_lowers_the_loss():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README has a python example"
-    output = io.StringIO()
-    namespace = {}
-    with contextlib.redirect_stdout(output):
-        exec(compile(blocks[0], "README.md", "exec"), namespace)
-    final_loss = float(output.getvalue().split()[-1])
-    # Zero weights give the initial (perturbed) loss; three SGD steps lower it.
-    first_loss = namespace["loss_fn"](
-        namespace["apply_fn"](
-            {"w": namespace["params"]["w"] * 0, "b": namespace["params"]["b"] * 0},
-            namespace["images"],
-        ),
-        namespace["labels"],
-        namespace["transform"].init(),
-    )[0].mean()
-    assert final_loss < float(first_loss)
+def marked_blocks(path: pathlib.Path) -> dict[str, str]:
+    """``{name: code}`` of the python blocks right after a ``<!-- test: name -->`` line."""
+    text = path.read_text()
+    found = re.findall(r"<!-- test: ([\w-]+) -->\n```python\n(.*?)```", text, flags=re.S)
+    return dict(found)
 
 
-def test_readme_shard_map_example_equals_the_single_device_step():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) >= 2, "README has the shard_map example"
-    namespace = {}
+def _run(code: str, namespace: dict) -> dict:
     with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(blocks[0], "README.md", "exec"), namespace)
-    before = {k: namespace[k] for k in ("params", "opt_state", "transform_state")}
-    with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(blocks[1], "README.md", "exec"), namespace)
-    assert namespace["jax"].device_count() == 8  # tests/conftest.py: 8 fake devices
-    params, _, _, loss = namespace["train_step"](
-        before["params"],
-        before["opt_state"],
-        before["transform_state"],
-        namespace["images"],
-        namespace["labels"],
+        exec(compile(code, "README.md", "exec"), namespace)
+    return namespace
+
+
+def test_readme_single_device_global_view_and_shard_map_steps_agree():
+    blocks = marked_blocks(REPO / "README.md")
+    assert list(blocks) == ["single-device", "global-view", "shard-map"]
+    ns = _run(blocks["single-device"], {})
+    # One step from zero weights lowers the (perturbed) loss of the batch.
+    state = tuple(ns[k] for k in ("params", "opt_state", "transform_state"))
+    batch = (ns["images"], ns["labels"])
+    _, _, _, second_loss = ns["train_step"](*state, *batch)
+    assert float(second_loss) < float(ns["loss"])
+    expected = jax.device_get(ns["train_step"](*state, *batch))  # one device, whole batch
+
+    _run(blocks["global-view"], ns)
+    assert jax.device_count() == 8 and ns["images"].sharding.spec == jax.P("data")
+    got = (ns["params"], ns["opt_state"], ns["transform_state"], ns["loss"])
+    jax.tree.map(lambda g, e: np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7), got, expected)
+
+    _run(blocks["shard-map"], ns)
+    sharded = jax.device_get(ns["sharded_train_step"](*state, ns["images"], ns["labels"]))
+    jax.tree.map(
+        lambda g, e: np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-7), sharded, expected
     )
-    # Same global batch, same start: the sharded step (gradients summed once, by
-    # shard_map's autodiff) gives the single-device loss and update.
-    np.testing.assert_allclose(float(namespace["loss"]), float(loss), rtol=1e-5)
-    for got, want in zip(
-        jax.tree.leaves(namespace["params"]), jax.tree.leaves(params), strict=True
-    ):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_library_guide_meta_lpl_example_runs_and_learns_bounds():
+    ns = _run(marked_blocks(REPO / "docs" / "library.md")["meta-lpl"], {})
+    theta = np.asarray(ns["meta"].theta(ns["state"]))
+    assert theta.shape == (3,) and np.all(theta != 0)  # one meta step moved every class
+    assert np.isfinite(float(ns["loss"])) and ns["perturbed"].shape == (8, 3)
+    # The meta loss is that of the looked-ahead weights: below the loss of w = 0, log 3.
+    assert 0 < float(ns["loss"]) < float(jnp.log(3.0))
