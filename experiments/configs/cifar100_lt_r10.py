@@ -6,10 +6,9 @@ is the best of its column. Compare with ``--config.method.name=`` ldam_drw, la,
 lpl_fixed, lpl_varied, la_lpl or ce. The training set follows the exponential
 profile of LDAM / LA (19,573 images); the test set stays balanced.
 
-Head classes: the 40% most frequent (40 of 100), the authors' split
-(their scripts use 40 or 27). At r = 10 they hold 67% of the training
-images. A median rule would make half the classes head; the smaller head keeps the
-middle classes maximised.
+LPL: the authors' settings (lpl-longtail-100/la_lpl_cifar100.py): 27 head classes,
+the rarest class's bound 10 (50 steps of 0.2), head bounds scaled by 0.2
+(``experiments/configs/recipes.py``). ``lpl_fixed`` needs ``--config.lpl.epsilon``.
 
 Needs the tensorflow-datasets cifar100 data prepared offline (or
 ``--config.data.download=True``).
@@ -23,5 +22,4 @@ def get_config():
         "cifar100",  # tensorflow-datasets name
         10.0,  # imbalance ratio n_max / n_min
         method="lpl_varied",  # the paper's best method of this column
-        num_head_classes=40,  # the 40% most frequent classes are head (docstring)
     )

@@ -6,10 +6,9 @@ is the best of its column. Compare with ``--config.method.name=`` ldam_drw, la,
 lpl_fixed, lpl_varied, la_lpl or ce. The training set follows the exponential
 profile of LDAM / LA (20,431 images); the test set stays balanced.
 
-Head classes: the 40% most frequent (4 of 10), the authors' split
-(hard-coded as 4 of 10). At r = 10 they hold 69% of the training
-images. A median rule would make half the classes head; the smaller head keeps the
-middle classes maximised.
+LPL: the authors' settings (lpl-longtail-other/train_lpl_cifar10.py): 4 head classes,
+the rarest class's bound 1.5 (10 steps of 0.15), head bounds scaled by 0.6
+(``experiments/configs/recipes.py``). ``lpl_fixed`` needs ``--config.lpl.epsilon``.
 
 Needs the tensorflow-datasets cifar10 data prepared offline (or
 ``--config.data.download=True``).
@@ -23,5 +22,4 @@ def get_config():
         "cifar10",  # tensorflow-datasets name
         10.0,  # imbalance ratio n_max / n_min
         method="lpl_varied",  # the paper's best method of this column
-        num_head_classes=4,  # the 40% most frequent classes are head (docstring)
     )

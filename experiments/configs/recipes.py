@@ -42,8 +42,25 @@ def balanced_cifar(dataset: str, model: str, family: str):
     return config
 
 
-def longtail_cifar(dataset: str, imbalance_ratio: float, *, method: str, num_head_classes: int):
-    """ResNet-32 on CIFAR-LT with the LDAM-DRW recipe (used by LA and the LPL paper)."""
+# LPL's settings in the authors' long-tail scripts (github.com/limengyang1992/lpl), in
+# lpjax's terms. There class i takes about S n_min / n_i steps of alpha (tail) or
+# h S n_i / n_max (head), the rarest class S steps: the head/tail rule with eps = 0,
+# d_eps = S alpha (the tail budget) and head_scale = h. (Their steps are normalised, by a
+# column norm that should be a row norm; lpjax takes the paper's step, lpl.normalize.)
+_AUTHORS_LONGTAIL_LPL = {
+    # lpl-longtail-other/train_lpl_cifar10.py: LPLLoss() with alpha 0.15 and 10 steps,
+    # get_step(split=4, step_size=10) with the head factor 0.6: 4 head classes.
+    "cifar10": dict(num_head_classes=4, tail_budget=1.5, head_scale=0.6, step_size=0.15),
+    # lpl-longtail-100/la_lpl_cifar100.py with its config.py: alpha 0.2, get_step(split=27,
+    # step_size=50) with the head factor 0.2: 27 head classes, the rarest 50 steps.
+    "cifar100": dict(num_head_classes=27, tail_budget=10.0, head_scale=0.2, step_size=0.2),
+}
+
+
+def longtail_cifar(dataset: str, imbalance_ratio: float, *, method: str):
+    """ResNet-32 on CIFAR-LT with the LDAM-DRW recipe (used by LA and the LPL paper), LPL
+    with the authors' head/tail budgets (``_AUTHORS_LONGTAIL_LPL``)."""
+    authors = _AUTHORS_LONGTAIL_LPL[dataset]
     config = common.get_base_config()
     config.method.name = method  # the paper's best of the column (see the config file)
     config.data.name = dataset  # tensorflow-datasets cifar10 / cifar100, made long-tailed
@@ -66,10 +83,11 @@ def longtail_cifar(dataset: str, imbalance_ratio: float, *, method: str, num_hea
     config.ldam.drw_start_epoch = 160  # ldam_drw: re-weight from the first lr decay, as LDAM-DRW
     config.ldam.drw_beta = 0.9999  # ldam_drw: effective-number beta of Cui et al. / LDAM-DRW
     config.lpl.split_rule = "longtail"  # head classes minimised, tail classes maximised (by counts)
-    config.lpl.num_head_classes = num_head_classes  # the most frequent classes (config file)
-    config.lpl.epsilon = 0.2  # base bound: 20 inner steps at step 0.01 (paper: 0.1-0.2)
-    config.lpl.delta_epsilon = 0.3  # varied bounds: up to 0.5, i.e. 50 steps for the extremes
-    config.lpl.step_size = 0.01  # inner step alpha: max K_c = 50, the authors' upper count
+    config.lpl.num_head_classes = authors["num_head_classes"]  # the authors' split
+    config.lpl.epsilon = 0.0  # no base bound: steps in proportion to the count ratios
+    config.lpl.delta_epsilon = authors["tail_budget"]  # the rarest class's bound
+    config.lpl.head_scale = authors["head_scale"]  # the largest head class: this x tail budget
+    config.lpl.step_size = authors["step_size"]  # the authors' alpha
     config.run.log_every_steps = 25  # 84 to 159 steps an epoch, by data set and ratio
     config.run.checkpoint_every_steps = 1000  # every 6 to 12 epochs (a multiple of 25)
     config.run.eval_every_epochs = 10  # test accuracy is only logged; results use the final epoch

@@ -121,9 +121,7 @@ def _meta_block() -> ml_collections.ConfigDict:
     meta.learning_rate = 0.01  # Adam's learning rate for phi
     meta.every_steps = 5  # a meta step every this many training steps
     meta.start_epoch = 0  # the first meta step (before it phi stays 0: no perturbation)
-    meta.scope = (
-        "classifier"  # look ahead on the last layer (classifier) or every parameter (model)
-    )
+    meta.scope = "classifier"  # look-ahead on the last layer (classifier) or all (model)
     return meta
 
 

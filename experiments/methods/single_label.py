@@ -68,6 +68,8 @@ def ldam_drw(config, inputs: MethodInputs) -> Method:
 
 
 def lpl_fixed(config, inputs: MethodInputs) -> Method:
+    if config.lpl.epsilon <= 0:  # its only bound: 0 would be plain cross-entropy
+        raise ValueError("lpl_fixed needs config.lpl.epsilon > 0 (it ignores delta_epsilon).")
     return _softmax_cross_entropy(_lpl(config.lpl, inputs, delta_epsilon=0.0))
 
 

@@ -13,6 +13,7 @@ import pytest
 import lpjax
 from experiments import configuration, methods, models, optimizers
 from experiments.configs import common
+from experiments.data import in_memory
 
 CONFIG_DIR = pathlib.Path(configuration.__file__).parent / "configs"
 CONFIG_FILES = sorted(
@@ -36,8 +37,8 @@ BALANCED = {
 LONGTAIL = {  # the paper's best method per column
     "cifar10_lt_r100": ("cifar10", 100.0, "la_lpl", 4),
     "cifar10_lt_r10": ("cifar10", 10.0, "lpl_varied", 4),
-    "cifar100_lt_r100": ("cifar100", 100.0, "la_lpl", 40),
-    "cifar100_lt_r10": ("cifar100", 10.0, "lpl_varied", 40),
+    "cifar100_lt_r100": ("cifar100", 100.0, "la_lpl", 27),
+    "cifar100_lt_r10": ("cifar100", 10.0, "lpl_varied", 27),
 }
 # (num_epochs, milestones, decay_factor, weight_decay, warmup_epochs) per backbone.
 RECIPES = {
@@ -168,8 +169,21 @@ def test_longtail_cifar_recipe(name):
     )
     assert recipe == RECIPES["ldam_drw"]
     assert config.ldam.drw_start_epoch == 160 and config.la.tau == 1.0
-    assert 0.1 <= config.lpl.epsilon <= 0.2 and 0.01 <= config.lpl.step_size <= 0.05
-    assert _max_inner_steps(config.lpl) <= 50 and config.lpl.delta_epsilon > 0
+    # The authors' scripts: the rarest class takes 10 (CIFAR-10-LT) or 50 (CIFAR-100-LT)
+    # steps of 0.15 / 0.2, the largest head class 0.6 / 0.2 times as many.
+    steps, alpha, head = {"cifar10": (10, 0.15, 0.6), "cifar100": (50, 0.2, 0.2)}[dataset]
+    counts = in_memory.longtail_class_counts(5000, 10 if dataset == "cifar10" else 100, ratio)
+    signs, bounds = lpjax.longtail_signs_and_bounds(
+        counts,
+        num_head_classes=num_head,
+        epsilon=config.lpl.epsilon,
+        delta_epsilon=config.lpl.delta_epsilon,
+        head_scale=config.lpl.head_scale,
+    )
+    per_class = np.asarray(lpjax.num_inner_steps(bounds, config.lpl.step_size))
+    assert config.lpl.step_size == alpha and per_class[-1] == steps
+    assert per_class[0] == round(head * steps) and (signs == -1).sum() == num_head
+    assert config.lpl.epsilon == 0 and not config.lpl.normalize  # the paper's step
 
 
 def test_multilabel_digits_config():
@@ -226,6 +240,10 @@ def test_compared_methods_build_from_the_config(name):
     )
     for method in _COMPARED_METHODS[config.lpl.split_rule]:
         override = configuration.apply_overrides(config, {"method.name": method})
+        if method == "lpl_fixed" and config.lpl.epsilon == 0:  # the long-tail recipes
+            with pytest.raises(ValueError, match="lpl_fixed needs config.lpl.epsilon > 0"):
+                methods.make_method(override, counts, steps_per_epoch=97, feature_dim=64)
+            override = configuration.apply_overrides(override, {"lpl.epsilon": "1.0"})
         built = methods.make_method(override, counts, steps_per_epoch=97, feature_dim=64)
         features = jnp.ones((2, 64))
         classifier = {"kernel": jnp.zeros((64, num_classes)), "bias": jnp.zeros(num_classes)}
