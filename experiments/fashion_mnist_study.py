@@ -493,6 +493,93 @@ def _landscape_figure(study: Study) -> None:
     plt.close(fig)
 
 
+def _test_results(runs: list[sweep.Run]) -> dict[tuple[int, str], dict[int, dict]]:
+    """``{(ratio, method): {seed: results}}`` of the finished runs."""
+    table: dict[tuple[int, str], dict[int, dict]] = {}
+    for run in runs:
+        if _finished(run):
+            ratio = int(run.workdir.parts[-4].removeprefix("r"))
+            results = json.loads((run.workdir / "results.json").read_text())
+            table.setdefault((ratio, run.method), {})[run.seed] = results
+    return table
+
+
+def write_comparison(study: Study, runs: list[sweep.Run], path: pathlib.Path) -> None:
+    """``comparison.md``: each method's test accuracy against LA's, seed by seed.
+
+    The difference is paired (a seed fixes the training subset, the initialisation and
+    the batches of both runs): its mean and the standard error of that mean, sd / sqrt(n).
+    Also the mean accuracy of the three rarest classes, and each method's choice.
+    """
+    table = _test_results(runs)
+    lines = [
+        "# Compared with logit adjustment (test split, seeds as in report.md)",
+        "",
+        "Difference to LA: mean over seeds of (method - LA) on the same seed, ± its standard "
+        "error (sd / sqrt(n)); a difference within two standard errors of 0 is not a gain.",
+        "",
+        "| r | method | choice | seeds | test acc. % | - LA (points) | 3 rarest % |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for ratio in study.ratios:
+        la = table.get((ratio, "la"), {})
+        for method in study.methods:
+            by_seed = table.get((ratio, method))
+            if not by_seed:
+                continue
+            acc = np.array([r["accuracy"] for r in by_seed.values()]) * 100
+            spread = f" ± {acc.std(ddof=1):.2f}" if len(acc) > 1 else ""
+            paired = [
+                100 * (r["accuracy"] - la[s]["accuracy"]) for s, r in by_seed.items() if s in la
+            ]
+            diff = "-"
+            if method != "la" and len(paired) > 1:
+                error = np.std(paired, ddof=1) / np.sqrt(len(paired))
+                diff = f"{np.mean(paired):+.2f} ± {error:.2f}"
+            rarest = np.mean(
+                [
+                    np.mean(np.asarray(r["per_class_accuracy"])[np.argsort(r["class_counts"])[:3]])
+                    for r in by_seed.values()
+                ]
+            )
+            label = study.chosen(method, ratio).label
+            lines.append(
+                f"| {ratio} | {method} | `{label}` | {len(acc)} | {acc.mean():.2f}{spread} | "
+                f"{diff} | {100 * rarest:.1f} |"
+            )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot_learned_theta(study: Study, runs: list[sweep.Run], path: pathlib.Path) -> None:
+    """The signed bounds Meta-LPL learned, per class (mean over the test seeds), per ratio."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = _test_results(runs)
+    panels = [(r, m) for r in study.ratios for m in ("meta_lpl", "la_meta_lpl") if (r, m) in table]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (ratio, method) in zip(axes[0], panels, strict=True):
+        results = list(table[ratio, method].values())
+        theta = np.mean([r["theta"] for r in results], axis=0)
+        counts = np.asarray(results[0]["class_counts"])
+        order = np.argsort(-counts, kind="stable")
+        values = theta[order]
+        ax.bar(range(len(order)), values, color=np.where(values > 0, "tab:red", "tab:blue"))
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(order)), [str(c) for c in order])
+        ax.set_xlabel("class, most frequent first")
+        ax.set_title(f"r = {ratio}: {method}", fontsize=10)
+    axes[0, 0].set_ylabel("learned theta_c (> 0: maximised)")
+    fig.suptitle("Meta-LPL's learned split and bounds (mean over the test seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.fashion_mnist_study", description=__doc__.split("\n\n")[0]
@@ -541,6 +628,8 @@ def main(argv: list[str]) -> int:
         print(f"{name or 'test'} report of {len(finished)} of {len(group)} runs")
         if finished:
             summarize_runs.write_report(finished, root / name, metric="accuracy")
+            write_comparison(study, group, root / name / "comparison.md")
+    plot_learned_theta(study, runs, root / "learned_theta.png")
     return 0
 
 

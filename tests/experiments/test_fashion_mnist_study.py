@@ -139,6 +139,29 @@ def test_choices_use_three_validation_seeds_and_tests_use_fresh_ones(tmp_path, m
     assert in_memory.FASHION_MNIST_VALIDATION_PER_CLASS == 500
 
 
+def test_comparison_pairs_each_method_with_la_on_the_same_seed(tmp_path, monkeypatch):
+    execute, _ = _fake_execute(_accuracy)
+    monkeypatch.setattr(sweep, "execute", execute)
+    s = study.Study(pathlib.Path(tmp_path), [100], ["la", "ce"], processes=1)
+    s.validate()
+    runs = s.test_runs([1, 2, 3])
+    accuracy = {("la", 1): 0.80, ("la", 2): 0.70, ("la", 3): 0.75}
+    accuracy |= {("ce", 1): 0.71, ("ce", 2): 0.62, ("ce", 3): 0.64}  # -9, -8, -11 points
+    for run in runs:
+        run.workdir.mkdir(parents=True)
+        result = {
+            "accuracy": accuracy[run.method, run.seed],
+            "per_class_accuracy": [0.9, 0.5, 0.4, 0.3],
+            "class_counts": [10, 40, 5, 20],  # the three rarest: 5, 10, 20 -> 0.4, 0.9, 0.3
+        }
+        (run.workdir / "results.json").write_text(json.dumps(result))
+    study.write_comparison(s, runs, pathlib.Path(tmp_path) / "comparison.md")
+    text = (pathlib.Path(tmp_path) / "comparison.md").read_text()
+    # Paired differences -9, -8, -11: mean -9.33, sd 1.528, standard error 0.88.
+    assert "| 100 | ce | `default` | 3 | 65.67 ± 4.73 | -9.33 ± 0.88 | 53.3 |" in text
+    assert "| 100 | la | `tau1` | 3 | 75.00 ± 5.00 | - | 53.3 |" in text
+
+
 def test_report_stage_needs_a_complete_validation_round(tmp_path, capsys):
     assert study.main(["--root", str(tmp_path), "--stage", "report"]) == 1
     assert "runs are missing" in capsys.readouterr().err
