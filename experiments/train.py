@@ -419,10 +419,8 @@ def _command_line(argv: list[str]):
         parsed = configuration.parse_command_line(argv)
     except (ValueError, FileNotFoundError) as error:
         raise workdir_lib.UserError(str(error)) from None
-    config, workdir = parsed.config, parsed.workdir
-    if workdir is None:
-        workdir = pathlib.Path("workdirs") / f"{parsed.name}_{config.method.name}_seed{config.seed}"
-    return config, workdir, parsed.file_config
+    workdir = parsed.workdir or configuration.default_workdir(parsed)
+    return parsed.config, workdir, parsed.file_config
 
 
 def parse_args(argv: list[str]) -> tuple[ml_collections.ConfigDict, pathlib.Path]:
