@@ -105,11 +105,13 @@ def check_values(config: ml_collections.ConfigDict) -> None:
             ok, kind = _is_number(value) and math.isfinite(value), "a finite number"
         elif isinstance(default, str):
             ok, kind = isinstance(value, str), "a string"
-        elif isinstance(default, Sequence):
+        elif isinstance(default, Sequence) and default and all(map(_is_number, default)):
             ok = not isinstance(value, str | bytes) and isinstance(value, Sequence)
             ok = ok and all(_is_number(v) and math.isfinite(v) for v in value)
-            kind = "a sequence of finite numbers, e.g. (20, 25)"
-        else:  # a type the base config does not use: nothing to check
+            kind = f"a sequence of finite numbers, e.g. {tuple(default)}"
+        elif isinstance(default, Sequence):  # of strings, or empty
+            ok, kind = not isinstance(value, str | bytes) and isinstance(value, Sequence), "a tuple"
+        else:  # a type the base config does not use (e.g. None): nothing to check
             continue
         if not ok:
             raise workdir_lib.UserError(f"config.{key} must be {kind}; got {value!r}.")
