@@ -520,8 +520,11 @@ def _report_failure(error: Exception, argv: list[str]) -> int:
     log = console.log_path()
     disk_full = workdir_lib.disk_full(error)
     if disk_full:
-        workdir = pathlib.Path(_command_line(argv)[1]).resolve()
-        kept = workdir_lib.complete_checkpoints(workdir)
+        try:
+            workdir = pathlib.Path(_command_line(argv)[1]).resolve()
+            kept = workdir_lib.complete_checkpoints(workdir)
+        except Exception:  # noqa: BLE001 - the one line matters more than its details
+            workdir, kept = "the work directory", []
         resume = f"checkpoint {kept[-1]}" if kept else "the start (no checkpoint yet)"
         console.error(
             f"the disk of {workdir} is full ({disk_full}). Free some space and run the same "

@@ -406,7 +406,9 @@ def restore(manager, state, workdir: pathlib.Path, config):
             manager.close()
             manager = checkpoint_manager(workdir, config)
             continue
-        if recorded and not (workdir / "config.json").exists():
+        if not recorded:
+            console.note(f"checkpoint {step} predates checkpoint digests: restored unverified.")
+        elif not (workdir / "config.json").exists():
             _write_config_record(workdir, record)
             console.note(f"config.json was missing; rewritten from checkpoint {step}'s copy.")
         return manager, restored.state, dict(restored.history)
