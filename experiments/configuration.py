@@ -5,10 +5,15 @@ examples: ``--config PATH`` names a config file, ``--config.lpl.epsilon=0.2`` ov
 field (parsed to the field's type), ``--workdir DIR`` names the work directory. Errors
 become one ``ValueError`` sentence naming the bad argument (the trainer prints it as
 ``error: ...``).
+
+A relative ``--config`` path is read from the current directory; a bare name (``--config
+fashion_mnist_lt_r100``) or a path under ``experiments/configs/`` that is not there names
+a config shipped with the package, so the trainer runs from any directory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import pathlib
@@ -19,14 +24,54 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-DEFAULT_CONFIG = pathlib.Path(__file__).parent / "configs" / "default.py"
+CONFIG_DIR = pathlib.Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.py"
+_NOT_CONFIGS = ("__init__", "common", "recipes", "validation")
+
+# Keys that never change a run's numbers, so a run may be resumed with other values: how
+# batches are made (never what they contain: experiments/data/pipeline.py), where the data
+# is read from, how processes find each other, and how many checkpoints are kept and how
+# often. They are also left out of the default work directory's name.
+# run.log_every_steps is not one: results.json's loss-variation median is over its windows.
+RESUME_TOLERANT_KEYS = (
+    "data.workers",
+    "data.threads",
+    "data.prefetch_batches",
+    "data.fashion_mnist_dir",
+    "data.data_dir",
+    "data.download",
+    "run.distributed",
+    "run.keep_checkpoints",
+    "run.checkpoint_every_steps",
+)
+
+
+def shipped_configs() -> list[str]:
+    """The names of the config files shipped in ``experiments/configs``."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in _NOT_CONFIGS)
+
+
+def resolve_config_path(path: str | pathlib.Path) -> pathlib.Path:
+    """``path`` if it is a file (relative to the current directory), else the shipped config
+    it names (``NAME``, ``NAME.py`` or ``experiments/configs/NAME.py``), else an error."""
+    path = pathlib.Path(path)
+    if path.is_file():
+        return path
+    parent = path.parent.as_posix()
+    if parent in (".", "configs", "experiments/configs") and path.stem not in _NOT_CONFIGS:
+        shipped = CONFIG_DIR / f"{path.stem}.py"
+        if path.suffix in ("", ".py") and shipped.is_file():
+            return shipped
+    raise FileNotFoundError(
+        f"Config file {str(path)!r} does not exist (shipped configs, by name: "
+        f"{', '.join(shipped_configs())})."
+    )
 
 
 def load_config(path: str | pathlib.Path | None = None) -> ml_collections.ConfigDict:
-    """Runs ``get_config()`` of the config file at ``path`` (the default config if None)."""
-    path = pathlib.Path(path) if path else DEFAULT_CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
+    """Runs ``get_config()`` of the config file at ``path`` (the default config if None;
+    a shipped config's name or ``experiments/configs/NAME.py`` from any directory)."""
+    path = resolve_config_path(path) if path else DEFAULT_CONFIG
     spec = importlib.util.spec_from_file_location(f"_lpjax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -57,9 +102,18 @@ class CommandLine(NamedTuple):
 
 def parse_command_line(argv: Sequence[str]) -> CommandLine:
     """The config, work directory and config name from ``--config``, ``--workdir`` and
-    ``--config.KEY=VALUE`` overrides."""
+    ``--config.KEY=VALUE`` overrides.
+
+    Raises:
+      ValueError: an unknown key or flag, a value that does not parse, or a positional
+        argument (``python -m experiments.train CONFIG.py`` without ``--config``).
+      FileNotFoundError: the config file does not exist.
+    """
     argv = list(argv)
     config_path = _value_of("--config", argv)
+    if config_path:  # absl reads the file again: give it the path that was found
+        resolved = str(resolve_config_path(config_path))
+        argv = _set_value_of("--config", resolved, argv)
     file_config = load_config(config_path)  # a clear error for a missing file or get_config()
 
     def define(flag_values: flags.FlagValues, sys_argv: list[str]):
@@ -73,12 +127,20 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
         flags.DEFINE_string(
             "workdir",
             None,
-            "Work directory (default: workdirs/<config>_<method>_seed<seed>).",
+            "Work directory (default: workdirs/<config>_<method>_seed<seed>[_<hash>]).",
             flag_values=flag_values,
         )
 
-    flag_values = _parse(define, argv, lambda: file_config)
+    flag_values, positional = _parse(define, argv, lambda: file_config)
     workdir = flag_values.workdir
+    if positional:
+        arg = positional[0]
+        hint = (
+            f"; to name a config file write --config {arg}"
+            if arg.endswith(".py") or (CONFIG_DIR / f"{arg}.py").is_file()
+            else " (expected --config PATH, --workdir DIR or --config.KEY=VALUE)"
+        )
+        raise ValueError(f"Unexpected argument {arg!r}{hint}.")
     name = pathlib.Path(config_path).stem if config_path else DEFAULT_CONFIG.stem
     return CommandLine(
         flag_values.config, pathlib.Path(workdir) if workdir else None, name, file_config
@@ -99,7 +161,43 @@ def apply_overrides(
             sys_argv=sys_argv,
         )
 
-    return _parse(define, argv, lambda: config).config
+    return _parse(define, argv, lambda: config)[0].config
+
+
+def default_workdir(parsed: CommandLine) -> pathlib.Path:
+    """``workdirs/<config>_<method>_seed<seed>``, plus ``_<hash>`` when the overrides change
+    anything else: the first 8 hex digits of the sha256 of the resolved config (as JSON,
+    without :data:`RESUME_TOLERANT_KEYS`), so each distinct config gets its own directory,
+    and the same command always finds it again."""
+    config = parsed.config
+    name = f"{parsed.name}_{config.method.name}_seed{config.seed}"
+    ignored = {"method.name", "seed", *RESUME_TOLERANT_KEYS}
+    resolved = {k: v for k, v in canonical_items(config).items() if k not in ignored}
+    own = {k: v for k, v in canonical_items(parsed.file_config).items() if k not in ignored}
+    if resolved != own:
+        text = json.dumps(resolved, sort_keys=True)
+        name += "_" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    return pathlib.Path("workdirs") / name
+
+
+def canonical_items(config: ml_collections.ConfigDict | Mapping) -> dict:
+    """``{dotted.key: value}`` of a config as its JSON record holds it (tuples as lists)."""
+    if isinstance(config, ml_collections.ConfigDict):
+        config = config.to_dict()
+    return flat_items(json.loads(json.dumps(config, sort_keys=True)))
+
+
+def _set_value_of(name: str, value: str, argv: list[str]) -> list[str]:
+    """``argv`` with the value of ``name`` replaced (both forms of :func:`_value_of`)."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"{name}="):
+            argv[i] = f"{name}={value}"
+            return argv
+        if arg == name and i + 1 < len(argv):
+            argv[i + 1] = value
+            return argv
+    return argv
 
 
 def _value_of(name: str, argv: list[str]) -> str | None:
@@ -112,8 +210,9 @@ def _value_of(name: str, argv: list[str]) -> str | None:
     return None
 
 
-def _parse(define, argv: list[str], config_fn) -> flags.FlagValues:
-    """Flags made by ``define(flag_values, sys_argv)``, parsed from ``argv``.
+def _parse(define, argv: list[str], config_fn) -> tuple[flags.FlagValues, list[str]]:
+    """Flags made by ``define(flag_values, sys_argv)``, parsed from ``argv``, and the
+    positional arguments left over.
 
     absl's errors (raised while the overrides are defined or parsed) become one
     ``ValueError`` naming the bad argument.
@@ -122,15 +221,17 @@ def _parse(define, argv: list[str], config_fn) -> flags.FlagValues:
     sys_argv = ["train", *argv]
     try:
         define(flag_values, sys_argv)
-        flag_values(sys_argv)
+        positional = flag_values(sys_argv)[1:]
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(_explain(argv, config_fn(), error)) from None
-    return flag_values
+    return flag_values, positional
 
 
 def _explain(argv: list[str], config: ml_collections.ConfigDict, error: Exception) -> str:
     """A sentence naming the argument absl refused: an unknown key, value or flag."""
     valid = flat_items(config)
+    if "before a value for --config was specified" in str(error):
+        return "--config PATH must come before the --config.KEY=VALUE overrides."
     for arg in argv:
         name, has_value, text = arg.partition("=")
         if not name.startswith("--config."):

@@ -6,9 +6,19 @@
 e.g. ``--config.method.name=la --config.la.tau=1.5`` (the manual: experiments/README.md).
 
 With no ``--config`` it trains LA + LPL on long-tailed scikit-learn digits
-(offline, about a minute on a CPU). A work directory receives ``config.json``,
-``metrics.jsonl`` and TensorBoard events, orbax checkpoints, plots and
-``results.json``; running again on it resumes from the latest checkpoint.
+(offline, under a minute on two CPU cores). ``--config`` takes a path (relative to the current
+directory) or the name of a shipped config (``--config fashion_mnist_lt_r100``). A work
+directory receives ``config.json``, ``metrics.jsonl`` and TensorBoard events, orbax
+checkpoints, plots, ``results.json`` and ``details.log`` (third-party logging); running
+again on it resumes from the latest checkpoint. The default work directory is
+``workdirs/<config>_<method>_seed<seed>``, with ``_<hash>`` appended when the overrides
+change anything else (8 hex digits of the resolved config's sha256; the keys that never
+change results, e.g. ``data.threads``, are left out).
+
+Exit status: 0 done; 2 a mistake in the command line, config, work directory or data
+(one ``error:`` line); 1 the run failed (a non-finite loss, a full disk, an unexpected
+error: one line, the traceback in ``WORKDIR/details.log``); 128 + N stopped by signal N
+after saving a checkpoint.
 
 As in flax's examples, :func:`train_and_evaluate` is the whole run, top-down; the
 command line (absl ``config_flags``, :mod:`experiments.configuration`) is a thin
@@ -18,10 +28,16 @@ in :mod:`experiments.workdir`.
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # a locked --workdir is refused at once, before the heavy imports
+    from experiments import launch
+
+    launch.refuse_a_locked_workdir(sys.argv[1:])
+
 import json
 import os
 import pathlib
-import sys
 import time
 from typing import NamedTuple
 
@@ -34,6 +50,7 @@ from tqdm import tqdm
 
 from experiments import (
     configuration,
+    console,
     methods,
     metric_writer,
     metrics,
@@ -71,10 +88,15 @@ def train_and_evaluate(
         is the last good state.
     """
     workdir = pathlib.Path(workdir).resolve()
+    single_process = not (config.run.distributed or os.environ.get("JAX_COORDINATOR_ADDRESS"))
+    if single_process:  # refused at once, before the data and the model are loaded
+        workdir_lib.refuse_if_locked(workdir)
     _initialize_distributed(config)
     for note in validate_config(config, reference=reference):
-        print(f"note: {note}")
+        console.note(note)
     workdir_lib.check_path(workdir)
+    if not single_process and jax.process_index() == 0:
+        workdir_lib.refuse_if_locked(workdir)
     # Hyperparameters are chosen on the validation split where there is one, never on test.
     train, validation, test = registry.load(config)
     train, validation, meta = _hold_out_meta_set(config, train, validation)
@@ -82,6 +104,7 @@ def train_and_evaluate(
     model, method = _model_and_method(config, train)
     is_chief = jax.process_index() == 0
     with workdir_lib.lock(workdir, enabled=is_chief), workdir_lib.StopSignals() as stop:
+        console.open_log(workdir, jax.process_index())
         workdir_lib.check_config(workdir, config)
         splits = _Splits(train, validation, test, meta)
         return _train(config, workdir, splits, model, method, stop)
@@ -208,7 +231,7 @@ def _train(config, workdir, splits: _Splits, model, method, stop) -> dict:
         done = step + 1
         if done % config.run.log_every_steps == 0 or done == total_steps:
             summary = _summarise_window(jax.device_get(window))
-            _check_finite(summary, done - len(window) + 1, done, manager, workdir)
+            _check_finite(summary, done - len(window) + 1, done, manager, workdir, start_step)
             elapsed = time.perf_counter() - window_start
             summary["train_images_per_second"] = len(window) * config.optim.batch_size / elapsed
             summary["train_learning_rate"] = float(schedule(step))
@@ -224,7 +247,7 @@ def _train(config, workdir, splits: _Splits, model, method, stop) -> dict:
         stopping = done < total_steps and stop.requested(done)
         if done % config.run.checkpoint_every_steps == 0 or done == total_steps or stopping:
             pending = [metric_writer.jsonable_tree(m) for m in jax.device_get(window)]
-            workdir_lib.save(manager, done, state, {**history, "pending": pending})
+            workdir_lib.save(manager, done, state, {**history, "pending": pending}, config)
         if stopping:
             manager.wait_until_finished()
             writer.close()
@@ -267,15 +290,29 @@ def _meta_batch(meta, meta_split, step: int, config, mesh, schedule):
     return images, labels, jnp.asarray(schedule(step), jnp.float32)
 
 
-def _check_finite(summary: dict, first: int, last: int, manager, workdir) -> None:
+def _check_finite(summary: dict, first: int, last: int, manager, workdir, restored: int) -> None:
+    """Stops the run at a non-finite loss or gradient, naming the steps and the checkpoints.
+
+    Right after a restore (the window holds the first step after checkpoint ``restored``)
+    that checkpoint is named as the restored one, not as a good state: the steps after it
+    diverged, whatever it holds.
+    """
     for name in ("train_loss", "train_grad_norm"):
         if not np.isfinite(summary[name]):
+            what = f"the training {name.removeprefix('train_')} became non-finite in steps"
+            if restored and first <= restored + 1:
+                older = [s for s in manager.all_steps() if s < restored]
+                before = f"checkpoint {max(older)}" if older else "none"
+                raise NonFiniteLossError(
+                    f"{what} {first}-{last}, the first after restoring checkpoint {restored} "
+                    f"(it matched its digest) in {workdir}; the checkpoint before it: "
+                    f"{before}. Lower the learning rate or the perturbation bounds."
+                )
             kept = manager.latest_step()
             where = f"checkpoint {kept}" if kept is not None else "no checkpoint yet"
             raise NonFiniteLossError(
-                f"the training {name.removeprefix('train_')} became non-finite in steps "
-                f"{first}-{last}; the last good state is {where} in {workdir}. Lower the "
-                "learning rate or the perturbation bounds."
+                f"{what} {first}-{last}; the last good state is {where} in {workdir}. Lower "
+                "the learning rate or the perturbation bounds."
             )
 
 
@@ -471,7 +508,7 @@ def _compiler_options(config: ml_collections.ConfigDict) -> dict | None:
     try:
         jax.jit(lambda x: x + 1, compiler_options=options).lower(1.0).compile()
     except Exception as error:  # noqa: BLE001 - any rejection means: run without
-        print(f"note: this jaxlib rejects {options} ({error}); training without it.")
+        console.note(f"this jaxlib rejects {options} ({error}); training without it.")
         return None
     return options
 
@@ -512,10 +549,8 @@ def _command_line(argv: list[str]):
         parsed = configuration.parse_command_line(argv)
     except (ValueError, FileNotFoundError) as error:
         raise workdir_lib.UserError(str(error)) from None
-    config, workdir = parsed.config, parsed.workdir
-    if workdir is None:
-        workdir = pathlib.Path("workdirs") / f"{parsed.name}_{config.method.name}_seed{config.seed}"
-    return config, workdir, parsed.file_config
+    workdir = parsed.workdir or configuration.default_workdir(parsed)
+    return parsed.config, workdir, parsed.file_config
 
 
 def parse_args(argv: list[str]) -> tuple[ml_collections.ConfigDict, pathlib.Path]:
@@ -529,23 +564,36 @@ def parse_args(argv: list[str]) -> tuple[ml_collections.ConfigDict, pathlib.Path
 
 
 def main(argv: list[str]) -> int:
-    """Runs the command line; returns the exit status (2: a user error, one line)."""
-    try:
-        config, workdir, reference = _command_line(argv)
-        results = train_and_evaluate(config, workdir, reference=reference)
-    except (
-        workdir_lib.UserError,
-        FileNotFoundError,
-        in_memory.DatasetNotPreparedError,
-    ) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except workdir_lib.TrainingInterrupted as interrupted:
-        print(f"\n{interrupted}", file=sys.stderr)
-        return interrupted.exit_code
+    """Runs the command line; returns the exit status (2: a user error, one line).
+
+    Third-party output goes to ``WORKDIR/details.log`` (:mod:`experiments.console`); every
+    failure is one ``error:`` line on stderr (and at most one hint line).
+    """
+    with console.capture():
+        try:
+            config, workdir, reference = _command_line(argv)
+            results = train_and_evaluate(config, workdir, reference=reference)
+        except (
+            workdir_lib.UserError,
+            FileNotFoundError,
+            in_memory.DatasetNotPreparedError,
+        ) as error:
+            console.error(str(error))
+            return 2
+        except NonFiniteLossError as error:
+            console.error(str(error))
+            return 1
+        except workdir_lib.TrainingInterrupted as interrupted:
+            console.say(f"\n{interrupted}")
+            return interrupted.exit_code
+        except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+            console.error(
+                "stopped at once by Ctrl-C, without saving a checkpoint; run the same "
+                "command again to resume from the last one."
+            )
+            return 130
+        except Exception as error:  # noqa: BLE001 - one line; the traceback to the log
+            return _report_failure(error, argv)
     if jax.process_index() == 0:
         print(f"\nResults of {config.method.name} on {config.data.name} in {workdir}:")
         names = (*metrics.SINGLE_LABEL_METRICS, "validation_accuracy", *metrics.MULTILABEL_METRICS)
@@ -556,5 +604,43 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def _report_failure(error: Exception, argv: list[str]) -> int:
+    """One ``error:`` line for a failure that is not a mistake in the command (status 1)."""
+    import traceback
+
+    details = "".join(traceback.format_exception(error))
+    console.log(details)
+    log = console.log_path()
+    disk_full = workdir_lib.disk_full(error)
+    if disk_full:
+        try:
+            workdir = pathlib.Path(_command_line(argv)[1]).resolve()
+            kept = workdir_lib.complete_checkpoints(workdir)
+        except Exception:  # noqa: BLE001 - the one line matters more than its details
+            workdir, kept = "the work directory", []
+        resume = f"checkpoint {kept[-1]}" if kept else "the start (no checkpoint yet)"
+        console.error(
+            f"the disk of {workdir} is full ({disk_full}). Free some space and run the same "
+            f"command again: the run resumes from {resume}."
+        )
+        return 1
+    if log is None:  # no work directory yet: the traceback is all there is
+        console.say(details.rstrip())
+    where = f"; the traceback is in {log}" if log else ""
+    console.error(f"unexpected {type(error).__name__}: {_one_line(error)}{where}")
+    return 1
+
+
+def _one_line(error: Exception, limit: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def entry_point() -> None:
+    """The ``lpjax-train`` command (and ``python -m experiments.train``)."""
+    console.keep_capturing_until_exit()  # late third-party output still goes to the log
     sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    entry_point()

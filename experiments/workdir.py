@@ -3,28 +3,44 @@
 Everything that makes a run safe to stop and resume: a work directory made with
 another config is refused; one process trains in it at a time (``flock``); SIGTERM /
 SIGINT stop after a checkpoint; checkpoints are orbax's (atomic), carry the run's
-history with the train state, and a broken one is moved aside, never deleted.
+history and config with the train state, and a broken one is moved aside, never deleted.
+
+**Checkpoint contents.** Each checkpoint is a composite of four items: ``state`` (the
+train state's arrays), ``history`` (what ``results.json`` needs), ``config`` (the run's
+resolved config, as JSON) and ``digest``: a SHA-256 of every array of the state (its
+dtype, shape and bytes, by tree path) and of the canonical JSON of ``history`` and
+``config``, computed from the values in memory when the checkpoint is written. A restore
+recomputes them from what was read back; any difference (a flipped byte in a data file,
+a metadata file that still parses) makes the checkpoint broken, like one that does not
+restore at all: it is moved to ``WORKDIR/broken_checkpoints`` and the previous one is
+used. The config item is checked against the run's config before the state is read, by
+the same rule as ``config.json`` (:func:`config_differences`), so a deleted or damaged
+``config.json`` never lets another config continue a run; ``config.json`` is rewritten
+from the checkpoint's copy when it is missing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import gc
+import hashlib
 import json
 import os
 import pathlib
 import shutil
 import signal
-import sys
 import threading
 import time
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from experiments import configuration
+from experiments import configuration, console, launch
 
 
 class UserError(ValueError):
@@ -37,6 +53,10 @@ class WorkdirConfigMismatchError(UserError):
 
 class WorkdirLockedError(UserError):
     """Another process is training in the work directory."""
+
+
+class CheckpointCorruptError(RuntimeError):
+    """A checkpoint restored, but its contents do not match its digest."""
 
 
 class TrainingInterrupted(Exception):
@@ -55,28 +75,117 @@ class TrainingInterrupted(Exception):
         return 128 + (self.signum or signal.SIGTERM)
 
 
-def check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-    """Refuses a work directory made with another config; records the config otherwise."""
-    path = workdir / "config.json"
-    current = configuration.flat_items(json.loads(configuration.to_json(config)))
-    if path.exists():
-        previous = configuration.flat_items(json.loads(path.read_text()))
-        if previous != current:
-            keys = sorted(set(previous) | set(current))
-            diffs = [
-                f"{k}: {previous.get(k)!r} -> {current.get(k)!r}"
-                for k in keys
-                if previous.get(k) != current.get(k)
-            ]
-            raise WorkdirConfigMismatchError(
-                f"Work directory {str(workdir)!r} holds a run made with a different config "
-                f"({'; '.join(diffs)}). Use another --workdir, or delete this one to start over."
-            )
-    elif jax.process_index() == 0:
+def config_differences(previous: dict, current: dict) -> tuple[list[str], list[str]]:
+    """``(differences, tolerated)`` between two flat configs, as ``key: old -> new`` texts;
+    ``tolerated`` are those of :data:`configuration.RESUME_TOLERANT_KEYS` (they never
+    change results, so a run may resume with other values)."""
+    differences, tolerated = [], []
+    for key in sorted(set(previous) | set(current)):
+        if previous.get(key) != current.get(key):
+            text = f"{key}: {previous.get(key)!r} -> {current.get(key)!r}"
+            tolerant = key in configuration.RESUME_TOLERANT_KEYS
+            (tolerated if tolerant else differences).append(text)
+    return differences, tolerated
+
+
+def _refuse_other_config(workdir, previous: dict, current: dict, where: str) -> list[str]:
+    """Raises if ``previous`` (the run's record) and ``current`` differ; returns the
+    tolerated differences."""
+    differences, tolerated = config_differences(previous, current)
+    if differences:
+        raise WorkdirConfigMismatchError(
+            f"Work directory {str(workdir)!r} holds a run made with a different config "
+            f"({'; '.join(differences)}; {where}). Use another --workdir, or delete this one "
+            "to start over."
+        )
+    return tolerated
+
+
+def has_checkpoints(workdir: pathlib.Path) -> bool:
+    return bool(complete_checkpoints(workdir))
+
+
+def _write_config_record(workdir: pathlib.Path, record: dict) -> None:
+    if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
+        path = workdir / "config.json"
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(configuration.to_json(config))
+        tmp.write_text(json.dumps(record, sort_keys=True, indent=2))
         os.replace(tmp, path)
+
+
+def check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+    """Refuses a work directory made with another config; records the config otherwise.
+
+    ``config.json`` is the record; keys that never change results
+    (:data:`configuration.RESUME_TOLERANT_KEYS`) may differ (a ``note:`` names them). A
+    damaged ``config.json`` is moved aside (``config.json.damaged.<time>``); without a
+    readable one, a work directory with checkpoints is judged by the checkpoints' own copy
+    of the config (:func:`restore`, which rewrites ``config.json``).
+    """
+    path = workdir / "config.json"
+    current = configuration.canonical_items(config)
+    previous = None
+    if path.exists():
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict) or not record:
+                raise ValueError("not a config")
+            previous = configuration.flat_items(record)
+        except (ValueError, UnicodeDecodeError) as error:
+            aside = workdir / f"config.json.damaged.{time.time_ns()}"
+            if jax.process_index() == 0:
+                os.replace(path, aside)
+            judge = "the checkpoints' copy" if has_checkpoints(workdir) else "none (no checkpoint)"
+            console.warning(
+                f"{path} is damaged ({type(error).__name__}: {_one_line(error, 80)}); moved to "
+                f"{aside.name}; the run's config is checked against {judge}."
+            )
+    if previous is not None:
+        tolerated = _refuse_other_config(workdir, previous, current, "config.json")
+        if tolerated:
+            console.note(
+                f"resuming with other values of keys that do not change results: "
+                f"{'; '.join(tolerated)} (config.json keeps the run's first values)."
+            )
+    elif not has_checkpoints(workdir):
+        _write_config_record(workdir, json.loads(configuration.to_json(config)))
+
+
+def disk_full(error: BaseException) -> str | None:
+    """The system's words if ``error`` (or its cause) is a full disk or quota, else None.
+
+    Python raises ``OSError(ENOSPC)``; orbax's TensorStore writes raise ``ValueError``
+    ("RESOURCE_EXHAUSTED ... No space left on device").
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return os.strerror(error.errno)
+        for marker in (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT)):
+            if marker in str(error):
+                return marker
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def complete_checkpoints(workdir: pathlib.Path) -> list[int]:
+    """The steps of the checkpoints orbax finished writing (never a ``*-tmp`` directory)."""
+    directory = pathlib.Path(workdir) / "checkpoints"
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def refuse_if_locked(workdir: pathlib.Path) -> None:
+    """Refuses at once a work directory whose lock another process holds.
+
+    A probe before the data and the model are loaded; writes nothing (the lock itself is
+    taken later by :func:`lock`, which remains the authority).
+    """
+    if launch.is_locked(workdir):
+        raise WorkdirLockedError(launch.locked_message(workdir))
 
 
 def check_path(workdir: pathlib.Path) -> None:
@@ -101,13 +210,15 @@ def lock(workdir: pathlib.Path, enabled: bool):
         yield
         return
     workdir.mkdir(parents=True, exist_ok=True)
-    with open(workdir / ".lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise WorkdirLockedError(
-                f"the work directory {str(workdir)!r} is in use by another training process."
-            ) from None
+    with open(workdir / launch.LOCK_FILE, "a") as lock:
+        for attempt in range(5):  # another process's probe holds it for microseconds
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == 4:
+                    raise WorkdirLockedError(launch.locked_message(workdir)) from None
+                time.sleep(0.02)
         try:
             yield
         finally:
@@ -151,46 +262,140 @@ def checkpoint_manager(workdir: pathlib.Path, config) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
         workdir / "checkpoints",
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=config.run.keep_checkpoints, enable_async_checkpointing=False
+            max_to_keep=config.run.keep_checkpoints,
+            enable_async_checkpointing=False,
+            cleanup_tmp_directories=True,  # a save cut short (a full disk, a kill)
         ),
     )
 
 
-def save(manager, step: int, state, history: dict) -> None:
-    """Saves the train state and the run's history (what results.json needs) atomically."""
+DIGEST_FORMAT = 1
+
+
+def _host_array(leaf) -> np.ndarray:
+    """A state leaf as one host array: the whole array (the state is replicated)."""
+    if isinstance(leaf, jax.Array):
+        if not leaf.is_fully_addressable:
+            if leaf.is_fully_replicated:
+                leaf = leaf.addressable_data(0)
+            else:
+                leaf = multihost_utils.process_allgather(leaf, tiled=True)
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+    return np.ascontiguousarray(jax.device_get(leaf))
+
+
+def state_digest(state) -> dict[str, str]:
+    """``{tree path: sha256 of dtype, shape and bytes}`` of every array of ``state``."""
+    digests = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        array = _host_array(leaf)
+        sha = hashlib.sha256(f"{array.dtype}{array.shape}".encode())
+        sha.update(array.reshape(-1).view(np.uint8).data if array.size else b"")
+        digests[jax.tree_util.keystr(path)] = sha.hexdigest()
+    return digests
+
+
+def _json_digest(item) -> str:
+    return hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest()
+
+
+def save(manager, step: int, state, history: dict, config: ml_collections.ConfigDict) -> None:
+    """Saves the train state, the run's history (what results.json needs) and config,
+    with their digest, atomically."""
     if step in manager.all_steps():
         return
+    history = json.loads(json.dumps(history))  # as it reads back
+    record = json.loads(configuration.to_json(config))
+    digest = {
+        "format": DIGEST_FORMAT,
+        "state": state_digest(state),
+        "history": _json_digest(history),
+        "config": _json_digest(record),
+    }
     manager.save(
         step,
         args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), history=ocp.args.JsonSave(history)
+            state=ocp.args.StandardSave(state),
+            history=ocp.args.JsonSave(history),
+            config=ocp.args.JsonSave(record),
+            digest=ocp.args.JsonSave(digest),
         ),
     )
 
 
+def _one_line(error: BaseException | str, limit: int = 200) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _verify(digest, name: str, actual) -> None:
+    if not isinstance(digest, dict) or digest.get("format") != DIGEST_FORMAT:
+        raise CheckpointCorruptError("its digest record is unreadable")
+    expected = digest.get(name)
+    if name == "state":
+        if not isinstance(expected, dict) or set(expected) != set(actual):
+            raise CheckpointCorruptError("its digest does not list the state's arrays")
+        wrong = [path for path in actual if actual[path] != expected[path]]
+        if wrong:
+            raise CheckpointCorruptError(
+                f"{len(wrong)} array(s) differ from the digest written with them, e.g. "
+                f"state{wrong[0]}"
+            )
+    elif actual != expected:
+        raise CheckpointCorruptError(f"its {name} record differs from the digest written with it")
+
+
 def restore(manager, state, workdir: pathlib.Path, config):
-    """``(manager, state, history)`` from the newest checkpoint that restores.
+    """``(manager, state, history)`` from the newest checkpoint that restores and verifies.
 
     A checkpoint that cannot be restored (torn, corrupt, or written by an incompatible
-    version) is reported and moved to ``WORKDIR/broken_checkpoints`` (never deleted), and
-    the previous one is tried, so at most one checkpoint interval is lost; if none
-    restores, a one-line error.
+    version) or whose contents differ from its digest is reported and moved to
+    ``WORKDIR/broken_checkpoints`` (never deleted), and the previous one is tried, so at
+    most one checkpoint interval is lost; if none restores, a one-line error. A checkpoint
+    whose config differs from ``config`` (beyond the resume-tolerant keys) is refused
+    (:class:`WorkdirConfigMismatchError`), before its state is read. Checkpoints written
+    before checkpoints carried a digest are restored unverified, judged by ``config.json``.
     """
     broken = workdir / "broken_checkpoints"
+    current = configuration.canonical_items(config)
     for step in sorted(manager.all_steps(), reverse=True):
+        recorded = (workdir / "checkpoints" / str(step) / "digest").is_dir()
         try:
+            digest = None
+            if recorded:
+                records = manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        config=ocp.args.JsonRestore(), digest=ocp.args.JsonRestore()
+                    ),
+                )
+                digest, record = records.digest, records.config
+                _verify(digest, "config", _json_digest(record))
+                _check_checkpoint_config(workdir, record, current, step)
+            elif not (workdir / "config.json").exists():
+                raise UserError(
+                    f"{str(workdir)!r} has checkpoints without a copy of their config, and "
+                    "no config.json: which config made them cannot be checked. Restore "
+                    "config.json, use another --workdir, or delete this one to start over."
+                )
             restored = manager.restore(
                 step,
                 args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(state), history=ocp.args.JsonRestore()
                 ),
             )
+            if recorded:
+                _verify(digest, "state", state_digest(restored.state))
+                _verify(digest, "history", _json_digest(restored.history))
+        except UserError:
+            raise
         except Exception as error:  # noqa: BLE001 - any failure: fall back to an older one
-            print(
-                f"warning: checkpoint {step} in {workdir / 'checkpoints'} cannot be restored "
-                f"({type(error).__name__}: {str(error)[:200]}); moved to {broken}, trying an "
-                "older one.",
-                file=sys.stderr,
+            gc.collect()  # orbax's orphaned futures report now, into the log, not later
+            console.warning(
+                f"checkpoint {step} in {workdir / 'checkpoints'} cannot be restored "
+                f"({type(error).__name__}: {_one_line(error)}); moved to {broken}, trying an "
+                "older one."
             )
             if jax.process_index() == 0:
                 broken.mkdir(exist_ok=True)
@@ -201,10 +406,25 @@ def restore(manager, state, workdir: pathlib.Path, config):
             manager.close()
             manager = checkpoint_manager(workdir, config)
             continue
+        if not recorded:
+            console.note(f"checkpoint {step} predates checkpoint digests: restored unverified.")
+        elif not (workdir / "config.json").exists():
+            _write_config_record(workdir, record)
+            console.note(f"config.json was missing; rewritten from checkpoint {step}'s copy.")
         return manager, restored.state, dict(restored.history)
     if broken.exists():
         raise UserError(
             f"no checkpoint in {str(workdir / 'checkpoints')!r} can be restored (they are in "
             f"{str(broken)!r}); use another --workdir, or delete this one to start over."
         )
+    if not (workdir / "config.json").exists():  # every checkpoint is gone: a fresh start
+        _write_config_record(workdir, json.loads(configuration.to_json(config)))
     return manager, state, {"windows": [], "final_train_loss": None, "pending": []}
+
+
+def _check_checkpoint_config(workdir, record, current: dict, step: int) -> None:
+    """Refuses a checkpoint written with another config (its own copy, verified)."""
+    if not isinstance(record, dict):
+        raise CheckpointCorruptError("its config record is not a config")
+    where = f"checkpoint {step}'s copy of its config"
+    _refuse_other_config(workdir, configuration.flat_items(record), current, where)

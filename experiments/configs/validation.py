@@ -1,12 +1,18 @@
 """``validate_config``: the whole config checked before a run writes anything.
 
-Not a config file: the checks that sit beside the configs. Every name is looked up in
-its registry (methods, data sets, models, optimizers); a mistake is one
+Not a config file: the checks that sit beside the configs. Every field is checked
+against the base config (``experiments/configs/common.py``): it exists there and holds
+the same type; every number is finite (NaN and infinities are refused: ``x <= 0`` is
+False for NaN); every sequence holds numbers. Every name is looked up in its registry
+(methods, data sets, models, optimizers, schedules, split rules); a mistake is one
 :class:`~experiments.workdir.UserError` sentence naming the field, and options that
 have no effect on the run are returned as notes.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import jax
 import ml_collections
@@ -33,12 +39,82 @@ _POSITIVE_FIELDS = (
     "run.checkpoint_every_steps",
     "run.keep_checkpoints",
     "run.eval_every_epochs",
+    "data.image_size",
+    "data.multilabel_num_train",
+    "data.multilabel_num_test",
+)
+_NON_NEGATIVE_FIELDS = (
+    "seed",  # numpy's generators refuse negative seeds
+    "data.workers",
+    "data.threads",
+    "data.prefetch_batches",
+    "optim.momentum",
 )
 
 
+def _enumerated_fields() -> dict[str, tuple[str, ...]]:
+    """Every field that names one of a fixed set of choices, with the set."""
+    return {
+        "data.name": data_registry.NAMES,
+        "method.name": methods.NAMES,
+        "model.name": tuple(models.MODELS),
+        "model.dtype": MODEL_DTYPES,
+        "optim.name": optimizers.OPTIMIZERS,
+        "optim.schedule": optimizers.SCHEDULES,
+        "lpl.split_rule": methods.SPLIT_RULES,
+    }
+
+
 def _get(config: ml_collections.ConfigDict, field: str):
-    block, name = field.split(".")
-    return config[block][name]
+    *blocks, name = field.split(".")
+    for block in blocks:
+        config = config[block]
+    return config[name]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_values(config: ml_collections.ConfigDict) -> None:
+    """Every field exists in the base config and holds a value of its type; numbers are
+    finite, sequences hold finite numbers.
+
+    Raises:
+      workdir_lib.UserError: naming the first field that is wrong.
+    """
+    base = configuration.flat_items(common.get_base_config())
+    given = configuration.flat_items(config)
+    unknown, missing = sorted(set(given) - set(base)), sorted(set(base) - set(given))
+    if unknown:
+        raise workdir_lib.UserError(
+            f"config.{unknown[0]} is not a config field (a misspelt name in the config "
+            "file?); --help lists every field."
+        )
+    if missing:
+        raise workdir_lib.UserError(
+            f"config.{missing[0]} is missing (a config starts from common.get_base_config())."
+        )
+    for key, default in base.items():
+        value = given[key]
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "True or False"
+        elif isinstance(default, int):
+            ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, float):
+            ok, kind = _is_number(value) and math.isfinite(value), "a finite number"
+        elif isinstance(default, str):
+            ok, kind = isinstance(value, str), "a string"
+        elif isinstance(default, Sequence) and default and all(map(_is_number, default)):
+            ok = not isinstance(value, str | bytes) and isinstance(value, Sequence)
+            ok = ok and all(_is_number(v) and math.isfinite(v) for v in value)
+            kind = f"a sequence of finite numbers, e.g. {tuple(default)}"
+        elif isinstance(default, Sequence):  # of strings, or empty
+            ok, kind = not isinstance(value, str | bytes) and isinstance(value, Sequence), "a tuple"
+        else:  # a type the base config does not use (e.g. None): nothing to check
+            continue
+        if not ok:
+            raise workdir_lib.UserError(f"config.{key} must be {kind}; got {value!r}.")
 
 
 def validate_config(
@@ -65,6 +141,7 @@ def validate_config(
     def fail(message):
         raise workdir_lib.UserError(message)
 
+    check_values(config)
     data, method = config.data.name, config.method.name
     if data not in data_registry.NAMES:
         fail(f"config.data.name {data!r} is unknown; valid: {', '.join(data_registry.NAMES)}.")
@@ -83,6 +160,9 @@ def validate_config(
     for field in _POSITIVE_FIELDS:
         if _get(config, field) < 1:
             fail(f"config.{field} must be >= 1; got {_get(config, field)}.")
+    for field in _NON_NEGATIVE_FIELDS:
+        if _get(config, field) < 0:
+            fail(f"config.{field} must be >= 0; got {_get(config, field)}.")
     run, optim = config.run, config.optim
     if run.checkpoint_every_steps % run.log_every_steps:
         fail(
@@ -100,6 +180,8 @@ def validate_config(
         fail("config.optim.learning_rate must be > 0 and config.optim.weight_decay >= 0.")
     if optim.warmup_epochs < 0:
         fail(f"config.optim.warmup_epochs must be >= 0; got {optim.warmup_epochs}.")
+    if optim.decay_factor <= 0:
+        fail(f"config.optim.decay_factor must be > 0; got {optim.decay_factor}.")
     if optim.name not in optimizers.OPTIMIZERS:
         valid = ", ".join(optimizers.OPTIMIZERS)
         fail(f"config.optim.name must be one of {valid}; got {optim.name!r}.")
@@ -118,6 +200,9 @@ def validate_config(
         fail(f"config.optim.milestones must be > 0; got {tuple(optim.milestones)}.")
     if config.data.imbalance_ratio < 1:
         fail(f"config.data.imbalance_ratio must be >= 1; got {config.data.imbalance_ratio}.")
+    for field, valid in _enumerated_fields().items():  # the rest, whatever the method
+        if _get(config, field) not in valid:
+            fail(f"config.{field} must be one of {', '.join(valid)}; got {_get(config, field)!r}.")
     try:
         methods.check_blocks(config)
     except ValueError as error:

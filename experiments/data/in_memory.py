@@ -327,7 +327,14 @@ def _open_tfds_split(name: str, split: str, data_dir: str | None, download: bool
     check is done by tfds's own ``as_dataset`` (which the mock patches), and
     ``builder.is_prepared()`` only decides whether a failure there means "not prepared".
     """
-    import tensorflow as tf
+    try:
+        import tensorflow as tf
+    except ImportError as error:  # the `train` extra alone: tfds's readers need TensorFlow
+        raise DatasetNotPreparedError(
+            f"Reading the tensorflow-datasets data set {name!r} needs TensorFlow, which is "
+            f"not installed ({error}).\nInstall the prepare extra: pip install -c "
+            f'constraints.txt -e ".[prepare]"'
+        ) from None
 
     try:  # TensorFlow only feeds NumPy here; the accelerators belong to JAX.
         tf.config.set_visible_devices([], "GPU")
@@ -450,12 +457,23 @@ def load_fashion_mnist(
         try:
             _, ds = _open_tfds_split("fashion_mnist", split, data_dir, download)
         except DatasetNotPreparedError as error:
+            missing = [
+                f"{stem}[.gz]"
+                for stem in _FASHION_MNIST_FILES[split]
+                if not _find_idx(directory, stem)
+            ]
+            tfds_route = (
+                "tensorflow-datasets needs TensorFlow, which is not installed"
+                if "needs TensorFlow" in str(error)
+                else "tensorflow-datasets has not prepared it"
+            )
             raise DatasetNotPreparedError(
-                f"Fashion-MNIST is neither in {str(directory)!r} (the four IDX files) nor "
-                f"prepared for tensorflow-datasets. Offline: `apt-get install "
-                f"dataset-fashion-mnist` (Debian/Ubuntu), or put the IDX files in a folder and "
-                f"pass --config.data.fashion_mnist_dir=FOLDER. With network: "
-                f"--config.data.download=True.\n{error}"
+                f"Fashion-MNIST's IDX files are not in {str(directory)!r} (looked for "
+                f"{', '.join(missing)}), and {tfds_route}.\nOffline: `apt-get install "
+                f"dataset-fashion-mnist` (Debian/Ubuntu; {FASHION_MNIST_IDX_DIR}), or put the "
+                f"IDX files in a folder and pass --config.data.fashion_mnist_dir=FOLDER; with "
+                f'network: install the prepare extra (pip install -e ".[prepare]", for '
+                f"tfds) and pass --config.data.download=True."
             ) from None
         images, labels = _read_all(ds, lambda ex: (ex["image"], ex["label"]))
     return Dataset(
