@@ -328,13 +328,19 @@ def _record_window(history: dict, summary: dict) -> None:
 
 
 def _summarise_window(window: list[dict]) -> dict:
-    """Means over a logging window; per-class vectors averaged where defined."""
+    """Means over a logging window; per-class vectors averaged where defined.
+
+    Scalars are plain means, so one non-finite step shows in its window (the meta loss,
+    NaN by design on the steps without a meta step, is averaged over the others).
+    """
     summary = {}
     for name in window[0]:
         values = np.stack([np.asarray(m[name], np.float64) for m in window])
-        if values.ndim == 1:  # meta_loss is NaN on the steps without a meta step
+        if name == "meta_loss":  # NaN on the steps without a meta step
             mean = np.nanmean(values) if np.isfinite(values).any() else np.nan
             summary[f"train_{name}"] = float(mean)
+        elif values.ndim == 1:  # a non-finite step makes the window non-finite
+            summary[f"train_{name}"] = float(np.mean(values))
         else:
             summary[f"train_{name}"] = metrics.nan_mean(values)
     return summary
