@@ -202,9 +202,11 @@ def test_fashion_mnist_longtail_end_to_end_on_real_data(tmp_path):
 
 
 def _run_trainer(workdir, *, devices, extra_env=None):
+    """The command line on ``devices`` fake CPU devices (the tests' other XLA flags kept)."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
     env = {
         **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "XLA_FLAGS": " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"]),
         **(extra_env or {}),
     }
     args = [f"--config.{k}={v}" for k, v in SHORT.items()]
@@ -245,20 +247,13 @@ def _assert_same_run(dir_a, dir_b):
 
 
 @pytest.mark.slow
-def test_one_and_eight_devices_train_identically(tmp_path):
-    one = _run_trainer(tmp_path / "one", devices=1)
-    _finish(one)
-    eight = _run_trainer(tmp_path / "eight", devices=8)
-    _finish(eight)
-    _assert_same_run(tmp_path / "one", tmp_path / "eight")
-
-
-@pytest.mark.slow
-def test_two_processes_of_four_devices_equal_one_of_eight(tmp_path):
+def test_one_device_and_two_processes_of_four_equal_one_process_of_eight(tmp_path):
+    """The command line on one device, and as two processes (hosts) of four devices each,
+    trains as this process does on its eight (conftest)."""
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    processes = [
+    processes = [_run_trainer(tmp_path / "one_device", devices=1)] + [
         _run_trainer(
             tmp_path / "two_hosts",
             devices=4,
@@ -270,11 +265,11 @@ def test_two_processes_of_four_devices_equal_one_of_eight(tmp_path):
         )
         for i in range(2)
     ]
+    train_lib.train_and_evaluate(short_default_config(), tmp_path / "eight_devices")
     for process in processes:
         _finish(process)
-    single = _run_trainer(tmp_path / "one_host", devices=8)
-    _finish(single)
-    _assert_same_run(tmp_path / "one_host", tmp_path / "two_hosts")
+    _assert_same_run(tmp_path / "eight_devices", tmp_path / "one_device")
+    _assert_same_run(tmp_path / "eight_devices", tmp_path / "two_hosts")
 
 
 @pytest.mark.slow
@@ -431,10 +426,10 @@ def test_lock_of_a_killed_process_is_released(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_to_the_command_line_exits_143_and_resumes_exactly(tmp_path):
-    args = [f"--config.{k}={v}" for k, v in {**SHORT, "optim.num_epochs": "20"}.items()]
-    command = [sys.executable, "-m", "experiments.train", *args]
-    reference = subprocess.run([*command, "--workdir", str(tmp_path / "a")], cwd=REPO)
-    assert reference.returncode == 0
+    overrides = {**SHORT, "optim.num_epochs": "20"}
+    command = [sys.executable, "-m", "experiments.train"]
+    command += [f"--config.{k}={v}" for k, v in overrides.items()]
+    train_lib.train_and_evaluate(short_default_config(overrides), tmp_path / "a")  # reference
     process = subprocess.Popen(
         [*command, "--workdir", str(tmp_path / "b")],
         cwd=REPO,
