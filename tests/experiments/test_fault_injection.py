@@ -7,8 +7,8 @@ mount one, else skipped; an ``OSError(ENOSPC)`` raised in the save path runs any
 second process on a locked work directory, the trainer run from another directory.
 
 The runs are two epochs of the offline default (16 steps; checkpoints 8 and 16), made
-once per module (``reference``) and copied; XLA's persistent compilation cache
-(``compile_cache``) makes the runs after the first one cheap.
+once per module (``reference``) and copied; XLA's persistent compilation cache (set up
+in ``tests/conftest.py``) makes the runs after the first one cheap.
 """
 
 import contextlib
@@ -68,37 +68,7 @@ def _exclusive(path: pathlib.Path):
 
 
 @pytest.fixture(scope="module")
-def compile_cache(shared_dir):
-    """XLA's persistent compilation cache for this module's runs, in process and in the
-    processes it starts (their environment), shared by the workers; the previous
-    settings are restored after."""
-    import jax
-
-    try:
-        from jax._src import compilation_cache
-    except ImportError:  # a jax without it: the runs only take longer
-        compilation_cache = None
-    directory = shared_dir / "jax_cache"
-    directory.mkdir(exist_ok=True)
-    names = {
-        "jax_compilation_cache_dir": str(directory),
-        "jax_persistent_cache_min_compile_time_secs": 0.0,
-        "jax_persistent_cache_min_entry_size_bytes": 0,
-    }
-    saved = {name: getattr(jax.config, name) for name in names}
-    for name, value in names.items():
-        jax.config.update(name, value)
-    if compilation_cache is not None:
-        compilation_cache.reset_cache()
-    yield {name.upper(): str(value) for name, value in names.items()}
-    for name, value in saved.items():
-        jax.config.update(name, value)
-    if compilation_cache is not None:
-        compilation_cache.reset_cache()
-
-
-@pytest.fixture(scope="module")
-def reference(shared_dir, compile_cache):
+def reference(shared_dir):
     """An uninterrupted run: its work directory (checkpoints 8 and 16, results.json),
     made by the first worker that needs it (the others wait, then read it)."""
     workdir = shared_dir / "reference"
@@ -142,8 +112,8 @@ def _lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def _env(compile_cache: dict, **extra) -> dict:
-    return {**os.environ, **compile_cache, **extra}
+def _env(**extra) -> dict:
+    return {**os.environ, **extra}
 
 
 # ----------------------------------------------------------------- 1. checkpoint integrity
@@ -300,7 +270,7 @@ def _has_user_namespaces() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _has_user_namespaces(), reason="needs unshare and user namespaces")
-def test_a_full_disk_is_one_line_and_the_run_resumes(reference, tmp_path, compile_cache):
+def test_a_full_disk_is_one_line_and_the_run_resumes(reference, tmp_path):
     """A real full disk: a 400 KiB tmpfs (in a private mount namespace) holds the first
     checkpoint, not the second; grown to 8 MiB, the same command finishes the run."""
     mount = tmp_path / "disk"
@@ -316,7 +286,7 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(reference, tmp_path, compil
     process = subprocess.run(
         ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
         cwd=REPO,
-        env=_env(compile_cache),
+        env=_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -353,7 +323,7 @@ def test_a_full_disk_in_the_save_path_is_one_line(reference, tmp_path, capsys, m
 
 
 @pytest.mark.slow
-def test_the_fallback_prints_one_line_and_logs_the_noise(reference, tmp_path, compile_cache):
+def test_the_fallback_prints_one_line_and_logs_the_noise(reference, tmp_path):
     """The command line: orbax's and asyncio's tracebacks of a torn checkpoint go to
     WORKDIR/details.log; stderr holds the one warning."""
     workdir = _copy(reference, tmp_path)
@@ -362,7 +332,7 @@ def test_the_fallback_prints_one_line_and_logs_the_noise(reference, tmp_path, co
     process = subprocess.run(
         [sys.executable, "-m", "experiments.train", *SHORT, "--workdir", str(workdir)],
         cwd=REPO,
-        env=_env(compile_cache),
+        env=_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -476,13 +446,13 @@ def test_log_every_steps_may_not_differ_on_resume(reference, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_the_trainer_runs_from_another_directory(tmp_path, compile_cache):
+def test_the_trainer_runs_from_another_directory(tmp_path):
     """As installed: the package on the path, the current directory elsewhere; the
     default config comes from the package, the default work directory is relative."""
     process = subprocess.run(
         [sys.executable, "-m", "experiments.train", *SHORT],
         cwd=tmp_path,
-        env=_env(compile_cache, PYTHONPATH=str(REPO)),
+        env=_env(PYTHONPATH=str(REPO)),
         capture_output=True,
         text=True,
         timeout=600,
