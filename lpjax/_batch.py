@@ -4,6 +4,7 @@ arrays sharded with explicit mesh axes."""
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -100,3 +101,71 @@ def per_sample(batch_axes) -> PartitionSpec:
 def replicated(num_outputs: int):
     """``out_specs`` of a kernel returning ``num_outputs`` replicated arrays (a tuple)."""
     return lambda batch_axes: (PartitionSpec(),) * num_outputs
+
+
+def varying(x: jax.Array, axis_name) -> jax.Array:
+    """``x`` typed as varying over ``axis_name`` inside ``jax.shard_map`` (a loop carry that
+    starts replicated and becomes per-device); ``x`` itself where JAX does not track it."""
+    try:
+        return lax.pcast(x, axis_name, to="varying")
+    except (NameError, ValueError, TypeError):  # jax.pmap, or shard_map(check_vma=False)
+        return x
+
+
+def global_batch_axes(x) -> tuple[str, ...]:
+    """The mesh axes the batch of ``x`` is split over in the global view; () for none.
+
+    * ``x`` sharded over ``Explicit`` mesh axes: the axes of its first dimension.
+    * otherwise, inside ``jax.set_mesh(mesh)`` with ``Auto`` axes: every axis of the mesh
+      (the solver then lays the batch out over all its devices; an input split otherwise
+      is resharded to that layout, which is one array's worth of traffic at most).
+    * otherwise (one device, no mesh set, inside ``jax.shard_map``): ().
+
+    A mesh of one device gives ().
+    """
+    if explicit_axes(x):
+        first = jax.typeof(x).sharding.spec[0]
+        axes = () if first is None else (first,) if isinstance(first, str) else tuple(first)
+        mesh = jax.typeof(x).sharding.mesh
+    else:
+        mesh = jax.sharding.get_abstract_mesh()
+        if mesh.empty or any(kind != AxisType.Auto for kind in mesh.axis_types):
+            return ()
+        axes = tuple(mesh.axis_names)
+    return axes if math.prod(mesh.shape[name] for name in axes) > 1 else ()
+
+
+def map_over_batch_shards(kernel, batch_axes: tuple[str, ...], logits, labels, where, replicated):
+    """``kernel(logits, labels, *replicated, where, axis_name=batch_axes)`` under ``shard_map``.
+
+    ``logits``, ``labels`` and ``where`` (``[B, ...]``; ``where`` may be None) are split
+    over the mesh axes ``batch_axes``, padded first with masked samples to a multiple of
+    their size (the padding dropped from the result); ``replicated`` arrays are passed
+    whole. The kernel returns one per-sample array.
+    """
+    explicit = bool(explicit_axes(logits))
+    mesh = jax.typeof(logits).sharding.mesh if explicit else jax.sharding.get_abstract_mesh()
+    batch_size = logits.shape[0]
+    padding = -batch_size % math.prod(mesh.shape[name] for name in batch_axes)
+    if padding:
+        where = jnp.ones(batch_size, bool) if where is None else where
+        logits, labels, where = (
+            jnp.pad(x, [(0, padding)] + [(0, 0)] * (x.ndim - 1)) for x in (logits, labels, where)
+        )
+    batched = tuple(jnp.asarray(x) for x in (logits, labels, where) if x is not None)
+    if explicit:
+        batched = tuple(jax.sharding.reshard(x, PartitionSpec(batch_axes)) for x in batched)
+
+    def per_device(logits, labels, *rest):
+        where = rest[-1] if len(batched) == 3 else None
+        return kernel(logits, labels, *rest[: len(replicated)], where, axis_name=batch_axes)
+
+    spec = PartitionSpec(batch_axes)
+    out = jax.shard_map(
+        per_device,
+        mesh=mesh,
+        in_specs=(spec, spec, *(PartitionSpec(),) * len(replicated), *(spec,) * (len(batched) - 2)),
+        out_specs=spec,
+        axis_names=frozenset(batch_axes),
+    )(*batched[:2], *replicated, *batched[2:])
+    return out[:batch_size] if padding else out

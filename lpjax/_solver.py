@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -212,59 +215,197 @@ def check_split(num_classes: int, step_size, max_inner_steps: int, *, signs, bou
     check_inner_steps(bounds, step_size, max_inner_steps, signs)
 
 
-@_batch.batch_statistics(_batch.per_sample)
+# --- Layouts --------------------------------------------------------------------------
+#
+# One device: the "row" kernel alone. A batch split over N > 1 devices (``axis_name``
+# under ``jax.shard_map`` / ``jax.pmap``, or the global view's batch axes, see
+# :func:`lpjax._batch.global_batch_axes`): the "class" kernel, whose inner steps move
+# per-row scalars only. The row kernel on N devices (class sums all-reduced at every
+# inner step) stays reachable through :func:`row_layout`, for benchmarks.
+
+_ROW_LAYOUT_ON_DEVICES = False
+
+
+@contextlib.contextmanager
+def row_layout():
+    """Within this context, a split batch runs the row-layout solver (for comparisons).
+
+    Takes effect when a function is traced: wrap a fresh function for each layout, since
+    ``jax.jit`` reuses a trace made outside the context.
+    """
+    global _ROW_LAYOUT_ON_DEVICES
+    previous, _ROW_LAYOUT_ON_DEVICES = _ROW_LAYOUT_ON_DEVICES, True
+    try:
+        yield
+    finally:
+        _ROW_LAYOUT_ON_DEVICES = previous
+
+
 def solve(
     logits, labels, signs, bounds, step_size, where, *, axis_name, max_inner_steps, normalize
 ):
-    """:func:`lpl_perturbation` on inputs its caller has checked."""
-    num_classes = jnp.shape(logits)[-1]
-    logits = jnp.asarray(logits)
+    """:func:`lpl_perturbation` on inputs its caller has checked, in the batch's layout."""
+    options = dict(max_inner_steps=max_inner_steps, normalize=normalize)
+    logits = lax.stop_gradient(jnp.asarray(logits))
+    replicated = tuple(lax.stop_gradient(jnp.asarray(x)) for x in (signs, bounds, step_size))
+    if axis_name is not None:
+        if _ROW_LAYOUT_ON_DEVICES or lax.axis_size(axis_name) == 1:
+            return _solve_rows(logits, labels, *replicated, where, axis_name=axis_name, **options)
+        return _solve_classes(logits, labels, *replicated, where, axis_name=axis_name, **options)
+    batch_axes = () if _ROW_LAYOUT_ON_DEVICES else _batch.global_batch_axes(logits)
+    if batch_axes:
+        kernel = functools.partial(_solve_classes, **options)
+        return _batch.map_over_batch_shards(kernel, batch_axes, logits, labels, where, replicated)
+    return _solve_rows(logits, labels, *replicated, where, axis_name=None, **options)
+
+
+class _Slots(NamedTuple):
+    """The distinct labels of the global batch ("slots": class statistics live in
+    ``[num_slots, ...]``, ``num_slots = min(B, C)``, never ``[C, C]``) and their schedule."""
+
+    index: jax.Array  # [B] int: each sample's slot
+    steps: jax.Array  # [num_slots] int: K_c of the slot's class (0 for the sentinel)
+    signs: jax.Array  # [num_slots]: s_c
+    counts: jax.Array  # [num_slots, 1]: max(N_c, 1)
+
+
+def _slots(global_labels, signs, bounds, step_size, max_inner_steps, num_classes) -> _Slots:
+    """Slots of ``global_labels`` (``[B]``, ``num_classes`` for a sample that is masked).
+
+    With ``min(B, C)`` slots a masked sample may share the last slot; its weight and its
+    residual are zero, so no statistic sees it.
+    """
+    num_slots = min(global_labels.shape[0], num_classes)
+    slot_classes = jnp.unique(global_labels, size=num_slots, fill_value=num_classes)
+    index = jnp.minimum(jnp.searchsorted(slot_classes, global_labels), num_slots - 1)
+    class_steps = jnp.where(signs != 0, num_inner_steps(bounds, step_size, max_inner_steps), 0)
+    weight = (global_labels < num_classes).astype(signs.dtype)
+    counts = jax.ops.segment_sum(weight, index, num_segments=num_slots)
+    return _Slots(
+        index,
+        jnp.append(class_steps, 0)[slot_classes],
+        jnp.append(signs, 0)[slot_classes],
+        jnp.maximum(counts, 1)[:, None],
+    )
+
+
+def _step_update(k, slots: _Slots, class_sum, norm, step_size):
+    """``s_c alpha d_c^k`` for the slots still moving at step ``k``.
+
+    ``d_c = g_c = G_c / N_c`` (the paper's step) or, given the class sums' norms
+    ``|G_c|`` (``[num_slots, 1]``), ``G_c / max(|G_c|, N_c 1e-12) = g_c / max(|g_c|,
+    1e-12)`` (the unit step).
+    """
+    if norm is None:
+        direction = class_sum / slots.counts
+    else:
+        direction = class_sum / jnp.maximum(norm, slots.counts * 1e-12)
+    moving = jnp.where(k < slots.steps, slots.signs, 0)
+    return (step_size * moving)[:, None] * direction
+
+
+@_batch.batch_statistics(_batch.per_sample)
+def _solve_rows(
+    logits, labels, signs, bounds, step_size, where, *, axis_name, max_inner_steps, normalize
+):
+    """The solver in the row layout: each device holds rows ``[b, C]`` of the batch.
+
+    With ``axis_name``, each inner step all-reduces the ``[num_slots, C]`` class sums.
+    """
+    num_classes = logits.shape[-1]
     dtype = _checks.compute_dtype(logits.dtype)
-    u = lax.stop_gradient(logits).astype(dtype)
+    u = logits.astype(dtype)
     labels = jnp.asarray(labels).astype(jnp.int32)
-    signs = lax.stop_gradient(jnp.asarray(signs)).astype(dtype)
-    bounds = lax.stop_gradient(jnp.asarray(bounds)).astype(dtype)
-    step_size = lax.stop_gradient(jnp.asarray(step_size, dtype))
+    signs, bounds, step_size = signs.astype(dtype), bounds.astype(dtype), step_size.astype(dtype)
 
     valid = _batch.valid_samples(labels, num_classes, where, u)
-    weight = valid.astype(dtype)
-    onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype) * weight[:, None]
-
-    # Slots: the distinct labels of the global batch (sorted, padded with the
-    # sentinel num_classes). Class statistics live in [num_slots, C], never [C, C].
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype) * valid[:, None]
     masked_labels = jnp.where(valid, labels, num_classes)
     global_labels = (
         masked_labels if axis_name is None else _gather_over_devices(masked_labels, axis_name)
     )
-    num_slots = global_labels.shape[0]
-    slot_classes = jnp.unique(global_labels, size=num_slots, fill_value=num_classes)
-    slot = jnp.minimum(jnp.searchsorted(slot_classes, masked_labels), num_slots - 1)
-
-    class_steps = jnp.where(signs != 0, num_inner_steps(bounds, step_size, max_inner_steps), 0)
-    slot_steps = jnp.append(class_steps, 0)[slot_classes]
-    slot_signs = jnp.append(signs, 0)[slot_classes]
-    slot_counts = _batch.sum_over_devices(
-        jax.ops.segment_sum(weight, slot, num_segments=num_slots), axis_name
-    )
-    slot_counts = jnp.maximum(slot_counts, 1)[:, None]
+    slots = _slots(global_labels, signs, bounds, step_size, max_inner_steps, num_classes)
+    local = slots.index
+    if axis_name is not None:  # this device's samples among the global batch's
+        block = labels.shape[0]
+        local = lax.dynamic_slice_in_dim(local, lax.axis_index(axis_name) * block, block)
 
     def step(k, slot_delta):
-        residual = _softmax_minus_onehot(u + slot_delta[slot], onehot)
+        residual = _softmax_minus_onehot(u + slot_delta[local], onehot)
         residual = jnp.where(valid[:, None], residual, 0)  # NaN * 0 would be NaN
         class_sum = _batch.sum_over_devices(
-            jax.ops.segment_sum(residual, slot, num_segments=num_slots), axis_name
+            jax.ops.segment_sum(residual, local, num_segments=slots.steps.shape[0]), axis_name
         )
-        if normalize:
-            # g_c / max(|g_c|, 1e-12) with g_c = class_sum / N_c, without dividing by N_c.
-            norm = jnp.linalg.norm(class_sum, axis=-1, keepdims=True)
-            direction = class_sum / jnp.maximum(norm, slot_counts * 1e-12)
-        else:
-            direction = class_sum / slot_counts  # g_c, the class-mean gradient
-        moving = jnp.where(k < slot_steps, slot_signs, 0)
-        return slot_delta + (step_size * moving)[:, None] * direction
+        norm = jnp.linalg.norm(class_sum, axis=-1, keepdims=True) if normalize else None
+        return slot_delta + _step_update(k, slots, class_sum, norm, step_size)
 
     slot_delta = lax.fori_loop(
-        0, jnp.max(slot_steps), step, jnp.zeros((num_slots, num_classes), dtype)
+        0, jnp.max(slots.steps), step, jnp.zeros((slots.steps.shape[0], num_classes), dtype)
     )
-    delta = jnp.where(valid[:, None], slot_delta[slot], 0)
-    return lax.stop_gradient(delta.astype(logits.dtype))
+    delta = jnp.where(valid[:, None], slot_delta[local], 0)
+    return delta.astype(logits.dtype)
+
+
+def _solve_classes(
+    logits, labels, signs, bounds, step_size, where, *, axis_name, max_inner_steps, normalize
+):
+    r"""The solver in the class layout, on this device's rows ``[b, C]`` of a split batch.
+
+    One all-to-all gives each of the N devices the columns :math:`J_d` (``C`` padded to
+    ``N \lceil C / N \rceil`` with columns no statistic sees) of every row, and a ``[B]``
+    all-gather the rows' labels and maxima :math:`m_i`. Each inner step is then local
+    but for one ``[2, B]`` all-reduce (plus a ``[num_slots]`` one for the unit step's
+    norms): with :math:`e_{ij} = \exp(u_{ij} + \delta_{y_i j} - m_i - t_i)`,
+
+    .. math::
+      A_i = \textstyle\sum_j e_{ij}, \quad B_i = \sum_{j \ne y_i} e_{ij}, \quad
+      r_{ij} = e_{ij} / A_i \ (j \ne y_i), \quad r_{i y_i} = -B_i / A_i,
+
+    softmax minus one-hot in the cancellation-free form, where the shift
+    :math:`t_i = \alpha \min(k, K_{y_i}) \ge \|\delta_{y_i}\|_\infty` (every step moves
+    an entry by at most :math:`\alpha`) keeps every exponent :math:`\le 0`. The class
+    sums :math:`G_{c, J_d}` and the update of :math:`\delta_{c, J_d}` need no other
+    device; a last all-to-all brings :math:`\delta` back to the rows.
+    """
+    num_classes = logits.shape[-1]
+    num_devices = lax.axis_size(axis_name)
+    block = -(-num_classes // num_devices)
+    dtype = _checks.compute_dtype(logits.dtype)
+    labels = jnp.asarray(labels).astype(jnp.int32)
+    signs, bounds, step_size = signs.astype(dtype), bounds.astype(dtype), step_size.astype(dtype)
+
+    # In the row layout: the mask, the row maxima, the classes padded.
+    valid = _batch.valid_samples(labels, num_classes, where, logits)
+    rows = jnp.where(valid[:, None], logits, 0)
+    row_max = jnp.max(rows, axis=-1).astype(dtype)
+    rows = jnp.pad(rows, ((0, 0), (0, num_devices * block - num_classes)))
+    # To the class layout: [b, N * block] -> [B, block], rows in the global batch's order.
+    columns = lax.all_to_all(rows, axis_name, split_axis=1, concat_axis=0, tiled=True)
+    global_labels = lax.all_gather(jnp.where(valid, labels, num_classes), axis_name, tiled=True)
+    row_max = lax.all_gather(row_max, axis_name, tiled=True)
+
+    column = lax.axis_index(axis_name) * block + jnp.arange(block)
+    global_valid = global_labels < num_classes
+    onehot = ((global_labels[:, None] == column) & global_valid[:, None]).astype(dtype)
+    u = jnp.where(column < num_classes, columns.astype(dtype) - row_max[:, None], -jnp.inf)
+    slots = _slots(global_labels, signs, bounds, step_size, max_inner_steps, num_classes)
+
+    def step(k, slot_delta):
+        shift = step_size * jnp.minimum(k, slots.steps).astype(dtype)
+        e = jnp.exp(u + slot_delta[slots.index] - shift[slots.index, None])
+        others = e * (1 - onehot)
+        total, off_label = lax.psum(jnp.stack([e.sum(-1), others.sum(-1)]), axis_name)
+        residual = (others - onehot * off_label[:, None]) / total[:, None]
+        residual = jnp.where(global_valid[:, None], residual, 0)
+        class_sum = jax.ops.segment_sum(residual, slots.index, num_segments=slots.steps.shape[0])
+        norm = None
+        if normalize:
+            norm = jnp.sqrt(lax.psum(jnp.sum(class_sum**2, axis=-1, keepdims=True), axis_name))
+        return slot_delta + _step_update(k, slots, class_sum, norm, step_size)
+
+    initial = jnp.zeros((slots.steps.shape[0], block), dtype)
+    slot_delta = lax.fori_loop(0, jnp.max(slots.steps), step, _batch.varying(initial, axis_name))
+    delta = jnp.where(global_valid[:, None], slot_delta[slots.index], 0).astype(logits.dtype)
+    # Back to the row layout: [B, block] -> [b, N * block].
+    delta = lax.all_to_all(delta, axis_name, split_axis=0, concat_axis=1, tiled=True)
+    return delta[:, :num_classes]
