@@ -332,76 +332,16 @@ def _communication_table(rows):
     return table
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default=None, help="append JSON lines to this file")
-    parser.add_argument("--devices", type=int, default=8, help=argparse.SUPPRESS)
-    parser.add_argument("--compile-only", default=None, help=argparse.SUPPRESS)  # "B,C"
-    args = parser.parse_args(argv)
-    _common.configure_xla(args.devices)
-    emit = _common.Emitter(args.out)
-
-    if args.compile_only:  # the 64-device subprocess
-        batch_size, num_classes = map(int, args.compile_only.split(","))
-        for row in communication_rows(batch_size, num_classes, args.devices):
-            emit(row)
-        return 0
-
+def _timing_table(emit, shapes, repeats):
     import jax
 
-    emit({"bench": "machine", **_common.machine_info()})
-    shapes = [(64, 20)] if args.smoke else [(512, 1000), (4096, 8142)]
-    large = (256, 40) if args.smoke else (4096, 8142)
-    repeats = 2 if args.smoke else args.repeats
-    rows = []
-    for batch_size, num_classes in shapes:
-        rows += [emit(r) for r in communication_rows(batch_size, num_classes, jax.device_count())]
-    env = {"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
-    big, rc = _common.run_json_subprocess(
-        [
-            "-m",
-            "benchmarks.communication",
-            "--devices",
-            "16" if args.smoke else "64",
-            "--compile-only",
-            ",".join(map(str, large)),
-        ],
-        env=env,
-    )
-    rows += [emit(r) for r in big]
-    _common.print_table(
-        "Bytes on the wire per device per train step (LPL: LA + LPL step less the CE step)",
-        _communication_table(rows),
-        (
-            "B",
-            "C",
-            "N",
-            "method",
-            "form",
-            "layout",
-            "step MiB",
-            "LPL MiB",
-            "LPL share",
-            "LPL / logits",
-        ),
-    )
-
+    num_devices = jax.device_count()
     timings = []
     for batch_size, num_classes in shapes:
-        timings.append(
-            emit(
-                solver_timing(
-                    batch_size,
-                    num_classes,
-                    jax.device_count(),
-                    repeats if num_classes < 5000 else max(2, repeats // 2),
-                )
-            )
-        )
+        n = repeats if num_classes < 5000 else max(2, repeats // 2)
+        timings.append(emit(solver_timing(batch_size, num_classes, num_devices, n)))
     _common.print_table(
-        f"The solver alone on {jax.device_count()} fake CPU devices (global view, Explicit axes)",
+        f"The solver alone on {num_devices} fake CPU devices (global view, Explicit axes)",
         [
             {
                 "B": t["batch_size"],
@@ -417,30 +357,85 @@ def main(argv=None) -> int:
         ("B", "C", "old ms", "new ms", "new / old", "new / old (CPU)", "max rel. diff"),
     )
 
-    one = [
-        one_device_timing(b, c, repeats)
-        for b, c in ([(64, 20)] if args.smoke else [(512, 100), (512, 1000)])
-    ]
-    one = [emit(r) for r in one if r is not None]
-    if one:
-        _common.print_table(
-            "One device: the solver now against lpjax 0.2.0's",
-            [
-                {
-                    "B": r["batch_size"],
-                    "C": r["num_classes"],
-                    "0.2.0 ms": r["release_0_2_0_ms"],
-                    "now ms": r["now_ms"],
-                    "now / 0.2.0": r["now_to_release"],
-                    "now / 0.2.0 (CPU)": r["now_to_release_cpu"],
-                    "bit-identical": r["identical"],
-                }
-                for r in one
-            ],
-            ("B", "C", "0.2.0 ms", "now ms", "now / 0.2.0", "now / 0.2.0 (CPU)", "bit-identical"),
-        )
-    else:
+
+def _one_device_table(emit, smoke, repeats) -> bool:
+    """The one-device comparison with lpjax 0.2.0; False without git history."""
+    shapes = [(64, 20)] if smoke else [(512, 100), (512, 1000)]
+    rows = [one_device_timing(b, c, repeats) for b, c in shapes]
+    if any(r is None for r in rows):
         print("One device: no git history here, so lpjax 0.2.0's solver is not compared.")
+        return False
+    _common.print_table(
+        "One device: the solver now against lpjax 0.2.0's",
+        [
+            {
+                "B": r["batch_size"],
+                "C": r["num_classes"],
+                "0.2.0 ms": r["release_0_2_0_ms"],
+                "now ms": r["now_ms"],
+                "now / 0.2.0": r["now_to_release"],
+                "now / 0.2.0 (CPU)": r["now_to_release_cpu"],
+                "bit-identical": r["identical"],
+            }
+            for r in map(emit, rows)
+        ],
+        ("B", "C", "0.2.0 ms", "now ms", "now / 0.2.0", "now / 0.2.0 (CPU)", "bit-identical"),
+    )
+    return True
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=None, help="append JSON lines to this file")
+    parser.add_argument(
+        "--no-timing", action="store_true", help="bytes on the wire only, no solver timing"
+    )
+    parser.add_argument(
+        "--one-device",
+        action="store_true",
+        help="only the one-device comparison with lpjax 0.2.0, on the default backend",
+    )
+    parser.add_argument("--devices", type=int, default=8, help=argparse.SUPPRESS)
+    parser.add_argument("--compile-only", default=None, help=argparse.SUPPRESS)  # "B,C"
+    args = parser.parse_args(argv)
+    _common.configure_xla(None if args.one_device else args.devices)
+    emit = _common.Emitter(args.out)
+    repeats = 2 if args.smoke else args.repeats
+
+    if args.compile_only:  # the 64-device subprocess
+        batch_size, num_classes = map(int, args.compile_only.split(","))
+        for row in communication_rows(batch_size, num_classes, args.devices):
+            emit(row)
+        return 0
+
+    import jax
+
+    emit({"bench": "machine", **_common.machine_info()})
+    if args.one_device:
+        return 0 if _one_device_table(emit, args.smoke, repeats) else 1
+    shapes = [(64, 20)] if args.smoke else [(512, 1000), (4096, 8142)]
+    rows = []
+    for batch_size, num_classes in shapes:
+        rows += [emit(r) for r in communication_rows(batch_size, num_classes, jax.device_count())]
+    large = (256, 40) if args.smoke else (4096, 8142)
+    big_devices = 16 if args.smoke else 64
+    big, rc = _common.run_json_subprocess(
+        ["-m", "benchmarks.communication", "--devices", str(big_devices)]
+        + ["--compile-only", ",".join(map(str, large))],
+        env={"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")},
+    )
+    rows += [emit(r) for r in big]
+    columns = ("B", "C", "N", "method", "form", "layout", "step MiB", "LPL MiB")
+    _common.print_table(
+        "Bytes on the wire per device per train step (LPL: LA + LPL step less the CE step)",
+        _communication_table(rows),
+        columns + ("LPL share", "LPL / logits"),
+    )
+    if not args.no_timing:
+        _timing_table(emit, shapes, repeats)
+        _one_device_table(emit, args.smoke, repeats)
     return 0 if rc == 0 else 1
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmarks a GPU machine runs, in under five minutes; JSON lines go to a results folder.
+# The benchmarks a GPU machine runs, in under eight minutes; JSON lines go to a results folder.
 #
 #   benchmarks/gpu.sh [--install] [--smoke] [--out DIR]
 #
@@ -10,8 +10,11 @@
 #
 # Runs: train_step.py for ResNet-32 at C = 10 and 100 and WRN-28-10 at C = 10, methods CE
 # and LPL (fixed, 50 inner steps), batch 128; then inner_solver.py (all sizes and sweeps,
-# in one process) and solver_variants.py (loop formulations, e.g. a static trip count).
-# Each command has its own time limit, so the whole script stays under five minutes even
+# in one process) and solver_variants.py (loop formulations, e.g. a static trip count); then
+# communication.py: the solver on the GPU against lpjax 0.2.0's (when the checkout has git
+# history), and LPL's bytes on the wire per train step from the steps compiled for 8 (and
+# 64) fake CPU devices (the layout's traffic; no timing).
+# Each command has its own time limit, so the whole script stays under eight minutes even
 # if one part is slow; a part that times out is reported and skipped.
 set -uo pipefail
 
@@ -82,5 +85,11 @@ run "$LIMIT_S" inner_solver python -m benchmarks.inner_solver --in-process "${SO
 VARIANT_FLAGS=()
 [[ $SMOKE == 1 ]] && VARIANT_FLAGS=(--smoke)
 run "$LIMIT_V" solver_variants python -m benchmarks.solver_variants "${VARIANT_FLAGS[@]}"
+COMM_FLAGS=()
+[[ $SMOKE == 1 ]] && COMM_FLAGS=(--smoke)
+run "$LIMIT_S" communication_one_device python -m benchmarks.communication --one-device \
+  "${COMM_FLAGS[@]}"
+run 120 communication env JAX_PLATFORMS=cpu python -m benchmarks.communication --no-timing \
+  "${COMM_FLAGS[@]}"
 
 echo "results in $OUT (total $(( $(date +%s) - START ))s)"

@@ -144,6 +144,17 @@ def lpl_perturbation(
     ``Auto`` or ``Explicit`` axes) the statistics cover the global batch with no
     ``axis_name``.
 
+    **Devices.** On a batch split over :math:`N > 1` devices the solver works in the
+    class layout: one all-to-all gives each device all rows of its :math:`\lceil C/N
+    \rceil` columns, after which an inner step all-reduces one ``[2, B]`` float32 array
+    (the softmax normaliser's parts; ``[2, B]`` and ``[num_slots]`` with ``normalize``),
+    and one more all-to-all returns :math:`\delta`. Per train step that is about
+    :math:`2 (N-1)/N \cdot BC/N` logits plus :math:`2BK` floats, where the row layout
+    all-reduced :math:`[B, C]` at each of the :math:`K` steps. The split is read from
+    ``axis_name``, from ``Explicit`` shardings, or from the mesh set with
+    ``jax.set_mesh`` (every ``Auto`` axis); with none of these (one device, or ``Auto``
+    axes and no mesh set) the row layout runs. docs/library.md, "What crosses devices".
+
     A sample with a NaN or infinite logit is treated as masked: it enters no
     class statistic and gets a zero perturbation (its own loss stays whatever
     its logits give, e.g. NaN), so it cannot change any other sample's result.
