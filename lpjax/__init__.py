@@ -41,8 +41,8 @@ from lpjax._multilabel import (
     multilabel_mean_rule_signs_and_bounds,
 )
 from lpjax._priors import class_balanced_weights, ldam_margins, logit_adjustment
+from lpjax._signs_and_bounds import longtail_signs_and_bounds, mean_rule_signs_and_bounds
 from lpjax._solver import DEFAULT_MAX_INNER_STEPS, lpl_perturbation, num_inner_steps
-from lpjax._split_rules import longtail_signs_and_bounds, mean_rule_signs_and_bounds
 from lpjax._transforms import (
     LogitTransform,
     TransformState,

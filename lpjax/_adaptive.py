@@ -19,7 +19,7 @@ import optax
 from jax import lax
 from jax.sharding import PartitionSpec
 
-from lpjax import _batch, _checks, _solver, _split_rules
+from lpjax import _batch, _checks, _signs_and_bounds, _solver
 from lpjax._transforms import LogitTransform
 
 # One step changes log(eps_c) by at most rate * _MAX_ERROR: a single odd batch (a class
@@ -188,10 +188,7 @@ def lpl_adaptive_transform(
                 f"logits have {classes} classes; the transform was built for {num_classes}."
             )
         signs, targets = signs_and_targets(logits, labels, where, axis_name)
-        _solver.check_split(
-            num_classes, step_size, max_inner_steps, signs=signs, bounds=state.bounds
-        )
-        delta = _solver.solve(
+        delta = _solver.check_and_solve(
             logits,
             labels,
             signs,
@@ -240,7 +237,7 @@ def lpl_adaptive_longtail_transform(
     normalize: bool = False,
     max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> LogitTransform:
-    r"""Adaptive LPL with LPL's head/tail split: head losses scaled toward
+    r"""Adaptive LPL with LPL's head/tail signs: head losses scaled toward
     :math:`e^{-\kappa_c}`, tail losses toward :math:`e^{+\kappa_c}`.
 
     Signs and targets are :func:`lpjax.longtail_signs_and_bounds` with ``epsilon=target``,
@@ -249,7 +246,7 @@ def lpl_adaptive_longtail_transform(
     :func:`lpl_adaptive_transform` for the rest. Chain after
     :func:`lpjax.logit_adjustment_transform` for LA + adaptive LPL.
     """
-    signs, targets = _split_rules.longtail_signs_and_bounds(
+    signs, targets = _signs_and_bounds.longtail_signs_and_bounds(
         class_counts,
         num_head_classes=num_head_classes,
         epsilon=target,

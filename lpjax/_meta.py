@@ -1,8 +1,8 @@
-r"""Meta-LPL: LPL whose split and bounds are learned by a look-ahead meta-gradient.
+r"""Meta-LPL: LPL whose signs and bounds are learned by a look-ahead meta-gradient.
 
 The journal version of LPL determines "the regular or irregular augmentation for each
 class" by meta-learning. lpjax's formulation (docs/method.md, section 9): a signed
-per-class bound :math:`\theta_c = \epsilon_{\max} \tanh(\phi_c)` -- its sign is the split
+per-class bound :math:`\theta_c = \epsilon_{\max} \tanh(\phi_c)` -- its sign is the class's sign
 (+1 maximise, -1 minimise), its size the bound -- learned on a small balanced meta set
 by differentiating the meta loss of a model looked ahead by one SGD step, as in
 Meta-Weight-Net (Shu et al., NeurIPS 2019) and MetaSAug (Li et al., CVPR 2021).

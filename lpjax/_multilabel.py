@@ -16,15 +16,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lpjax import _batch, _checks, _solver, _split_rules, _transforms
+from lpjax import _batch, _checks, _signs_and_bounds, _solver, _transforms
 
 
 class MultilabelSignsAndBounds(NamedTuple):
     """Signs and bounds of multi-label LPL per class, for positive and negative entries.
 
-    The output of a multi-label split rule and the keyword arguments of
+    The output of a multi-label signs-and-bounds rule and the keyword arguments of
     :func:`lpjax.lpl_multilabel_perturbation`
-    (``lpl_multilabel_perturbation(logits, labels, **split._asdict(), step_size=...)``).
+    (``lpl_multilabel_perturbation(logits, labels, **rule_output._asdict(), step_size=...)``).
     """
 
     positive_signs: jax.Array
@@ -151,16 +151,15 @@ def lpl_multilabel_perturbation(
       IEEE TNNLS 2023 (arXiv:2209.05668), Algorithm 1; the multi-label form is
       the project's (docs/method.md, section 4).
     """
-    _, num_classes = _checks.check_batch(logits, labels, where, axis_name, labels_kind="multihot")
+    _checks.check_batch(logits, labels, where, axis_name, labels_kind="multihot")
     _checks.check_positive_scalar("step_size", step_size)
-    split = MultilabelSignsAndBounds(
-        positive_signs, negative_signs, positive_bounds, negative_bounds
-    )
-    check_split(num_classes, step_size, max_inner_steps, **split._asdict())
-    return solve(
+    return check_and_solve(
         logits,
         labels,
-        *split,
+        positive_signs,
+        negative_signs,
+        positive_bounds,
+        negative_bounds,
         step_size,
         where,
         axis_name=axis_name,
@@ -168,7 +167,7 @@ def lpl_multilabel_perturbation(
     )
 
 
-def check_split(
+def check_signs_and_bounds(
     num_classes: int,
     step_size,
     max_inner_steps: int,
@@ -178,7 +177,7 @@ def check_split(
     positive_bounds,
     negative_bounds,
 ) -> None:
-    """Checks a :class:`MultilabelSignsAndBounds` as the single-label ``check_split`` does."""
+    """Checks a :class:`MultilabelSignsAndBounds` as the single-label check does."""
     for polarity, signs, bounds in (
         ("positive", positive_signs, positive_bounds),
         ("negative", negative_signs, negative_bounds),
@@ -188,6 +187,17 @@ def check_split(
         _checks.check_nonnegative(f"{polarity}_bounds", bounds)
         _checks.check_signs(f"{polarity}_signs", signs)
         _solver.check_inner_steps(bounds, step_size, max_inner_steps, signs)
+
+
+def check_and_solve(logits, labels, *signs_and_bounds, **solver_options):
+    """:func:`check_signs_and_bounds`, then :func:`solve` (``signs_and_bounds``: the four
+    arrays, then ``step_size`` and ``where``)."""
+    rule_output = MultilabelSignsAndBounds(*signs_and_bounds[:4])
+    step_size = signs_and_bounds[4]
+    check_signs_and_bounds(
+        jnp.shape(logits)[-1], step_size, solver_options["max_inner_steps"], **rule_output._asdict()
+    )
+    return solve(logits, labels, *signs_and_bounds, **solver_options)
 
 
 @_batch.batch_statistics(_batch.per_sample)
@@ -299,7 +309,7 @@ def multilabel_longtail_signs_and_bounds(
       Li et al., "Class-Level Logit Perturbation", TNNLS 2023, Sec. IV (long-tailed
       split); the multi-label form is the project's (docs/method.md, section 4).
     """
-    positive_signs, positive_bounds = _split_rules.longtail_signs_and_bounds(
+    positive_signs, positive_bounds = _signs_and_bounds.longtail_signs_and_bounds(
         positive_counts,
         num_head_classes=num_head_classes,
         epsilon=epsilon,
@@ -379,7 +389,7 @@ def multilabel_mean_rule_signs_and_bounds(
     _checks.check_batch(logits, labels, where, axis_name, labels_kind="multihot")
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)
-    return mean_rule_split(
+    return batch_mean_rule(
         logits, labels, where, epsilon=epsilon, delta_epsilon=delta_epsilon, axis_name=axis_name
     )
 
@@ -387,7 +397,7 @@ def multilabel_mean_rule_signs_and_bounds(
 @_batch.batch_statistics(
     lambda batch_axes: MultilabelSignsAndBounds(*_batch.replicated(4)(batch_axes))
 )
-def mean_rule_split(
+def batch_mean_rule(
     logits, labels, where, *, epsilon, delta_epsilon, axis_name
 ) -> MultilabelSignsAndBounds:
     """:func:`multilabel_mean_rule_signs_and_bounds` on inputs its caller has checked."""
@@ -400,7 +410,7 @@ def mean_rule_split(
 
     counts = _polarity_sums(jnp.ones_like(u), positive, negative, axis_name)
     prob_sums = _polarity_sums(correct_prob, positive, negative, axis_name)
-    signs, bounds = _split_rules.mean_rule_on_groups(
+    signs, bounds = _signs_and_bounds.mean_rule_on_groups(
         counts, prob_sums, epsilon=epsilon, delta_epsilon=delta_epsilon
     )
     return MultilabelSignsAndBounds(signs[1], signs[0], bounds[1], bounds[0])
@@ -414,9 +424,7 @@ def _lpl_multilabel_transform(
         signs_and_bounds,
         step_size,
         max_inner_steps,
-        solve=solve,
-        check_split=check_split,
-        split_fields=MultilabelSignsAndBounds._fields,
+        check_and_solve=check_and_solve,
         labels_kind="multihot",
     )
 
@@ -454,7 +462,7 @@ def lpl_multilabel_longtail_transform(
       >>> perturbed.shape
       (2, 3)
     """
-    split = multilabel_longtail_signs_and_bounds(
+    rule_output = multilabel_longtail_signs_and_bounds(
         positive_counts,
         num_head_classes=num_head_classes,
         epsilon=epsilon,
@@ -464,9 +472,11 @@ def lpl_multilabel_longtail_transform(
         negative_epsilon=negative_epsilon,
     )
     _checks.check_positive_scalar("step_size", step_size)
-    check_split(len(split.positive_signs), step_size, max_inner_steps, **split._asdict())
+    check_signs_and_bounds(
+        len(rule_output.positive_signs), step_size, max_inner_steps, **rule_output._asdict()
+    )
     return _lpl_multilabel_transform(
-        lambda logits, labels, where, axis_name: split, step_size, max_inner_steps
+        lambda logits, labels, where, axis_name: rule_output, step_size, max_inner_steps
     )
 
 
@@ -477,7 +487,7 @@ def lpl_multilabel_mean_rule_transform(
     delta_epsilon: float = 0.0,
     max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> _transforms.LogitTransform:
-    """Multi-label LPL with the mean rule's split recomputed on every batch.
+    """Multi-label LPL with the mean rule's signs and bounds recomputed on every batch.
 
     Signs and bounds from :func:`lpjax.multilabel_mean_rule_signs_and_bounds`
     on the incoming logits, then :func:`lpjax.lpl_multilabel_perturbation`.
@@ -491,7 +501,7 @@ def lpl_multilabel_mean_rule_transform(
     _solver.check_inner_steps(jnp.asarray([epsilon + delta_epsilon]), step_size, max_inner_steps)
 
     def signs_and_bounds(logits, labels, where, axis_name):
-        return mean_rule_split(
+        return batch_mean_rule(
             logits,
             labels,
             where,

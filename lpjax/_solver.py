@@ -147,12 +147,12 @@ def lpl_perturbation(
     **Devices.** On a batch split over :math:`N > 1` devices the solver works in the
     class layout: one all-to-all gives each device all rows of its :math:`\lceil C/N
     \rceil` columns, after which an inner step all-reduces one ``[2, B]`` float32 array
-    (the softmax normaliser's parts; ``[2, B]`` and ``[num_slots]`` with ``normalize``),
+    (the softmax normalizer's parts; ``[2, B]`` and ``[num_slots]`` with ``normalize``),
     and one more all-to-all returns :math:`\delta`. Per train step that is about
     :math:`2 (N-1)/N \cdot BC/N` logits plus :math:`2BK` floats, where the row layout
-    all-reduced :math:`[B, C]` at each of the :math:`K` steps. The split is read from
-    ``axis_name``, from ``Explicit`` shardings, or from the mesh set with
-    ``jax.set_mesh`` (every ``Auto`` axis); with none of these (one device, or ``Auto``
+    all-reduced :math:`[B, C]` at each of the :math:`K` steps. Which devices hold the
+    batch is read from ``axis_name``, from ``Explicit`` shardings, or from the mesh set
+    with ``jax.set_mesh`` (every ``Auto`` axis); with none of these (one device, or ``Auto``
     axes and no mesh set) the row layout runs. docs/library.md, "What crosses devices".
 
     A sample with a NaN or infinite logit is treated as masked: it enters no
@@ -201,10 +201,9 @@ def lpl_perturbation(
       M. Li, F. Su, O. Wu, J. Zhang, "Class-Level Logit Perturbation",
       IEEE TNNLS 2023 (arXiv:2209.05668), Eq. 11-12 and Algorithm 1.
     """
-    _, num_classes = _checks.check_batch(logits, labels, where, axis_name)
+    _checks.check_batch(logits, labels, where, axis_name)
     _checks.check_positive_scalar("step_size", step_size)
-    check_split(num_classes, step_size, max_inner_steps, signs=signs, bounds=bounds)
-    return solve(
+    return check_and_solve(
         logits,
         labels,
         signs,
@@ -217,13 +216,28 @@ def lpl_perturbation(
     )
 
 
-def check_split(num_classes: int, step_size, max_inner_steps: int, *, signs, bounds) -> None:
-    """Checks a split: ``[num_classes]`` signs in {-1, 0, +1}, bounds >= 0 within the cap."""
+def check_signs_and_bounds(
+    num_classes: int, step_size, max_inner_steps: int, *, signs, bounds
+) -> None:
+    """Checks ``[num_classes]`` signs in {-1, 0, +1} and bounds >= 0 within the step cap."""
     _checks.check_class_vector("signs", signs, num_classes)
     _checks.check_class_vector("bounds", bounds, num_classes)
     _checks.check_nonnegative("bounds", bounds)
     _checks.check_signs("signs", signs)
     check_inner_steps(bounds, step_size, max_inner_steps, signs)
+
+
+def check_and_solve(logits, labels, signs, bounds, step_size, where, **solver_options):
+    """Checks ``signs`` and ``bounds`` for the logits' classes, then :func:`solve`: the LPL
+    step of every transform whose signs and bounds come from a rule or a state."""
+    check_signs_and_bounds(
+        jnp.shape(logits)[-1],
+        step_size,
+        solver_options["max_inner_steps"],
+        signs=signs,
+        bounds=bounds,
+    )
+    return solve(logits, labels, signs, bounds, step_size, where, **solver_options)
 
 
 # --- Layouts --------------------------------------------------------------------------
@@ -239,7 +253,7 @@ _ROW_LAYOUT_ON_DEVICES = False
 
 @contextlib.contextmanager
 def row_layout():
-    """Within this context, a split batch runs the row-layout solver (for comparisons).
+    """Within this context, a batch on several devices runs the row-layout solver.
 
     Takes effect when a function is traced: wrap a fresh function for each layout, since
     ``jax.jit`` reuses a trace made outside the context.
@@ -360,7 +374,7 @@ def _solve_rows(
 def _solve_classes(
     logits, labels, signs, bounds, step_size, where, *, axis_name, max_inner_steps, normalize
 ):
-    r"""The solver in the class layout, on this device's rows ``[b, C]`` of a split batch.
+    r"""The solver in the class layout, on this device's rows ``[b, C]`` of a batch over N devices.
 
     One all-to-all gives each of the N devices the columns :math:`J_d` (``C`` padded to
     ``N \lceil C / N \rceil`` with columns no statistic sees) of every row, and a ``[B]``

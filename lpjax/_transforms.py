@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lpjax import _batch, _checks, _priors, _solver, _split_rules
+from lpjax import _batch, _checks, _priors, _signs_and_bounds, _solver
 
 #: The state of a :class:`LogitTransform`: any pytree (``optax.EmptyState()`` when stateless).
 TransformState = Any
@@ -172,7 +172,7 @@ def lpl_transform(
     normalize: bool = False,
     max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> LogitTransform:
-    """LPL with any split rule: ``signs_and_bounds(logits, labels, where, axis_name)``.
+    """LPL with any rule: ``signs_and_bounds(logits, labels, where, axis_name)``.
 
     The rule returns ``(signs [C] in {-1, 0, +1}, bounds [C] >= 0)`` for the batch
     (it may reduce statistics over ``axis_name``); the transform then adds
@@ -203,19 +203,16 @@ def _lpl_transform(
     step_size,
     max_inner_steps,
     *,
-    solve=_solver.solve,
-    check_split=_solver.check_split,
-    split_fields: tuple[str, ...] = ("signs", "bounds"),
+    check_and_solve=_solver.check_and_solve,
     labels_kind: str = "integer",
     **solver_options,
 ) -> LogitTransform:
-    """LPL on the incoming logits: ``logits + solve(logits, labels, *split, ...)``.
+    """LPL on the incoming logits: ``logits + delta`` with the rule's signs and bounds.
 
-    ``signs_and_bounds(logits, labels, where, axis_name)`` returns the split, named by
-    ``split_fields`` for ``check_split``; the inputs are checked once here, then the
-    unchecked ``solve`` runs (with ``solver_options``, e.g. the step rule). The
-    multi-label transforms reuse this with their solver, their checks and
-    :class:`lpjax.MultilabelSignsAndBounds`.
+    The batch is checked once here; ``signs_and_bounds(logits, labels, where, axis_name)``
+    gives the rule's arrays, which ``check_and_solve`` checks before it runs the unchecked
+    solver (with ``solver_options``, e.g. the step rule). The multi-label transforms reuse
+    this with their own ``check_and_solve`` and :class:`lpjax.MultilabelSignsAndBounds`.
     """
     _checks.check_positive_scalar("step_size", step_size)
     _solver.check_max_inner_steps(max_inner_steps)
@@ -225,13 +222,10 @@ def _lpl_transform(
         _checks.require_labels(labels, "an LPL transform")
         _checks.check_batch(logits, labels, where, axis_name, labels_kind=labels_kind)
         logits = jnp.asarray(logits)
-        split = signs_and_bounds(logits, labels, where, axis_name)
-        named = dict(zip(split_fields, split, strict=True))
-        check_split(logits.shape[-1], step_size, max_inner_steps, **named)
-        delta = solve(
+        delta = check_and_solve(
             logits,
             labels,
-            *named.values(),
+            *signs_and_bounds(logits, labels, where, axis_name),
             step_size,
             where,
             axis_name=axis_name,
@@ -251,7 +245,7 @@ def lpl_mean_rule_transform(
     normalize: bool = False,
     max_inner_steps: int = _solver.DEFAULT_MAX_INNER_STEPS,
 ) -> LogitTransform:
-    """LPL for balanced data: the mean rule's split recomputed on every batch.
+    """LPL for balanced data: the mean rule's signs and bounds recomputed on every batch.
 
     Signs and bounds from :func:`lpjax.mean_rule_signs_and_bounds` on the
     incoming logits, then :func:`lpjax.lpl_perturbation` (``normalize``: its step
@@ -266,7 +260,7 @@ def lpl_mean_rule_transform(
     _solver.check_inner_steps(jnp.asarray([epsilon + delta_epsilon]), step_size, max_inner_steps)
 
     def signs_and_bounds(logits, labels, where, axis_name):
-        return _split_rules.mean_rule_split(
+        return _signs_and_bounds.batch_mean_rule(
             logits,
             labels,
             where,
@@ -298,7 +292,7 @@ def lpl_longtail_transform(
     Bounds needing more than ``max_inner_steps`` steps raise ``ValueError`` here.
     Li et al., TNNLS 2023.
     """
-    signs, bounds = _split_rules.longtail_signs_and_bounds(
+    signs, bounds = _signs_and_bounds.longtail_signs_and_bounds(
         class_counts,
         num_head_classes=num_head_classes,
         epsilon=epsilon,

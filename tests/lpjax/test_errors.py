@@ -37,7 +37,7 @@ def solve(**overrides):
         lambda u, y: lpjax.relative_loss_variation(u, u, y),
         lambda u, y: lpjax.softmax_cross_entropy_with_integer_labels(u, y),
     ],
-    ids=["solver", "mean_rule_split", "variation", "loss"],
+    ids=["solver", "mean_rule_signs_and_bounds", "variation", "loss"],
 )
 def test_labels_and_logits_are_checked(fn):
     with pytest.raises(TypeError, match="labels must be integer"):

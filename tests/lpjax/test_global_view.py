@@ -56,7 +56,7 @@ CASES = {
     "lpl_mean_rule": lambda u, y, w, m, f: _apply(
         lpjax.lpl_mean_rule_transform(epsilon=0.2, delta_epsilon=1.0, step_size=0.05), u, y, w
     ),
-    "mean_rule_split": lambda u, y, w, m, f: lpjax.mean_rule_signs_and_bounds(
+    "mean_rule_signs_and_bounds": lambda u, y, w, m, f: lpjax.mean_rule_signs_and_bounds(
         u, y, epsilon=0.1, delta_epsilon=1.0, where=w
     ),
     "lpl_adaptive": lambda u, y, w, m, f: _apply(

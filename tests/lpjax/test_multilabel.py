@@ -296,7 +296,7 @@ def test_longtail_split_ranks_by_count_not_index():
 
 @pytest.mark.parametrize("num_classes", [2, 10, 100])
 @pytest.mark.parametrize("batch", [1, 7, 64])
-def test_mean_rule_split_matches_reference(batch, num_classes):
+def test_mean_rule_signs_and_bounds_matches_reference(batch, num_classes):
     p = random_problem(batch + 7 * num_classes, batch, num_classes)
     where = np.random.default_rng(batch).uniform(size=batch) < 0.8
     out = jax.jit(
@@ -313,7 +313,7 @@ def test_mean_rule_split_matches_reference(batch, num_classes):
         assert out[1][1] == 0 and out[3][1] == 0
 
 
-def test_mean_rule_split_all_masked_gives_zero():
+def test_mean_rule_signs_and_bounds_all_masked_gives_zero():
     p = random_problem(8, 4, 3)
     out = jax.jit(
         lambda u, y, w: lpjax.multilabel_mean_rule_signs_and_bounds(u, y, epsilon=0.1, where=w)

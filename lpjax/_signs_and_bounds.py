@@ -1,4 +1,4 @@
-"""LPL's split rules: which classes it maximises or minimises (signs), and how far (bounds).
+"""LPL's rules: which classes it maximises or minimises (signs), and how far (bounds).
 
 Two rules from the paper: the mean rule for balanced data (recomputed per batch from the
 logits) and the head/tail rule for long-tailed data (fixed by the training counts).
@@ -24,7 +24,7 @@ def mean_rule_signs_and_bounds(
     where: jax.typing.ArrayLike | None = None,
     axis_name=None,
 ) -> tuple[jax.Array, jax.Array]:
-    r"""LPL's mean rule for balanced data: the split from the plain logits of a batch.
+    r"""LPL's mean rule for balanced data: signs and bounds from the plain logits of a batch.
 
     .. math::
       q_c = \frac{1}{N_c} \sum_{i \in S_c} \mathrm{softmax}(u_i)_c, \quad
@@ -65,13 +65,13 @@ def mean_rule_signs_and_bounds(
     _checks.check_batch(logits, labels, where, axis_name)
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)
-    return mean_rule_split(
+    return batch_mean_rule(
         logits, labels, where, epsilon=epsilon, delta_epsilon=delta_epsilon, axis_name=axis_name
     )
 
 
 @_batch.batch_statistics(_batch.replicated(2))
-def mean_rule_split(logits, labels, where, *, epsilon, delta_epsilon, axis_name):
+def batch_mean_rule(logits, labels, where, *, epsilon, delta_epsilon, axis_name):
     """:func:`mean_rule_signs_and_bounds` on inputs its caller has checked."""
     num_classes = jnp.shape(logits)[-1]
     logits = jnp.asarray(logits)
@@ -114,7 +114,7 @@ def longtail_signs_and_bounds(
     delta_epsilon: float | jax.typing.ArrayLike = 0.0,
     head_scale: float | jax.typing.ArrayLike = 1.0,
 ) -> tuple[jax.Array, jax.Array]:
-    r"""LPL's head/tail rule for long-tailed data: the split from training-set class counts.
+    r"""LPL's head/tail rule for long-tailed data: signs and bounds from training-set class counts.
 
     Classes are ranked by count, most frequent first (ties: lower index first);
     the ``num_head_classes`` first are head, the rest tail:
