@@ -310,7 +310,7 @@ def multilabel_longtail_signs_and_bounds(
     if negative_epsilon is None:
         negative_epsilon = epsilon
     for name, value in (("negative_sign", negative_sign), ("negative_epsilon", negative_epsilon)):
-        if jnp.ndim(value) != 0:
+        if jnp.ndim(jnp.asarray(value)) != 0:
             _checks.check_class_vector(name, value, num_classes)
     _checks.check_signs("negative_sign", negative_sign)
     _checks.check_nonnegative("negative_epsilon", negative_epsilon)
