@@ -233,6 +233,14 @@ def validate_labels(labels, num_classes: int) -> None:
     Args:
       labels: integer array of any shape.
       num_classes: the number of classes C.
+
+    Example::
+
+      >>> import numpy as np, lpjax
+      >>> lpjax.validate_labels(np.array([0, 2, 1]), num_classes=3)
+      >>> lpjax.validate_labels(np.array([0, 3]), num_classes=3)
+      Traceback (most recent call last):
+      ValueError: labels must lie in [0, 3); got out-of-range values [3].
     """
     if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
         raise TypeError(f"labels must be integers; got dtype {jnp.result_type(labels)}.")

@@ -46,6 +46,13 @@ class IsdaState(NamedTuple):
         ``[num_classes, feature_dim, feature_dim]``, or their diagonals, the
         per-feature variances ``[num_classes, feature_dim]`` (the diagonal form;
         the shape tells the two apart).
+
+    Example::
+
+      >>> import lpjax
+      >>> state = lpjax.init_isda_state(num_classes=10, feature_dim=64, covariance="diagonal")
+      >>> state.counts.shape, state.means.shape, state.covariances.shape
+      ((10,), (10, 64), (10, 64))
     """
 
     step: jax.Array
@@ -101,9 +108,11 @@ def update_class_statistics(
     :math:`n_c` samples seen so far and :math:`w_c = m_c / (n_c + m_c)`:
 
     .. math::
+      \begin{aligned}
       \Sigma_c &\leftarrow (1 - w_c)\,\Sigma_c + w_c S_c
         + w_c (1 - w_c)(\mu_c - \bar x_c)(\mu_c - \bar x_c)^\top, \\
       \mu_c &\leftarrow (1 - w_c)\,\mu_c + w_c \bar x_c, \qquad n_c \leftarrow n_c + m_c.
+      \end{aligned}
 
     With diagonal statistics (a ``[C, D]`` ``state.covariances``, see
     :func:`init_isda_state`) the same recursion runs on the diagonal alone,

@@ -25,6 +25,14 @@ class MultilabelSignsAndBounds(NamedTuple):
     The output of a multi-label split rule and the keyword arguments of
     :func:`lpjax.lpl_multilabel_perturbation`
     (``lpl_multilabel_perturbation(logits, labels, **split._asdict(), step_size=...)``).
+
+    Example::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> split = lpjax.multilabel_longtail_signs_and_bounds(
+      ...     jnp.array([50, 10, 2]), num_head_classes=1, epsilon=0.5)
+      >>> split.positive_signs
+      Array([-1,  1,  1], dtype=int32)
     """
 
     positive_signs: jax.Array
@@ -484,6 +492,16 @@ def lpl_multilabel_mean_rule_transform(
     ``delta_epsilon = 0`` gives fixed bounds, ``> 0`` varied bounds. ``apply``
     takes ``[batch, num_classes]`` multi-hot labels. The largest bound,
     ``epsilon + delta_epsilon``, may need at most ``max_inner_steps`` steps.
+
+    Example::
+
+      >>> import jax, jax.numpy as jnp, lpjax
+      >>> transform = lpjax.lpl_multilabel_mean_rule_transform(epsilon=0.5, step_size=0.1)
+      >>> logits = jax.random.normal(jax.random.key(0), (4, 3))
+      >>> labels = jnp.array([[1, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]])
+      >>> perturbed, _ = transform.apply(logits, labels, transform.init())
+      >>> perturbed.shape
+      (4, 3)
     """
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)
