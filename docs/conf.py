@@ -18,7 +18,9 @@ version = release
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
-    "sphinx.ext.mathjax",
+    # KaTeX as the sphinxcontrib-katex wheel ships it (katex.min.js, auto-render.min.js
+    # copied into _static): formulas render offline, with no CDN.
+    "sphinxcontrib.katex",
     "myst_parser",
     "lpjax_api",  # _ext/lpjax_api.py: writes the API page from lpjax.__all__
 ]
@@ -57,6 +59,12 @@ def _show_aliases_in_unions() -> None:
 _show_aliases_in_unions()
 
 myst_heading_anchors = 3
+
+# MathML output needs neither KaTeX's stylesheet nor its fonts (which the wheel does not
+# ship; the extension's default stylesheet is a CDN address): the page loads only local files.
+html_static_path = ["_static"]
+katex_css_path = "katex-offline.css"
+katex_options = "output: 'mathml', throwOnError: false"
 
 # Every cross-reference to lpjax must resolve; other packages' docs are not linked
 # (the build is offline, no intersphinx), so references to them are left as text.

@@ -323,7 +323,7 @@ def make_train_step(
         )
         metrics = {
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             **_train_metrics(logits, perturbed, labels, mask),
             **meta_metrics,
         }

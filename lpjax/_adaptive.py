@@ -30,7 +30,14 @@ SignsAndTargets = Callable[..., tuple[jax.Array, jax.Array]]
 
 
 class AdaptiveLplState(NamedTuple):
-    """State of :func:`lpl_adaptive_transform`: the current per-class bounds (float32 ``[C]``)."""
+    """State of :func:`lpl_adaptive_transform`: the current per-class bounds (float32 ``[C]``).
+
+    Example::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> lpjax.AdaptiveLplState(bounds=jnp.full(3, 0.5, jnp.float32)).bounds.tolist()
+      [0.5, 0.5, 0.5]
+    """
 
     bounds: jax.Array
 
@@ -72,6 +79,16 @@ def adaptive_bounds_update(
 
     Returns:
       float32 ``[C]`` new bounds.
+
+    Example::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> new = lpjax.adaptive_bounds_update(
+      ...     jnp.array([0.5, 0.5]), jnp.array([1, -1]), jnp.array([0.3, 0.3]),
+      ...     loss_sums=jnp.array([2.0, 2.0]), perturbed_loss_sums=jnp.array([2.1, 1.0]),
+      ...     rate=0.1, min_bound=0.01, max_bound=10.0)
+      >>> [round(float(b), 4) for b in new]  # too little rise: grows; overshoot: shrinks
+      [0.5127, 0.4807]
     """
     bounds = jnp.asarray(bounds, jnp.float32)
     signs = jnp.asarray(signs).astype(jnp.float32)
@@ -245,6 +262,17 @@ def lpl_adaptive_longtail_transform(
     the largest targets) and ``head_scale`` (the head classes' targets scaled); see
     :func:`lpl_adaptive_transform` for the rest. Chain after
     :func:`lpjax.logit_adjustment_transform` for LA + adaptive LPL.
+
+    Example::
+
+      >>> import jax, jax.numpy as jnp, lpjax
+      >>> transform = lpjax.lpl_adaptive_longtail_transform(
+      ...     jnp.array([500, 100, 20]), num_head_classes=1, target=0.3, step_size=0.1,
+      ...     initial_epsilon=0.5)
+      >>> logits = jax.random.normal(jax.random.key(0), (8, 3))
+      >>> perturbed, state = transform.apply(logits, jnp.arange(8) % 3, transform.init())
+      >>> perturbed.shape, state.bounds.shape
+      ((8, 3), (3,))
     """
     signs, targets = _signs_and_bounds.longtail_signs_and_bounds(
         class_counts,

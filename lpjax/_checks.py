@@ -168,9 +168,9 @@ def check_where(where, batch_size: int) -> None:
 
 def check_class_vector(name: str, x, num_classes: int) -> None:
     """Checks ``x`` has shape ``[num_classes]``."""
-    if jnp.shape(x) != (num_classes,):
+    if np.shape(x) != (num_classes,):
         raise ValueError(
-            f"{name} must have shape [num_classes] = ({num_classes},); got shape {jnp.shape(x)}."
+            f"{name} must have shape [num_classes] = ({num_classes},); got shape {np.shape(x)}."
         )
 
 
@@ -200,10 +200,10 @@ def check_positive_scalar(name: str, x) -> None:
 
 def check_class_counts(class_counts, name: str = "class_counts") -> int:
     """Checks ``class_counts`` is a ``[num_classes]`` vector of positive counts."""
-    if jnp.ndim(class_counts) != 1 or jnp.shape(class_counts)[0] < 1:
+    if np.ndim(class_counts) != 1 or np.shape(class_counts)[0] < 1:
         raise ValueError(
             f"{name} must be a non-empty vector [num_classes] of training-set counts; "
-            f"got shape {jnp.shape(class_counts)}."
+            f"got shape {np.shape(class_counts)}."
         )
     if is_concrete(class_counts):
         values = np.asarray(class_counts, dtype=np.float64)
@@ -213,7 +213,7 @@ def check_class_counts(class_counts, name: str = "class_counts") -> int:
                 f"{name} must be > 0 for every class (a class with no training "
                 f"sample has no prior); got {values[bad].tolist()} at classes {bad.tolist()}."
             )
-    return int(jnp.shape(class_counts)[0])
+    return int(np.shape(class_counts)[0])
 
 
 def validate_labels(labels, num_classes: int) -> None:
@@ -233,6 +233,14 @@ def validate_labels(labels, num_classes: int) -> None:
     Args:
       labels: integer array of any shape.
       num_classes: the number of classes C.
+
+    Example::
+
+      >>> import numpy as np, lpjax
+      >>> lpjax.validate_labels(np.array([0, 2, 1]), num_classes=3)
+      >>> lpjax.validate_labels(np.array([0, 3]), num_classes=3)
+      Traceback (most recent call last):
+      ValueError: labels must lie in [0, 3); got out-of-range values [3].
     """
     if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
         raise TypeError(f"labels must be integers; got dtype {jnp.result_type(labels)}.")

@@ -1,7 +1,8 @@
 """ISDA: implicit semantic data augmentation as a stateful logit transform.
 
 ISDA (Wang et al., NeurIPS 2019) keeps a running covariance matrix of the
-penultimate features of every class and trains on cross-entropy over logits
+penultimate features of every class (or, with ``covariance="diagonal"``, only its
+diagonal: the per-feature variances) and trains on cross-entropy over logits
 raised by a quadratic form of that covariance: in the terms of the method
 specification (section 2) it is a class-level perturbation that raises every
 class's loss. This module holds the three pieces: the running statistics
@@ -13,7 +14,7 @@ class's loss. This module holds the three pieces: the running statistics
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,22 +24,35 @@ from jax import lax
 from lpjax import _batch, _checks
 from lpjax._transforms import LogitTransform
 
+Covariance = Literal["full", "diagonal"]
+_COVARIANCES = ("full", "diagonal")
+
 
 class IsdaState(NamedTuple):
     """Running per-class feature statistics of ISDA (a pytree; replicate it over devices).
 
-    Memory is dominated by ``covariances``: ``C * D * D * 4`` bytes, e.g.
-    1.6 MB for CIFAR-100 with ResNet-32/110 features (D = 64), 164 MB for
-    CIFAR-100 with WRN-28-10 (D = 640), but 16.8 GB for ImageNet-1k with
-    ResNet-50 (C = 1000, D = 2048). ISDA is meant for small ``C * D^2``, as in
-    the paper's CIFAR experiments.
+    Memory is dominated by ``covariances``. Full covariances take
+    ``C * D * D * 4`` bytes, e.g. 1.6 MB for CIFAR-100 with ResNet-32/110
+    features (D = 64), 164 MB for CIFAR-100 with WRN-28-10 (D = 640), but
+    16.8 GB for ImageNet-1k with ResNet-50 (C = 1000, D = 2048). The diagonal
+    form (``covariance="diagonal"``) keeps the per-feature variances only,
+    ``C * D * 4`` bytes: 8.2 MB at ImageNet size.
 
     Attributes:
       step: int32 scalar, the number of updates so far.
       counts: ``[num_classes]`` float32, the number of samples seen per class.
       means: ``[num_classes, feature_dim]`` float32 running class means.
-      covariances: ``[num_classes, feature_dim, feature_dim]`` float32 running
-        (biased) class covariances.
+      covariances: float32 running (biased) class covariances,
+        ``[num_classes, feature_dim, feature_dim]``, or their diagonals, the
+        per-feature variances ``[num_classes, feature_dim]`` (the diagonal form;
+        the shape tells the two apart).
+
+    Example::
+
+      >>> import lpjax
+      >>> state = lpjax.init_isda_state(num_classes=10, feature_dim=64, covariance="diagonal")
+      >>> state.counts.shape, state.means.shape, state.covariances.shape
+      ((10,), (10, 64), (10, 64))
     """
 
     step: jax.Array
@@ -47,15 +61,34 @@ class IsdaState(NamedTuple):
     covariances: jax.Array
 
 
-def init_isda_state(num_classes: int, feature_dim: int) -> IsdaState:
-    """The zero :class:`IsdaState`: no sample seen, zero means and covariances."""
+def init_isda_state(
+    num_classes: int, feature_dim: int, *, covariance: Covariance = "full"
+) -> IsdaState:
+    """The zero :class:`IsdaState`: no sample seen, zero means and covariances.
+
+    Args:
+      num_classes: the number of classes C.
+      feature_dim: the dimension D of the penultimate features.
+      covariance: ``"full"`` keeps ``[C, D, D]`` covariances; ``"diagonal"`` keeps
+        ``[C, D]`` per-feature variances.
+
+    Example::
+
+      >>> import lpjax
+      >>> lpjax.init_isda_state(10, 64).covariances.shape
+      (10, 64, 64)
+      >>> lpjax.init_isda_state(10, 64, covariance="diagonal").covariances.shape
+      (10, 64)
+    """
     _check_positive_int("num_classes", num_classes)
     _check_positive_int("feature_dim", feature_dim)
+    _check_covariance(covariance)
+    shape = (num_classes, feature_dim) + ((feature_dim,) if covariance == "full" else ())
     return IsdaState(
         step=jnp.zeros((), jnp.int32),
         counts=jnp.zeros((num_classes,), jnp.float32),
         means=jnp.zeros((num_classes, feature_dim), jnp.float32),
-        covariances=jnp.zeros((num_classes, feature_dim, feature_dim), jnp.float32),
+        covariances=jnp.zeros(shape, jnp.float32),
     )
 
 
@@ -75,9 +108,17 @@ def update_class_statistics(
     :math:`n_c` samples seen so far and :math:`w_c = m_c / (n_c + m_c)`:
 
     .. math::
+      \begin{aligned}
       \Sigma_c &\leftarrow (1 - w_c)\,\Sigma_c + w_c S_c
         + w_c (1 - w_c)(\mu_c - \bar x_c)(\mu_c - \bar x_c)^\top, \\
       \mu_c &\leftarrow (1 - w_c)\,\mu_c + w_c \bar x_c, \qquad n_c \leftarrow n_c + m_c.
+      \end{aligned}
+
+    With diagonal statistics (a ``[C, D]`` ``state.covariances``, see
+    :func:`init_isda_state`) the same recursion runs on the diagonal alone,
+    :math:`\sigma^2_c \leftarrow (1 - w_c)\,\sigma^2_c + w_c s^2_c
+    + w_c (1 - w_c)(\mu_c - \bar x_c)^2` element-wise, with :math:`s^2_c` the
+    batch's per-feature variances: the diagonal of the full recursion, exactly.
 
     This is the pooled-variance identity, so after any sequence of batches
     :math:`\mu_c` and :math:`\Sigma_c` are exactly the mean and the biased
@@ -92,8 +133,9 @@ def update_class_statistics(
     Per-class sums are one-hot matmuls; the outer products go through a
     ``[batch, C, D]`` one-hot-masked copy of the features (as in the authors'
     code) contracted into ``[C, D, D]``: extra memory
-    :math:`B C D + C D^2` floats. Everything is float32 and under
-    ``stop_gradient``.
+    :math:`B C D + C D^2` floats (:math:`2 C D` for diagonal statistics, from a
+    one-hot matmul of the squared centred features). Everything is float32 and
+    under ``stop_gradient``.
 
     Args:
       state: the current :class:`IsdaState`.
@@ -153,29 +195,38 @@ def _update_class_statistics(features, labels, where, state, *, num_classes, axi
 
     # Invalid samples have a zero one-hot row, so they drop out of the contraction.
     centered = x - batch_means[jnp.clip(labels, 0, num_classes - 1)]
-    by_class = onehot[:, :, None] * centered[:, None, :]
-    scatter = _batch.sum_over_devices(
-        jnp.einsum("bcd,be->cde", by_class, centered, precision=lax.Precision.HIGHEST), axis_name
-    )
-    batch_covariances = scatter / jnp.maximum(batch_counts, 1)[:, None, None]
-
     old_counts = lax.stop_gradient(state.counts).astype(jnp.float32)
     old_means = lax.stop_gradient(state.means).astype(jnp.float32)
     old_covariances = lax.stop_gradient(state.covariances).astype(jnp.float32)
     weight = jnp.where(present, batch_counts / jnp.maximum(old_counts + batch_counts, 1), 0.0)
     shift = old_means - batch_means
-    w1, w3 = weight[:, None], weight[:, None, None]
-    covariances = (
-        (1 - w3) * old_covariances
-        + w3 * batch_covariances
-        + (w3 * (1 - w3)) * shift[:, :, None] * shift[:, None, :]
-    )
+    w1 = weight[:, None]
     means = (1 - w1) * old_means + w1 * batch_means
+    if old_covariances.ndim == 2:  # diagonal: per-feature variances, [C, D]
+        scatter = _batch.sum_over_devices(
+            jnp.matmul(onehot.T, centered * centered, precision=lax.Precision.HIGHEST), axis_name
+        )
+        batch_variances = scatter / jnp.maximum(batch_counts, 1)[:, None]
+        covariances = (1 - w1) * old_covariances + w1 * batch_variances + (w1 * (1 - w1)) * shift**2
+    else:
+        by_class = onehot[:, :, None] * centered[:, None, :]
+        scatter = _batch.sum_over_devices(
+            jnp.einsum("bcd,be->cde", by_class, centered, precision=lax.Precision.HIGHEST),
+            axis_name,
+        )
+        batch_covariances = scatter / jnp.maximum(batch_counts, 1)[:, None, None]
+        w3 = weight[:, None, None]
+        covariances = (
+            (1 - w3) * old_covariances
+            + w3 * batch_covariances
+            + (w3 * (1 - w3)) * shift[:, :, None] * shift[:, None, :]
+        )
+    present_rows = present.reshape((-1,) + (1,) * (old_covariances.ndim - 1))
     return IsdaState(
         step=jnp.asarray(state.step, jnp.int32) + 1,
         counts=old_counts + batch_counts,
         means=jnp.where(present[:, None], means, old_means),
-        covariances=jnp.where(present[:, None, None], covariances, old_covariances),
+        covariances=jnp.where(present_rows, covariances, old_covariances),
     )
 
 
@@ -217,13 +268,20 @@ def isda_augmentation(
     multiply-adds. Computed in float32 (at least), returned in the logits'
     dtype.
 
+    With diagonal covariances (``[C, D]`` variances :math:`\sigma^2_y`, the
+    diagonal form of :func:`init_isda_state`) the term is
+    :math:`\frac{\lambda}{2}\sum_d \sigma^2_{y d}(W_{dc} - W_{dy})^2`, expanded
+    into two ``[batch, D] x [D, C]`` matmuls: :math:`B D + D C` extra floats
+    whatever the sizes, clipped at 0 and exactly 0 at :math:`c = y`.
+
     Args:
       logits: ``[batch, num_classes]`` floating logits (for the shape and dtype
         only).
       labels: ``[batch]`` integer labels; a sample with a label outside
         ``[0, num_classes)`` gets a zero term.
       covariances: ``[num_classes, feature_dim, feature_dim]`` class
-        covariances, e.g. ``IsdaState.covariances``.
+        covariances, or ``[num_classes, feature_dim]`` per-feature variances
+        (diagonal ISDA), e.g. ``IsdaState.covariances``.
       classifier_kernel: ``[feature_dim, num_classes]`` kernel of the final
         dense layer (``logits = features @ kernel + bias``, flax's layout).
       ratio: :math:`\lambda \ge 0`, the augmentation strength (may be traced).
@@ -242,6 +300,11 @@ def isda_augmentation(
       ...     covariances=covariances, classifier_kernel=kernel, ratio=0.5)
       Array([[0.  , 0.5 , 0.25],
              [1.  , 0.  , 0.5 ]], dtype=float32)
+      >>> lpjax.isda_augmentation(jnp.zeros((2, 3)), jnp.array([0, 1]),  # diagonal
+      ...     covariances=jnp.array([[1.0, 1.0], [2.0, 2.0], [0.0, 0.0]]),
+      ...     classifier_kernel=kernel, ratio=0.5)
+      Array([[0.  , 0.5 , 0.25],
+             [1.  , 0.  , 0.5 ]], dtype=float32)
 
     References:
       Y. Wang, X. Pan, S. Song, H. Zhang, C. Wu, G. Huang, "Implicit Semantic
@@ -257,11 +320,12 @@ def isda_augmentation(
             f"got shape {jnp.shape(classifier_kernel)}."
         )
     feature_dim = jnp.shape(classifier_kernel)[0]
-    expected = (num_classes, feature_dim, feature_dim)
-    if jnp.shape(covariances) != expected:
+    full, diagonal = (num_classes, feature_dim, feature_dim), (num_classes, feature_dim)
+    if jnp.shape(covariances) not in (full, diagonal):
         raise ValueError(
             "covariances must have shape [num_classes, feature_dim, feature_dim] = "
-            f"{expected} to match the logits and the kernel; got shape {jnp.shape(covariances)}."
+            f"{full} (or [num_classes, feature_dim] = {diagonal}, diagonal) to match the "
+            f"logits and the kernel; got shape {jnp.shape(covariances)}."
         )
     if jnp.ndim(ratio) != 0:
         raise ValueError(f"ratio must be a scalar; got shape {jnp.shape(ratio)}.")
@@ -284,13 +348,26 @@ def _augmentation(logits, labels, covariances, classifier_kernel, ratio, where, 
     ratio = jnp.asarray(ratio, dtype)
     valid = _batch.valid_samples(labels, num_classes, where)
     safe_labels = jnp.where(valid, labels, 0)
+    highest = lax.Precision.HIGHEST
+
+    if sigma.ndim == 2:  # diagonal: sum_d s_yd (W_dc - W_dy)^2, expanded, [B, D] x [D, C]
+        variances = sigma[safe_labels]  # [B, D]
+        own = kernel.T[safe_labels]  # [B, D], w_y
+        quad = (
+            jnp.matmul(variances, kernel * kernel, precision=highest)
+            - 2 * jnp.matmul(variances * own, kernel, precision=highest)
+            + jnp.sum(variances * own * own, axis=1, keepdims=True)
+        )
+        is_label = jnp.arange(num_classes)[None, :] == safe_labels[:, None]
+        quad = jnp.where(is_label, 0, jnp.maximum(quad, 0))
+        delta = jnp.where(valid[:, None], 0.5 * ratio * quad, 0)
+        return delta.astype(logits.dtype)
 
     if batch_size < num_classes:
         row_classes, row_sigma = safe_labels, sigma[safe_labels]
     else:
         row_classes, row_sigma = jnp.arange(num_classes), sigma
     diff = kernel[None, :, :] - kernel.T[row_classes][:, :, None]  # [rows, D, C]
-    highest = lax.Precision.HIGHEST
     quad = jnp.einsum(
         "rdc,rdc->rc",
         diff,
@@ -309,11 +386,13 @@ def isda_transform(
     *,
     lambda_0: float = 0.5,
     total_steps: int,
+    covariance: Covariance = "full",
 ) -> LogitTransform:
     r"""ISDA as a :class:`lpjax.LogitTransform`: :math:`u + \delta` with ramped strength.
 
     ``init()`` is the zero :class:`IsdaState` (``C * D * D * 4`` bytes of
-    covariances, see :class:`IsdaState`). ``apply(logits, labels, state, *,
+    covariances, or ``C * D * 4`` with ``covariance="diagonal"``, see
+    :class:`IsdaState`). ``apply(logits, labels, state, *,
     where=None, axis_name=None, features, classifier, **extra_args)`` does what
     the authors' ``ISDALoss.forward`` does:
 
@@ -342,6 +421,11 @@ def isda_transform(
       lambda_0: the final augmentation strength :math:`\lambda_0 \ge 0` (0.5
         in the paper's CIFAR experiments).
       total_steps: the number of training steps T of the ramp (> 0).
+      covariance: ``"full"`` (the paper's, ``[C, D, D]`` covariances) or
+        ``"diagonal"`` (``[C, D]`` per-feature variances: the augmentation
+        distribution :math:`\mathcal N(x_i, \lambda\,\mathrm{diag}(\sigma^2_{y_i}))`
+        ignores correlations between features, at a D-th of the memory; the answer
+        to ISDA at ImageNet size).
 
     Returns:
       The :class:`lpjax.LogitTransform`; its state is an :class:`IsdaState`.
@@ -359,6 +443,9 @@ def isda_transform(
       ...     logits, labels, state, features=features, classifier=classifier)
       >>> perturbed.shape, int(state.step)
       ((6, 3), 1)
+      >>> diagonal = lpjax.isda_transform(3, 4, total_steps=100, covariance="diagonal")
+      >>> diagonal.init().covariances.shape
+      (3, 4)
 
     References:
       Y. Wang, X. Pan, S. Song, H. Zhang, C. Wu, G. Huang, "Implicit Semantic
@@ -367,12 +454,13 @@ def isda_transform(
     _check_positive_int("num_classes", num_classes)
     _check_positive_int("feature_dim", feature_dim)
     _check_positive_int("total_steps", total_steps)
+    _check_covariance(covariance)
     if jnp.ndim(lambda_0) != 0:
         raise ValueError(f"lambda_0 must be a scalar; got shape {jnp.shape(lambda_0)}.")
     _checks.check_nonnegative("lambda_0", lambda_0)
 
     def init() -> IsdaState:
-        return init_isda_state(num_classes, feature_dim)
+        return init_isda_state(num_classes, feature_dim, covariance=covariance)
 
     def apply(
         logits,
@@ -420,6 +508,12 @@ def isda_transform(
             )
         if not isinstance(state, IsdaState):
             raise TypeError(f"isda_transform needs an IsdaState; got {type(state).__name__}.")
+        state_form = "diagonal" if jnp.ndim(state.covariances) == 2 else "full"
+        if state_form != covariance:
+            raise ValueError(
+                f"isda_transform was built with covariance={covariance!r}; got a state with "
+                f"{state_form} covariances of shape {jnp.shape(state.covariances)}."
+            )
 
         logits = jnp.asarray(logits)
         new_state = update_class_statistics(
@@ -445,6 +539,11 @@ def _check_positive_int(name: str, value) -> None:
         raise ValueError(f"{name} must be a positive integer; got {value!r}.")
 
 
+def _check_covariance(covariance) -> None:
+    if covariance not in _COVARIANCES:
+        raise ValueError(f"covariance must be 'full' or 'diagonal'; got {covariance!r}.")
+
+
 def _check_state(state) -> tuple[int, int]:
     """Checks the shapes of an :class:`IsdaState`; returns ``(num_classes, feature_dim)``."""
     if not isinstance(state, IsdaState):
@@ -454,14 +553,14 @@ def _check_state(state) -> tuple[int, int]:
             f"state.means must have shape [num_classes, feature_dim]; got {jnp.shape(state.means)}."
         )
     num_classes, feature_dim = jnp.shape(state.means)
-    if jnp.shape(state.counts) != (num_classes,) or jnp.shape(state.covariances) != (
-        num_classes,
-        feature_dim,
-        feature_dim,
+    covariance_shapes = ((num_classes, feature_dim, feature_dim), (num_classes, feature_dim))
+    if (
+        jnp.shape(state.counts) != (num_classes,)
+        or jnp.shape(state.covariances) not in covariance_shapes
     ):
         raise ValueError(
             "inconsistent IsdaState: counts, means and covariances must have shapes "
-            f"[C], [C, D], [C, D, D]; got {jnp.shape(state.counts)}, "
+            f"[C], [C, D], [C, D, D] (or [C, D], diagonal); got {jnp.shape(state.counts)}, "
             f"{jnp.shape(state.means)}, {jnp.shape(state.covariances)}."
         )
     return num_classes, feature_dim

@@ -17,33 +17,38 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lpjax import _batch, _checks
+from lpjax import _checks
 
 
 def softmax_cross_entropy_with_integer_labels(
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
-    *,
+    axis: int | tuple[int, ...] = -1,
     where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
-    r"""Per-example softmax cross-entropy, masked: 0 for samples that do not count.
+    r"""Per-example softmax cross-entropy: optax's, computed in float32 at least.
 
     .. math:: \ell_i = -\log \mathrm{softmax}(u_i)_{y_i}
 
-    ``optax.softmax_cross_entropy_with_integer_labels`` with lpjax's sample mask:
-    samples where ``where`` is False, or whose label lies outside
-    ``[0, num_classes)`` (which jitted code cannot report, see
-    :func:`lpjax.validate_labels`), get a loss of 0 and no gradient. Computed in
-    float32 at least (bfloat16 logits are upcast), returned in the logits' dtype;
-    the caller reduces, e.g. ``loss.sum() / jnp.maximum(where.sum(), 1)``.
+    ``optax.softmax_cross_entropy_with_integer_labels`` itself, with its signature and
+    its values: bfloat16 (or float16) logits are upcast to float32 for the log-sum-exp
+    and the result is cast back to the logits' dtype. A sample where ``where`` is False
+    has a loss of 0 and no gradient; a label at or above ``num_classes`` gives NaN, as
+    in optax (and a negative one counts from the end, as NumPy indexing does): mask
+    padding with ``where`` and check labels with :func:`lpjax.validate_labels`. The
+    caller reduces, e.g. ``loss.sum() / jnp.maximum(where.sum(), 1)``.
 
     Args:
-      logits: ``[batch, num_classes]``, typically the output of a transform.
-      labels: integer ``[batch]`` class indices.
-      where: optional boolean ``[batch]``; False on padding rows.
+      logits: ``[batch, num_classes]`` (or any shape, the classes along ``axis``),
+        typically the output of a transform.
+      labels: integer class indices, the logits' shape without ``axis``: ``[batch]``.
+      axis: the class axis, or axes (a label is then a flat index into them), as in
+        optax.
+      where: optional boolean ``[batch]`` (False on padding rows), or a mask of the
+        logits' shape that leaves classes out of the normalizer, as in optax.
 
     Returns:
-      ``[batch]`` losses.
+      ``[batch]`` losses, in the logits' dtype.
 
     Example::
 
@@ -52,14 +57,42 @@ def softmax_cross_entropy_with_integer_labels(
       ...     jnp.zeros((3, 4)), jnp.array([0, 1, 2]), where=jnp.array([True, True, False]))
       >>> [round(float(x), 4) for x in loss]
       [1.3863, 1.3863, 0.0]
+      >>> lpjax.softmax_cross_entropy_with_integer_labels(jnp.zeros((1, 4)), jnp.array([4]))
+      Array([nan], dtype=float32)
     """
-    _, num_classes = _checks.check_batch(logits, labels, where, None, reduces_over_batch=False)
-    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
-    valid = _batch.valid_samples(labels, num_classes, where)
+    if not jnp.issubdtype(jnp.result_type(logits), jnp.floating):
+        raise TypeError(f"logits must be a floating array; got dtype {jnp.result_type(logits)}.")
+    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+        raise TypeError(
+            "labels must be integer class indices of shape [batch]; got dtype "
+            f"{jnp.result_type(labels)} (for one-hot labels use optax.softmax_cross_entropy)."
+        )
+    shape = jnp.shape(logits)
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    try:
+        axes = tuple(range(len(shape))[a] for a in axes)
+    except IndexError:
+        raise ValueError(f"axis {axis} is out of range for logits of shape {shape}.") from None
+    expected = tuple(n for i, n in enumerate(shape) if i not in axes)
+    if jnp.shape(labels) != expected:
+        raise ValueError(
+            f"labels must have shape [batch] = {expected} (the logits' shape {shape} without "
+            f"axis {axis}); got shape {jnp.shape(labels)}."
+        )
+    if where is not None:
+        if jnp.shape(where) not in (expected, shape):
+            raise ValueError(
+                f"where must have shape [batch] = {expected} or the logits' shape {shape}; "
+                f"got shape {jnp.shape(where)}."
+            )
+        if jnp.result_type(where) != jnp.bool_:
+            raise TypeError(f"where must be a boolean array; got dtype {jnp.result_type(where)}.")
+        where = jnp.asarray(where)
+    logits = jnp.asarray(logits)
     loss = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(_checks.compute_dtype(logits.dtype)), jnp.where(valid, labels, 0)
+        logits.astype(_checks.compute_dtype(logits.dtype)), jnp.asarray(labels), axis, where
     )
-    return jnp.where(valid, loss, 0).astype(logits.dtype)
+    return loss.astype(logits.dtype)
 
 
 def asymmetric_loss(

@@ -38,6 +38,14 @@ class MetaLplState(NamedTuple):
       phi: float32 ``[num_classes]``; the signed bounds are
         ``theta = max_epsilon * tanh(phi)``.
       opt_state: the meta optimizer's state for ``phi``.
+
+    Example::
+
+      >>> import optax, lpjax
+      >>> meta = lpjax.lpl_meta_transform(3, max_epsilon=1.0, step_size=0.1,
+      ...                                 meta_optimizer=optax.adam(1e-2))
+      >>> meta.init().phi
+      Array([0., 0., 0.], dtype=float32)
     """
 
     phi: jax.Array
@@ -59,6 +67,16 @@ class MetaLplTransform(NamedTuple):
       theta: ``theta(state) -> [num_classes]`` signed bounds.
       update: ``update(state, train_loss_fn, meta_loss_fn, params, *, learning_rate)
         -> (state, meta_loss)``: one meta step (see :func:`lpl_meta_transform`).
+
+    Example::
+
+      >>> import jax.numpy as jnp, optax, lpjax
+      >>> meta = lpjax.lpl_meta_transform(3, max_epsilon=1.0, step_size=0.1,
+      ...                                 meta_optimizer=optax.adam(1e-2))
+      >>> state = meta.init()
+      >>> perturbed, state = meta.apply(jnp.zeros((2, 3)), jnp.array([0, 1]), state)
+      >>> meta.theta(state)  # phi = 0: no perturbation yet
+      Array([0., 0., 0.], dtype=float32)
     """
 
     init: Callable[[], MetaLplState]

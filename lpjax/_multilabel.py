@@ -25,6 +25,14 @@ class MultilabelSignsAndBounds(NamedTuple):
     The output of a multi-label signs-and-bounds rule and the keyword arguments of
     :func:`lpjax.lpl_multilabel_perturbation`
     (``lpl_multilabel_perturbation(logits, labels, **rule_output._asdict(), step_size=...)``).
+
+    Example::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> rule_output = lpjax.multilabel_longtail_signs_and_bounds(
+      ...     jnp.array([50, 10, 2]), num_head_classes=1, epsilon=0.5)
+      >>> rule_output.positive_signs
+      Array([-1,  1,  1], dtype=int32)
     """
 
     positive_signs: jax.Array
@@ -320,7 +328,7 @@ def multilabel_longtail_signs_and_bounds(
     if negative_epsilon is None:
         negative_epsilon = epsilon
     for name, value in (("negative_sign", negative_sign), ("negative_epsilon", negative_epsilon)):
-        if jnp.ndim(value) != 0:
+        if jnp.ndim(jnp.asarray(value)) != 0:
             _checks.check_class_vector(name, value, num_classes)
     _checks.check_signs("negative_sign", negative_sign)
     _checks.check_nonnegative("negative_epsilon", negative_epsilon)
@@ -494,6 +502,16 @@ def lpl_multilabel_mean_rule_transform(
     ``delta_epsilon = 0`` gives fixed bounds, ``> 0`` varied bounds. ``apply``
     takes ``[batch, num_classes]`` multi-hot labels. The largest bound,
     ``epsilon + delta_epsilon``, may need at most ``max_inner_steps`` steps.
+
+    Example::
+
+      >>> import jax, jax.numpy as jnp, lpjax
+      >>> transform = lpjax.lpl_multilabel_mean_rule_transform(epsilon=0.5, step_size=0.1)
+      >>> logits = jax.random.normal(jax.random.key(0), (4, 3))
+      >>> labels = jnp.array([[1, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]])
+      >>> perturbed, _ = transform.apply(logits, labels, transform.init())
+      >>> perturbed.shape
+      (4, 3)
     """
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)

@@ -155,7 +155,7 @@ def longtail_signs_and_bounds(
     """
     num_classes = _checks.check_class_counts(class_counts)
     try:
-        if isinstance(num_head_classes, bool) or jnp.ndim(num_head_classes) != 0:
+        if isinstance(num_head_classes, bool) or getattr(num_head_classes, "ndim", 0):
             raise TypeError
         num_head_classes = operator.index(num_head_classes)  # int, NumPy or JAX integer
     except TypeError:

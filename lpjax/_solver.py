@@ -29,6 +29,12 @@ def num_inner_steps(bounds: jax.Array, step_size, max_steps: int = DEFAULT_MAX_I
     The ratio is formed in the bounds' float dtype; the tolerance also covers
     one float32 rounding of the ratio, so ``eps = 10 * alpha`` gives 10 steps.
     An infinite ratio (``alpha = 0``) gives ``max_steps``, a NaN one 0.
+
+    Example::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> lpjax.num_inner_steps(jnp.array([0.1, 0.25, 0.0]), 0.05)
+      Array([2, 5, 0], dtype=int32)
     """
     bounds = jnp.asarray(bounds)
     ratio = bounds / jnp.asarray(step_size, bounds.dtype)

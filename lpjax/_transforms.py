@@ -34,6 +34,13 @@ class LogitTransform(NamedTuple):
         accepted by transforms that do not use labels, e.g. post-hoc
         adjustment at test time). Unused ``extra_args`` are ignored, so
         transforms needing more inputs (ISDA's features) chain with the rest.
+
+    Example::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> transform = lpjax.logit_adjustment_transform(jnp.array([90, 10]))
+      >>> isinstance(transform, lpjax.LogitTransform), transform.init()
+      (True, EmptyState())
     """
 
     init: Callable[[], TransformState]
@@ -73,7 +80,15 @@ def _add_class_vector(logits: jax.Array, vector: jax.Array) -> jax.Array:
 
 
 def identity() -> LogitTransform:
-    """The transform that returns the logits unchanged (plain cross-entropy)."""
+    """The transform that returns the logits unchanged (plain cross-entropy).
+
+    Example::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> transform = lpjax.identity()
+      >>> transform.apply(jnp.ones((1, 2)), jnp.array([0]), transform.init())
+      (Array([[1., 1.]], dtype=float32), EmptyState())
+    """
     return stateless(lambda logits, labels, where, axis_name: logits)
 
 
@@ -83,6 +98,16 @@ def chain(*transforms: LogitTransform) -> LogitTransform:
     ``chain(logit_adjustment_transform(counts), lpl_longtail_transform(...))``
     is LA + LPL: LPL's inner solver runs on the adjusted logits.
     Its state is the tuple of the transforms' states.
+
+    Example::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> counts = jnp.array([90, 10])
+      >>> transform = lpjax.chain(lpjax.logit_adjustment_transform(counts),
+      ...                         lpjax.posthoc_logit_adjustment_transform(counts))
+      >>> perturbed, state = transform.apply(jnp.zeros((1, 2)), jnp.array([0]), transform.init())
+      >>> perturbed, state  # the two offsets cancel
+      (Array([[0., 0.]], dtype=float32), (EmptyState(), EmptyState()))
     """
 
     def init():
@@ -113,6 +138,14 @@ def logit_adjustment_transform(class_counts, *, tau: float = 1.0) -> LogitTransf
 
     Lowers head-class losses and raises tail-class ones. Predict with the
     plain logits afterwards. Menon et al., ICLR 2021.
+
+    Example::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> transform = lpjax.logit_adjustment_transform(jnp.array([75, 25]), tau=1.0)
+      >>> perturbed, _ = transform.apply(jnp.zeros((1, 2)), jnp.array([0]), transform.init())
+      >>> [round(float(x), 4) for x in perturbed[0]]  # log(0.75), log(0.25)
+      [-0.2877, -1.3863]
     """
     offsets = _priors.logit_adjustment(class_counts, tau=tau)
     return stateless(lambda logits, labels, where, axis_name: _add_class_vector(logits, offsets))
@@ -123,6 +156,14 @@ def posthoc_logit_adjustment_transform(class_counts, *, tau: float = 1.0) -> Log
 
     Applied at test time to a model trained with plain cross-entropy; needs no
     labels (``apply(logits, None, state)``). Menon et al., ICLR 2021.
+
+    Example::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> transform = lpjax.posthoc_logit_adjustment_transform(jnp.array([75, 25]))
+      >>> adjusted, _ = transform.apply(jnp.zeros((1, 2)), None, transform.init())
+      >>> [round(float(x), 4) for x in adjusted[0]]  # the tail class is favoured at test time
+      [0.2877, 1.3863]
     """
     offsets = -_priors.logit_adjustment(class_counts, tau=tau)
     return stateless(lambda logits, labels, where, axis_name: _add_class_vector(logits, offsets))
@@ -134,6 +175,14 @@ def balanced_softmax_transform(class_counts) -> LogitTransform:
     References:
       J. Ren et al., "Balanced Meta-Softmax for Long-Tailed Visual Recognition",
       NeurIPS 2020.
+
+    Example::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> transform = lpjax.balanced_softmax_transform(jnp.array([100, 10]))
+      >>> perturbed, _ = transform.apply(jnp.zeros((1, 2)), jnp.array([0]), transform.init())
+      >>> [round(float(x), 4) for x in perturbed[0]]  # log n
+      [4.6052, 2.3026]
     """
     _checks.check_class_counts(class_counts)
     offsets = jnp.log(jnp.asarray(class_counts, jnp.float32))
@@ -146,6 +195,14 @@ def ldam_transform(class_counts, *, max_margin: float = 0.5, scale: float = 30.0
     The margin is subtracted from the true-class logit only, then all logits
     are scaled by ``scale`` (30 in the LDAM code). Predict with plain logits.
     Cao et al., NeurIPS 2019.
+
+    Example::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> transform = lpjax.ldam_transform(jnp.array([100, 1]), max_margin=0.5, scale=1.0)
+      >>> perturbed, _ = transform.apply(jnp.zeros((2, 2)), jnp.array([0, 1]), transform.init())
+      >>> [[round(float(x), 4) for x in row] for row in perturbed]  # the margin off the label
+      [[-0.1581, 0.0], [0.0, -0.5]]
     """
     margins = _priors.ldam_margins(class_counts, max_margin=max_margin)
     _checks.check_positive_scalar("scale", scale)
@@ -253,6 +310,15 @@ def lpl_mean_rule_transform(
     ``> 0`` with varied bounds. The largest bound, ``epsilon + delta_epsilon``, may
     need at most ``max_inner_steps`` steps (else ``ValueError`` here). Li et al.,
     TNNLS 2023.
+
+    Example::
+
+      >>> import jax, jax.numpy as jnp, lpjax
+      >>> transform = lpjax.lpl_mean_rule_transform(epsilon=0.3, step_size=0.1)
+      >>> logits = jax.random.normal(jax.random.key(0), (6, 3))
+      >>> perturbed, _ = transform.apply(logits, jnp.arange(6) % 3, transform.init())
+      >>> perturbed.shape, bool((perturbed != logits).any())
+      ((6, 3), True)
     """
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)
@@ -291,6 +357,16 @@ def lpl_longtail_transform(
     paper's by default). Chain after :func:`logit_adjustment_transform` for LA + LPL.
     Bounds needing more than ``max_inner_steps`` steps raise ``ValueError`` here.
     Li et al., TNNLS 2023.
+
+    Example::
+
+      >>> import jax, jax.numpy as jnp, lpjax
+      >>> transform = lpjax.lpl_longtail_transform(
+      ...     jnp.array([500, 100, 20]), num_head_classes=1, epsilon=0.3, step_size=0.1)
+      >>> logits = jax.random.normal(jax.random.key(0), (6, 3))
+      >>> perturbed, _ = transform.apply(logits, jnp.arange(6) % 3, transform.init())
+      >>> perturbed.shape, bool((perturbed != logits).any())
+      ((6, 3), True)
     """
     signs, bounds = _signs_and_bounds.longtail_signs_and_bounds(
         class_counts,

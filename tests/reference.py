@@ -364,6 +364,29 @@ def isda_augmentation(labels, covariances, kernel, ratio):
     return out
 
 
+def isda_diagonal_from_samples(samples_by_class, feature_dim):
+    """``(counts, means, variances)`` of the samples of each class (zeros for none)."""
+    num_classes = len(samples_by_class)
+    counts, means = np.zeros(num_classes), np.zeros((num_classes, feature_dim))
+    variances = np.zeros((num_classes, feature_dim))
+    for c, rows in enumerate(samples_by_class):
+        if rows:
+            x = np.asarray(rows, np.float64)
+            counts[c], means[c], variances[c] = len(x), x.mean(0), x.var(0)
+    return counts, means, variances
+
+
+def isda_diagonal_augmentation(labels, variances, kernel, ratio):
+    """Direct per-sample, per-class (ratio/2) sum_d var_yd (w_dc - w_dy)^2."""
+    kernel = np.asarray(kernel, np.float64)
+    variances = np.asarray(variances, np.float64)
+    out = np.zeros((len(labels), kernel.shape[1]))
+    for i, y in enumerate(np.asarray(labels)):
+        for c in range(kernel.shape[1]):
+            out[i, c] = 0.5 * ratio * np.sum(variances[y] * (kernel[:, c] - kernel[:, y]) ** 2)
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Meta-LPL (docs/method.md, section 9) for a linear softmax classifier.
 

@@ -1,11 +1,13 @@
 """Writes the API reference from ``lpjax.__all__`` when the docs are built.
 
-The page ``api.rst`` holds only its title and introduction; this extension appends
-one section per private module that a public name is imported from (in the order of
-``SECTIONS``, then any module not listed there, titled after its name), each opened
-by that module's docstring and followed by an autodoc entry per name, in the order
-the module defines them. Adding, renaming or moving a public name therefore needs no
-edit of the docs."""
+The reference is grouped as optax's is, one page per theme (``PAGES``: transforms, the
+LPL solver with its signs and bounds, Meta-LPL, losses, priors, diagnostics). Each page
+``api/<page>.rst`` holds only its title and introduction; this extension appends one
+section per private module of that page that a public name is imported from (in the
+order of ``SECTIONS``), each opened by that module's docstring and followed by an
+autodoc entry per name, in the order the module defines them. Adding, renaming or moving
+a public name therefore needs no edit of the docs; a new private module must be given a
+page here (the build fails until it is)."""
 
 from __future__ import annotations
 
@@ -19,20 +21,31 @@ from pathlib import Path
 from sphinx.pycode import ModuleAnalyzer
 
 PACKAGE = "lpjax"
-API_DOCNAME = "api"
+API_FOLDER = "api"
 
 # Private module -> section title, in page order.
 SECTIONS = {
-    "_solver": "LPL solver",
-    "_splits": "Split rules",
     "_transforms": "Logit transforms",
     "_adaptive": "Adaptive LPL",
-    "_multilabel": "Multi-label LPL",
     "_isda": "ISDA",
+    "_multilabel": "Multi-label LPL",
+    "_solver": "LPL solver",
+    "_signs_and_bounds": "Signs and bounds",
+    "_meta": "Meta-LPL",
     "_losses": "Losses",
     "_priors": "Priors",
     "_diagnostics": "Diagnostics",
-    "_checks": "Checks",
+    "_checks": "Label checks",
+}
+
+# Page (docs/api/<page>.rst) -> the private modules it documents.
+PAGES = {
+    "transforms": ("_transforms", "_adaptive", "_isda", "_multilabel"),
+    "lpl": ("_solver", "_signs_and_bounds"),
+    "meta": ("_meta",),
+    "losses": ("_losses",),
+    "priors": ("_priors",),
+    "diagnostics": ("_diagnostics", "_checks"),
 }
 
 
@@ -99,14 +112,29 @@ def _definition_order(module_name: str) -> dict[str, int]:
     return lines
 
 
-def api_rst() -> str:
-    """The generated part of the API page, as reStructuredText."""
+def _groups() -> dict[str, list[str]]:
+    """Private module (full name) -> the public names it defines."""
     package = importlib.import_module(PACKAGE)
     sources = _source_modules(package)
     groups: dict[str, list[str]] = {}
     for name in package.__all__:
         obj = getattr(package, name)
         groups.setdefault(_module_of(name, obj, sources), []).append(name)
+    placed = {module for modules in PAGES.values() for module in modules}
+    unplaced = sorted(m for m in groups if m.rpartition(".")[2] not in placed)
+    if unplaced:
+        raise RuntimeError(f"docs/_ext/lpjax_api.py: give the modules {unplaced} a page in PAGES.")
+    return groups
+
+
+def api_rst(page: str) -> str:
+    """The generated part of the API page ``page``, as reStructuredText."""
+    package = importlib.import_module(PACKAGE)
+    groups = {
+        module: names
+        for module, names in _groups().items()
+        if module.rpartition(".")[2] in PAGES[page]
+    }
 
     def order(module: str) -> tuple[int, str]:
         short = module.rpartition(".")[2]
@@ -137,10 +165,11 @@ def api_rst() -> str:
 
 
 def _on_source_read(app, docname: str, source: list[str]) -> None:
-    if docname == API_DOCNAME:
+    folder, _, page = docname.partition("/")
+    if folder == API_FOLDER and page in PAGES:
         package = importlib.import_module(PACKAGE)
         app.env.note_dependency(package.__file__)  # re-read when the public names change
-        source[0] += "\n" + api_rst()
+        source[0] += "\n" + api_rst(page)
 
 
 # ``_solver.`` in a default shown as written (``max_inner_steps=_solver.DEFAULT_...``).

@@ -121,7 +121,7 @@ def _reference_run(batches, tx, *, example_weights_fn=None):
         history.append(
             {
                 "loss": float(loss),
-                "grad_norm": float(optax.global_norm(grads)),
+                "grad_norm": float(optax.tree.norm(grads)),
                 "plain_loss": float(plain[mask].mean()),
                 "accuracy": float(correct[mask].mean()),
                 "relative_loss_variation": np.asarray(
@@ -201,12 +201,12 @@ class TinyNnxNet(nnx.Module):
         self.norm = nnx.BatchNorm(16, rngs=rngs)  # no axis_name: the global view
         self.head = nnx.Linear(16, NUM_CLASSES, rngs=rngs)
         for layer, name in ((self.dense, "Dense_0"), (self.head, "head")):
-            layer.kernel.value = jnp.asarray(params[name]["kernel"])
-            layer.bias.value = jnp.asarray(params[name]["bias"])
-        self.norm.scale.value = jnp.asarray(params["BatchNorm_0"]["scale"])
-        self.norm.bias.value = jnp.asarray(params["BatchNorm_0"]["bias"])
-        self.norm.mean.value = jnp.asarray(stats["BatchNorm_0"]["mean"])
-        self.norm.var.value = jnp.asarray(stats["BatchNorm_0"]["var"])
+            layer.kernel[...] = jnp.asarray(params[name]["kernel"])
+            layer.bias[...] = jnp.asarray(params[name]["bias"])
+        self.norm.scale[...] = jnp.asarray(params["BatchNorm_0"]["scale"])
+        self.norm.bias[...] = jnp.asarray(params["BatchNorm_0"]["bias"])
+        self.norm.mean[...] = jnp.asarray(stats["BatchNorm_0"]["mean"])
+        self.norm.var[...] = jnp.asarray(stats["BatchNorm_0"]["var"])
 
     def __call__(self, x):
         return self.head(nnx.relu(self.norm(self.dense(x.reshape(x.shape[0], -1)))))

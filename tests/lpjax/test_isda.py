@@ -365,3 +365,156 @@ def test_errors():
         )
     with pytest.raises(TypeError, match="floating"):
         update(state, jnp.ones((8, FEATURE_DIM), jnp.int32), labels)
+
+
+# ----------------------------------------------------------------------------
+# Diagonal ISDA (covariance="diagonal"): [C, D] per-feature variances
+# ----------------------------------------------------------------------------
+
+
+def diagonal_state():
+    return lpjax.init_isda_state(NUM_CLASSES, FEATURE_DIM, covariance="diagonal")
+
+
+def test_diagonal_update_is_the_variance_of_every_sample_seen():
+    """Against the definition (NumPy, float64, over the samples kept so far), after each
+    batch: a batch without a class, a masked sample and an out-of-range label included."""
+    state = diagonal_state()
+    assert state.covariances.shape == (NUM_CLASSES, FEATURE_DIM)
+    seen = [[] for _ in range(NUM_CLASSES)]
+    for step in range(5):
+        features, labels = random_batch(10 + step, 12)
+        if step == 2:  # a batch without class 4
+            labels = np.where(labels == 4, 0, labels).astype(np.int32)
+        where = np.ones(12, bool)
+        where[step] = False
+        labels[(step + 3) % 12] = NUM_CLASSES  # out of range: left out
+        state = update(state, features, labels, where=jnp.asarray(where))
+        for x, y, w in zip(features, labels, where, strict=True):
+            if w and 0 <= y < NUM_CLASSES:
+                seen[y].append(x)
+        counts, means, variances = ref.isda_diagonal_from_samples(seen, FEATURE_DIM)
+        np.testing.assert_array_equal(state.counts, counts)
+        np.testing.assert_allclose(state.means, means, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(state.covariances, variances, rtol=1e-4, atol=1e-5)
+    assert int(state.step) == 5 and state.covariances.dtype == jnp.float32
+
+
+def test_diagonal_update_is_the_diagonal_of_the_full_one():
+    full, diagonal = zero_state(), diagonal_state()
+    for step in range(3):
+        features, labels = random_batch(20 + step, 9)
+        full, diagonal = update(full, features, labels), update(diagonal, features, labels)
+    np.testing.assert_allclose(
+        diagonal.covariances, np.diagonal(full.covariances, axis1=1, axis2=2), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_array_equal(diagonal.means, full.means)
+
+
+@pytest.mark.parametrize("batch_size", [3, 11])
+def test_diagonal_augmentation_matches_direct_evaluation(batch_size):
+    rng = np.random.default_rng(30 + batch_size)
+    kernel = rng.normal(size=(FEATURE_DIM, NUM_CLASSES)).astype(np.float32)
+    variances = rng.random((NUM_CLASSES, FEATURE_DIM)).astype(np.float32) * 2
+    labels = rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32)
+    logits = np.zeros((batch_size, NUM_CLASSES), np.float32)
+    got = jax.jit(
+        lambda u, y, v, w: lpjax.isda_augmentation(
+            u, y, covariances=v, classifier_kernel=w, ratio=0.7
+        )
+    )(logits, labels, variances, kernel)
+    want = ref.isda_diagonal_augmentation(labels, variances, kernel, 0.7)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(got)[np.arange(batch_size), labels], 0.0)
+    assert np.all(np.asarray(got) >= 0)
+    # The full form with diag(variances) gives the same term.
+    full = jax.vmap(jnp.diag)(jnp.asarray(variances))
+    np.testing.assert_allclose(
+        lpjax.isda_augmentation(
+            logits, labels, covariances=full, classifier_kernel=kernel, ratio=0.7
+        ),
+        got,
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_diagonal_gradient_flows_into_kernel_not_variances():
+    rng = np.random.default_rng(40)
+    kernel = rng.normal(size=(FEATURE_DIM, NUM_CLASSES))
+    variances = rng.random((NUM_CLASSES, FEATURE_DIM))
+    labels = rng.integers(0, NUM_CLASSES, 6).astype(np.int32)
+    logits = np.zeros((6, NUM_CLASSES))
+
+    def term(k, v):
+        return lpjax.isda_augmentation(
+            logits, labels, covariances=v, classifier_kernel=k, ratio=0.5
+        ).sum()
+
+    with jax.enable_x64():
+        grad_kernel, grad_variances = jax.grad(term, argnums=(0, 1))(kernel, variances)
+        want = jax.grad(lambda k: ref_term_diagonal(k, variances, labels))(kernel)
+    np.testing.assert_allclose(grad_kernel, want, rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(grad_variances, 0.0)
+
+
+def ref_term_diagonal(kernel, variances, labels):
+    diff = kernel[:, None, :] - kernel.T[labels].T[:, :, None]  # [D, B, C]
+    return 0.25 * jnp.sum(variances[labels].T[:, :, None] * diff**2)
+
+
+def test_diagonal_transform_trains_and_is_sharded_like_one_device():
+    transform = lpjax.isda_transform(
+        NUM_CLASSES, FEATURE_DIM, lambda_0=0.5, total_steps=10, covariance="diagonal"
+    )
+    logits, labels, features, classifier = make_inputs(7, 32)
+    _, warm_labels, warm_features, _ = make_inputs(8, 16)
+    state = update(transform.init(), warm_features, warm_labels)
+    state = state._replace(step=jnp.asarray(6, jnp.int32))
+    where = jnp.asarray(np.arange(32) % 5 != 2)
+    apply = jax.jit(
+        lambda u, y, w, x, s, c: transform.apply(u, y, s, where=w, features=x, classifier=c)
+    )
+    out, new_state = apply(logits, labels, where, features, state, classifier)
+    assert new_state.covariances.shape == (NUM_CLASSES, FEATURE_DIM)
+    want_state = update(state, features, labels, where=where)
+    chex.assert_trees_all_close(new_state, want_state, rtol=1e-6, atol=1e-6)
+    delta = ref.isda_diagonal_augmentation(
+        labels, want_state.covariances, classifier["kernel"], 0.5 * 6 / 10
+    )
+    valid = np.asarray(where)
+    np.testing.assert_allclose(out[valid], (logits + delta)[valid], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out[~valid], logits[~valid])
+    # The global view over 8 devices equals one device.
+    mesh = jax.make_mesh((8,), ("data",))
+    with jax.set_mesh(mesh):
+        split = jax.device_put((logits, labels, where, features), P("data"))
+        sharded_out, sharded_state = apply(*split, state, classifier)
+    np.testing.assert_allclose(sharded_out, out, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(sharded_state, new_state, rtol=1e-5, atol=1e-5)
+
+
+def test_diagonal_errors_and_memory():
+    full = lpjax.isda_transform(NUM_CLASSES, FEATURE_DIM, total_steps=10)
+    diagonal = lpjax.isda_transform(NUM_CLASSES, FEATURE_DIM, total_steps=10, covariance="diagonal")
+    logits, labels, features, classifier = make_inputs(0)
+    with pytest.raises(ValueError, match="covariance='full'; got a state with diagonal"):
+        full.apply(logits, labels, diagonal.init(), features=features, classifier=classifier)
+    with pytest.raises(ValueError, match="covariance='diagonal'; got a state with full"):
+        diagonal.apply(logits, labels, full.init(), features=features, classifier=classifier)
+    with pytest.raises(ValueError, match="covariance must be 'full' or 'diagonal'"):
+        lpjax.isda_transform(NUM_CLASSES, FEATURE_DIM, total_steps=10, covariance="diag")
+    with pytest.raises(ValueError, match="covariance must be"):
+        lpjax.init_isda_state(NUM_CLASSES, FEATURE_DIM, covariance=None)
+    # At ImageNet size (C = 1000, D = 2048), shapes only: 8 MiB against 16 GiB.
+    nbytes = {
+        form: sum(
+            x.size * x.dtype.itemsize
+            for x in jax.tree.leaves(
+                jax.eval_shape(lambda f=form: lpjax.init_isda_state(1000, 2048, covariance=f))
+            )
+        )
+        for form in ("full", "diagonal")
+    }
+    assert nbytes["full"] == 4 + 4 * 1000 * (1 + 2048 + 2048 * 2048)
+    assert nbytes["diagonal"] == 4 + 4 * 1000 * (1 + 2 * 2048)
