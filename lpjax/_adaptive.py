@@ -183,10 +183,7 @@ def lpl_adaptive_transform(
         _checks.require_labels(labels, "lpl_adaptive_transform")
         _, classes = _checks.check_batch(logits, labels, where, axis_name)
         logits, labels = jnp.asarray(logits), jnp.asarray(labels)
-        if classes != num_classes:
-            raise ValueError(
-                f"logits have {classes} classes; the transform was built for {num_classes}."
-            )
+        _checks.check_num_classes(classes, num_classes)
         signs, targets = signs_and_targets(logits, labels, where, axis_name)
         _solver.check_split(
             num_classes, step_size, max_inner_steps, signs=signs, bounds=state.bounds
