@@ -48,6 +48,7 @@ from lpjax._transforms import (
     TransformState,
     balanced_softmax_transform,
     chain,
+    get_transform_state,
     identity,
     ldam_transform,
     logit_adjustment_transform,
@@ -55,6 +56,7 @@ from lpjax._transforms import (
     lpl_mean_rule_transform,
     lpl_transform,
     posthoc_logit_adjustment_transform,
+    set_transform_state,
     stateless,
 )
 
@@ -74,6 +76,7 @@ __all__ = (
     "balanced_softmax_transform",
     "chain",
     "class_balanced_weights",
+    "get_transform_state",
     "identity",
     "init_isda_state",
     "isda_augmentation",
@@ -100,6 +103,7 @@ __all__ = (
     "num_inner_steps",
     "posthoc_logit_adjustment_transform",
     "relative_loss_variation",
+    "set_transform_state",
     "softmax_cross_entropy_with_integer_labels",
     "stateless",
     "update_class_statistics",

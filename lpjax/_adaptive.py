@@ -200,10 +200,7 @@ def lpl_adaptive_transform(
         _checks.require_labels(labels, "lpl_adaptive_transform")
         _, classes = _checks.check_batch(logits, labels, where, axis_name)
         logits, labels = jnp.asarray(logits), jnp.asarray(labels)
-        if classes != num_classes:
-            raise ValueError(
-                f"logits have {classes} classes; the transform was built for {num_classes}."
-            )
+        _checks.check_num_classes(classes, num_classes)
         signs, targets = signs_and_targets(logits, labels, where, axis_name)
         delta = _solver.check_and_solve(
             logits,

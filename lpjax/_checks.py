@@ -40,6 +40,15 @@ def check_logits(logits, name: str = "logits") -> tuple[int, int]:
     return batch_size, num_classes
 
 
+def check_num_classes(classes: int, num_classes: int) -> None:
+    """Refuses logits whose class count differs from the one a transform was built for."""
+    if classes != num_classes:
+        raise ValueError(
+            f"logits have {classes} classes; the transform was built for {num_classes} "
+            f"(num_classes = {num_classes})."
+        )
+
+
 def _varying_axes(x) -> frozenset:
     """The mapped axes ``x`` varies over inside ``jax.shard_map`` (empty elsewhere).
 

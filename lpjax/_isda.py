@@ -495,11 +495,7 @@ def isda_transform(
         _checks.require_labels(labels, "isda_transform")
         _, logit_classes = _checks.check_batch(logits, labels, where, axis_name)
         labels = jnp.asarray(labels)
-        if logit_classes != num_classes:
-            raise ValueError(
-                f"isda_transform was built for num_classes = {num_classes}; "
-                f"got logits with {logit_classes} classes."
-            )
+        _checks.check_num_classes(logit_classes, num_classes)
         kernel = classifier["kernel"]
         if jnp.shape(kernel) != (feature_dim, num_classes):
             raise ValueError(

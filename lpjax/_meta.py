@@ -57,9 +57,12 @@ class MetaLplTransform(NamedTuple):
 
     Attributes:
       init: ``init() -> MetaLplState`` (``phi = 0``: no perturbation).
-      apply: ``apply(logits, labels, state, *, where=None, axis_name=None, **extra_args)
-        -> (logits + delta, state)``, ``delta = perturbation(logits, labels,
-        theta(state))`` under ``stop_gradient``.
+      apply: ``apply(logits, labels, state, *, where=None, axis_name=None, theta=None,
+        **extra_args) -> (logits + delta, state)``, ``delta = perturbation(logits, labels,
+        theta(state))`` under ``stop_gradient``; given ``theta`` (``[num_classes]``),
+        ``delta = perturbation(logits, labels, theta)``, differentiable in ``theta``: the
+        training loss of a look-ahead (``update``), also through :func:`lpjax.chain`,
+        which passes ``theta=`` on to its members.
       perturbation: ``perturbation(logits, labels, theta, *, where=None, axis_name=None)
         -> delta``, ``delta_i = theta_{y_i} v_i`` for any ``[num_classes]`` ``theta``
         (``v`` constant, see :func:`lpl_meta_transform`): differentiable in ``theta``,
@@ -241,20 +244,25 @@ def lpl_meta_transform(
     def check(logits, labels, where, axis_name, theta_values):
         _checks.require_labels(labels, "lpl_meta_transform")
         _, classes = _checks.check_batch(logits, labels, where, axis_name)
-        if classes != num_classes:
-            raise ValueError(
-                f"logits have {classes} classes; the transform was built for {num_classes}."
-            )
+        _checks.check_num_classes(classes, num_classes)
         _checks.check_class_vector("theta", theta_values, num_classes)
 
-    def apply(logits, labels, state, *, where=None, axis_name=None, **extra_args):
+    def apply(logits, labels, state, *, where=None, axis_name=None, theta=None, **extra_args):
         del extra_args
         if not isinstance(state, MetaLplState):
             raise TypeError(f"expected a MetaLplState (from init()); got {type(state)}.")
-        delta = perturbation(
-            logits, labels, lax.stop_gradient(theta(state)), where=where, axis_name=axis_name
-        )
-        return jnp.asarray(logits) + lax.stop_gradient(delta), state
+        if theta is None:  # the state's bounds, a constant to the training gradient
+            delta = perturbation(
+                logits,
+                labels,
+                lax.stop_gradient(_theta(state.phi, max_epsilon)),
+                where=where,
+                axis_name=axis_name,
+            )
+            return jnp.asarray(logits) + lax.stop_gradient(delta), state
+        # Given bounds (a meta step's look-ahead): the perturbation stays linear in them.
+        delta = perturbation(logits, labels, theta, where=where, axis_name=axis_name)
+        return jnp.asarray(logits) + delta, state
 
     def perturbation(logits, labels, theta_values, *, where=None, axis_name=None):
         check(logits, labels, where, axis_name, theta_values)

@@ -97,7 +97,10 @@ def chain(*transforms: LogitTransform) -> LogitTransform:
 
     ``chain(logit_adjustment_transform(counts), lpl_longtail_transform(...))``
     is LA + LPL: LPL's inner solver runs on the adjusted logits.
-    Its state is the tuple of the transforms' states.
+    Its state is the tuple of the transforms' states (reach one member's with
+    :func:`get_transform_state` / :func:`set_transform_state`); extra keyword
+    arguments of ``apply`` (ISDA's ``features``, Meta-LPL's ``theta``) go to every
+    member, and those that do not use them ignore them.
 
     Example::
 
@@ -131,6 +134,88 @@ def chain(*transforms: LogitTransform) -> LogitTransform:
         return logits, tuple(new_state)
 
     return LogitTransform(init, apply)
+
+
+def _is_chain_state(state) -> bool:
+    # A chain's state is a plain tuple; a NamedTuple is one transform's state.
+    return type(state) is tuple
+
+
+def _state_paths(state, state_type: type, path: tuple[int, ...] = ()):
+    if isinstance(state, state_type):
+        yield path
+    elif _is_chain_state(state):
+        for index, member in enumerate(state):
+            yield from _state_paths(member, state_type, (*path, index))
+
+
+def _only_path(state, state_type: type) -> tuple[int, ...]:
+    paths = list(_state_paths(state, state_type))
+    if len(paths) != 1:
+        found = "none" if not paths else f"{len(paths)}, at {paths}"
+        raise ValueError(
+            f"expected exactly one {state_type.__name__} in the transform state; found {found}."
+        )
+    return paths[0]
+
+
+def get_transform_state(state: TransformState, state_type: type) -> TransformState:
+    """The state of the one transform in ``state`` whose state is a ``state_type``.
+
+    ``state`` is a transform's state: one transform's (returned as is if it is a
+    ``state_type``) or a :func:`chain`'s tuple, chains nested in chains included. Like
+    ``optax.tree_utils.tree_get`` for a chain of optimizers, it finds a member's state
+    without knowing its position in the chain.
+
+    Args:
+      state: the state of a transform, e.g. from ``chain(...).init()``.
+      state_type: the state class of the member wanted, e.g. :class:`lpjax.MetaLplState`.
+
+    Returns:
+      That member's state.
+
+    Raises:
+      ValueError: no member, or more than one, has a state of that type.
+
+    Example -- the Meta-LPL state of logit adjustment then Meta-LPL::
+
+      >>> import optax, lpjax
+      >>> meta = lpjax.lpl_meta_transform(
+      ...     3, max_epsilon=1.0, step_size=0.1, meta_optimizer=optax.sgd(0.1))
+      >>> la = lpjax.logit_adjustment_transform([30, 20, 10])
+      >>> state = lpjax.chain(la, meta).init()
+      >>> meta.theta(lpjax.get_transform_state(state, lpjax.MetaLplState)).tolist()
+      [0.0, 0.0, 0.0]
+      >>> new = lpjax.MetaLplState(phi=state[1].phi + 1.0, opt_state=state[1].opt_state)
+      >>> state = lpjax.set_transform_state(state, lpjax.MetaLplState, new)
+      >>> state[1].phi.tolist()
+      [1.0, 1.0, 1.0]
+    """
+    for index in _only_path(state, state_type):
+        state = state[index]
+    return state
+
+
+def set_transform_state(
+    state: TransformState, state_type: type, new_state: TransformState
+) -> TransformState:
+    """``state`` with the one ``state_type`` member's state replaced by ``new_state``.
+
+    The counterpart of :func:`get_transform_state` (like ``optax.tree_utils.tree_set``):
+    a new tuple, ``state`` itself is unchanged; a ``state`` that is itself a
+    ``state_type`` is replaced whole.
+
+    Raises:
+      ValueError: no member, or more than one, has a state of that type.
+    """
+
+    def replace(state, path):
+        if not path:
+            return new_state
+        index, rest = path[0], path[1:]
+        return (*state[:index], replace(state[index], rest), *state[index + 1 :])
+
+    return replace(state, _only_path(state, state_type))
 
 
 def logit_adjustment_transform(class_counts, *, tau: float = 1.0) -> LogitTransform:

@@ -1,5 +1,7 @@
 """Tests for the logit transforms and the loss on their output (method.md 2, 3.4)."""
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -262,3 +264,64 @@ def test_bfloat16(make, reference):
     np.testing.assert_allclose(
         np.asarray(loss, np.float32), ref.cross_entropy(expected, LABELS), rtol=2e-2, atol=2e-2
     )
+
+
+class _State(NamedTuple):
+    value: int
+
+
+class _Other(NamedTuple):
+    value: int
+
+
+def test_get_and_set_transform_state_in_hand_built_tuples():
+    empty = optax.EmptyState()
+    # A bare state, a chain's tuple, and a chain nested in a chain.
+    assert lpjax.get_transform_state(_State(1), _State) == _State(1)
+    assert lpjax.set_transform_state(_State(1), _State, _State(2)) == _State(2)
+    flat = (empty, _State(1), _Other(5))
+    assert lpjax.get_transform_state(flat, _State) == _State(1)
+    assert lpjax.get_transform_state(flat, _Other) == _Other(5)
+    assert lpjax.set_transform_state(flat, _State, _State(2)) == (empty, _State(2), _Other(5))
+    assert flat == (empty, _State(1), _Other(5))  # unchanged
+    nested = (empty, (_Other(5), (empty, _State(3))))
+    assert lpjax.get_transform_state(nested, _State) == _State(3)
+    replaced = lpjax.set_transform_state(nested, _State, _State(4))
+    assert replaced == (empty, (_Other(5), (empty, _State(4))))
+    assert type(replaced[1]) is tuple and type(replaced[1][1]) is tuple
+
+
+def test_get_transform_state_needs_exactly_one_match():
+    with pytest.raises(ValueError, match="exactly one _State.*found none"):
+        lpjax.get_transform_state((optax.EmptyState(), _Other(1)), _State)
+    with pytest.raises(ValueError, match=r"found 2, at \[\(0,\), \(1, 0\)\]"):
+        lpjax.set_transform_state((_State(1), (_State(2),)), _State, _State(3))
+
+
+def test_chain_passes_theta_to_meta_lpl_and_state_is_reachable():
+    counts = np.array([40, 20, 10])
+    meta = lpjax.lpl_meta_transform(
+        3, max_epsilon=1.0, step_size=0.1, meta_optimizer=optax.sgd(0.1)
+    )
+    la = lpjax.logit_adjustment_transform(counts)
+    transform = lpjax.chain(la, meta)
+    state = transform.init()
+    logits = jax.random.normal(jax.random.key(0), (6, 3))
+    labels = jnp.arange(6) % 3
+    theta = jnp.array([0.5, -0.3, 0.2])
+    perturbed, new_state = transform.apply(logits, labels, state, theta=theta)
+    adjusted, _ = la.apply(logits, labels, la.init())
+    expected = adjusted + meta.perturbation(adjusted, labels, theta)
+    np.testing.assert_allclose(perturbed, expected, rtol=1e-6)
+    assert lpjax.get_transform_state(new_state, lpjax.MetaLplState) is state[1]
+    # Without theta= the state's bounds (phi = 0: none) apply.
+    unperturbed, _ = transform.apply(logits, labels, state)
+    np.testing.assert_allclose(unperturbed, adjusted, rtol=1e-6)
+
+    # Differentiable in theta through the chain.
+    def loss(theta):
+        out, _ = transform.apply(logits, labels, state, theta=theta)
+        return lpjax.softmax_cross_entropy_with_integer_labels(out, labels).mean()
+
+    assert np.all(np.isfinite(jax.grad(loss)(theta)))
+    assert np.any(jax.grad(loss)(theta) != 0)
