@@ -207,6 +207,17 @@ def set_transform_state(
 
     Raises:
       ValueError: no member, or more than one, has a state of that type.
+
+    Example -- adaptive LPL's bounds, reset inside LA + adaptive LPL::
+
+      >>> import jax.numpy as jnp, lpjax
+      >>> adaptive = lpjax.lpl_adaptive_longtail_transform(
+      ...     [30, 20, 10], num_head_classes=1, target=0.3, step_size=0.1, initial_epsilon=1.0)
+      >>> state = lpjax.chain(lpjax.logit_adjustment_transform([30, 20, 10]), adaptive).init()
+      >>> state = lpjax.set_transform_state(
+      ...     state, lpjax.AdaptiveLplState, lpjax.AdaptiveLplState(jnp.full(3, 0.5)))
+      >>> state[1].bounds.tolist()
+      [0.5, 0.5, 0.5]
     """
 
     def replace(state, path):
