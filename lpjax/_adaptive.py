@@ -193,6 +193,7 @@ def lpl_adaptive_transform(
     def init():
         return AdaptiveLplState(jnp.full((num_classes,), initial_epsilon, jnp.float32))
 
+    @_batch.apply_over_leading_axes
     def apply(logits, labels, state, *, where=None, axis_name=None, **extra_args):
         del extra_args
         if not isinstance(state, AdaptiveLplState):

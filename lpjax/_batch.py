@@ -169,3 +169,60 @@ def map_over_batch_shards(kernel, batch_axes: tuple[str, ...], logits, labels, w
         axis_names=frozenset(batch_axes),
     )(*batched[:2], *replicated, *batched[2:])
     return out[:batch_size] if padding else out
+
+
+def flatten_leading(logits, **per_sample):
+    """``[..., C]`` logits and their per-sample arrays as one batch axis: ``[N, C]``.
+
+    ``per_sample`` arrays (or None) have the logits' leading shape ``L = logits.shape[:-1]``
+    followed by their own trailing axes (integer labels and ``where``: none; multi-hot
+    labels: ``C``; features: ``D``); they become ``[N, ...]`` with ``N = prod(L)``.
+    Returns ``(L, logits, per_sample)``, with ``L = None`` (and everything as given) when
+    the logits have at most two axes. Class statistics then run over every leading
+    position, which is what the transforms promise for sequence and dense heads.
+    """
+    shape = jnp.shape(logits)
+    if len(shape) <= 2:
+        return None, logits, per_sample
+    lead = tuple(shape[:-1])
+    flat = {}
+    for name, x in per_sample.items():
+        if x is None:
+            flat[name] = None
+            continue
+        x_shape = tuple(jnp.shape(x))
+        if x_shape[: len(lead)] != lead:
+            raise ValueError(
+                f"{name} must have the logits' leading shape {lead} (logits {tuple(shape)}), "
+                f"then its own axes; got shape {x_shape}."
+            )
+        flat[name] = jnp.reshape(x, (-1, *x_shape[len(lead) :]))
+    return lead, jnp.reshape(logits, (-1, shape[-1])), flat
+
+
+def unflatten_leading(lead, x):
+    """Undoes :func:`flatten_leading` on a per-sample result ``[N, ...]``."""
+    return x if lead is None else jnp.reshape(x, (*lead, *jnp.shape(x)[1:]))
+
+
+def apply_over_leading_axes(apply=None, *, per_sample_extras: tuple[str, ...] = ()):
+    """Lets a transform's ``apply``, written for ``[B, C]`` logits, take ``[..., C]``.
+
+    The logits, labels, ``where`` and the extra arguments named in ``per_sample_extras``
+    (ISDA's ``features``) are flattened by :func:`flatten_leading`; the perturbed logits
+    get the logits' shape back. The state is the same as for the flattened batch.
+    """
+    if apply is None:
+        return functools.partial(apply_over_leading_axes, per_sample_extras=per_sample_extras)
+
+    @functools.wraps(apply)
+    def wrapped(logits, labels, state, *, where=None, axis_name=None, **extra_args):
+        extras = {k: extra_args[k] for k in per_sample_extras if k in extra_args}
+        lead, logits, flat = flatten_leading(logits, labels=labels, where=where, **extras)
+        labels, where = flat.pop("labels"), flat.pop("where")
+        perturbed, state = apply(
+            logits, labels, state, where=where, axis_name=axis_name, **{**extra_args, **flat}
+        )
+        return unflatten_leading(lead, perturbed), state
+
+    return wrapped

@@ -28,7 +28,7 @@ def relative_loss_variation(
     are masked samples and samples whose loss is not finite. Computed in float32 (at least).
 
     Args:
-      logits: ``[batch, num_classes]`` plain logits ``u``.
+      logits: ``[batch, num_classes]`` plain logits ``u`` (or ``[..., num_classes]``).
       perturbed_logits: ``[batch, num_classes]`` perturbed logits ``u'``.
       labels: ``[batch]`` integer labels.
       where: optional boolean ``[batch]`` mask of real samples.
@@ -48,12 +48,16 @@ def relative_loss_variation(
     References:
       Li et al., "Class-Level Logit Perturbation", TNNLS 2023, Sec. III (Figs. 2-4).
     """
-    _, num_classes = _checks.check_batch(logits, labels, where, axis_name)
     if jnp.shape(perturbed_logits) != jnp.shape(logits):
         raise ValueError(
             f"perturbed_logits must have the shape of logits {jnp.shape(logits)}; "
             f"got {jnp.shape(perturbed_logits)}."
         )
+    _, logits, flat = _batch.flatten_leading(
+        logits, perturbed_logits=perturbed_logits, labels=labels, where=where
+    )
+    perturbed_logits, labels, where = flat["perturbed_logits"], flat["labels"], flat["where"]
+    _, num_classes = _checks.check_batch(logits, labels, where, axis_name)
     _checks.check_logits(perturbed_logits, "perturbed_logits")
 
     dtype = _checks.compute_dtype(jnp.result_type(logits))

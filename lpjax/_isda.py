@@ -462,6 +462,7 @@ def isda_transform(
     def init() -> IsdaState:
         return init_isda_state(num_classes, feature_dim, covariance=covariance)
 
+    @_batch.apply_over_leading_axes(per_sample_extras=("features",))
     def apply(
         logits,
         labels,

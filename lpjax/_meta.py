@@ -265,6 +265,11 @@ def lpl_meta_transform(
         return jnp.asarray(logits) + delta, state
 
     def perturbation(logits, labels, theta_values, *, where=None, axis_name=None):
+        lead, logits, flat = _batch.flatten_leading(logits, labels=labels, where=where)
+        delta = _perturbation(logits, flat["labels"], theta_values, flat["where"], axis_name)
+        return _batch.unflatten_leading(lead, delta)
+
+    def _perturbation(logits, labels, theta_values, where, axis_name):
         check(logits, labels, where, axis_name, theta_values)
         logits, labels = jnp.asarray(logits), jnp.asarray(labels)
         theta_values = jnp.asarray(theta_values)

@@ -117,7 +117,8 @@ def lpl_multilabel_perturbation(
     and ``step_size`` may be traced: changing them does not recompile.
 
     Args:
-      logits: ``[batch, num_classes]`` floating logits ``u``.
+      logits: ``[batch, num_classes]`` floating logits ``u`` (or ``[..., num_classes]``:
+        every leading position is a sample).
       labels: ``[batch, num_classes]`` multi-hot labels (bool, integer or
         floating, holding only 0 and 1; other values raise ``ValueError`` when
         concrete and, inside ``jax.jit``, exclude that entry from every
@@ -159,9 +160,11 @@ def lpl_multilabel_perturbation(
       IEEE TNNLS 2023 (arXiv:2209.05668), Algorithm 1; the multi-label form is
       the project's (docs/method.md, section 4).
     """
+    lead, logits, flat = _batch.flatten_leading(logits, labels=labels, where=where)
+    labels, where = flat["labels"], flat["where"]
     _checks.check_batch(logits, labels, where, axis_name, labels_kind="multihot")
     _checks.check_positive_scalar("step_size", step_size)
-    return check_and_solve(
+    delta = check_and_solve(
         logits,
         labels,
         positive_signs,
@@ -173,6 +176,7 @@ def lpl_multilabel_perturbation(
         axis_name=axis_name,
         max_inner_steps=max_inner_steps,
     )
+    return _batch.unflatten_leading(lead, delta)
 
 
 def check_signs_and_bounds(
@@ -368,7 +372,7 @@ def multilabel_mean_rule_signs_and_bounds(
     float32 (at least) and returned under ``stop_gradient``.
 
     Args:
-      logits: ``[batch, num_classes]`` plain logits.
+      logits: ``[batch, num_classes]`` plain logits (or ``[..., num_classes]``).
       labels: ``[batch, num_classes]`` multi-hot labels (0/1; see
         :func:`lpjax.lpl_multilabel_perturbation`).
       epsilon: base bound ``eps >= 0``.
@@ -394,6 +398,8 @@ def multilabel_mean_rule_signs_and_bounds(
       Li et al., "Class-Level Logit Perturbation", TNNLS 2023, Sec. IV ("mean" rule);
       the multi-label form is the project's (docs/method.md, section 4).
     """
+    _, logits, flat = _batch.flatten_leading(logits, labels=labels, where=where)
+    labels, where = flat["labels"], flat["where"]
     _checks.check_batch(logits, labels, where, axis_name, labels_kind="multihot")
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)

@@ -41,7 +41,7 @@ def mean_rule_signs_and_bounds(
     float32 (at least) and returned under ``stop_gradient``.
 
     Args:
-      logits: ``[batch, num_classes]`` plain logits.
+      logits: ``[batch, num_classes]`` plain logits (or ``[..., num_classes]``).
       labels: ``[batch]`` integer labels (out-of-range labels count as masked).
       epsilon: base bound ``eps >= 0``.
       delta_epsilon: ``d_eps >= 0``; the bound grows with the distance to the threshold.
@@ -62,6 +62,8 @@ def mean_rule_signs_and_bounds(
     References:
       Li et al., "Class-Level Logit Perturbation", TNNLS 2023, Sec. IV ("mean" rule).
     """
+    _, logits, flat = _batch.flatten_leading(logits, labels=labels, where=where)
+    labels, where = flat["labels"], flat["where"]
     _checks.check_batch(logits, labels, where, axis_name)
     _checks.check_nonnegative("epsilon", epsilon)
     _checks.check_nonnegative("delta_epsilon", delta_epsilon)

@@ -166,7 +166,8 @@ def lpl_perturbation(
     its logits give, e.g. NaN), so it cannot change any other sample's result.
 
     Args:
-      logits: ``[batch, num_classes]`` floating logits ``u``.
+      logits: ``[batch, num_classes]`` floating logits ``u`` (or ``[..., num_classes]``:
+        every leading position is a sample).
       labels: ``[batch]`` integer labels. A label outside ``[0, num_classes)``
         (which jitted code cannot report) makes its sample masked; see
         :func:`lpjax.validate_labels` for a checked path.
@@ -207,9 +208,11 @@ def lpl_perturbation(
       M. Li, F. Su, O. Wu, J. Zhang, "Class-Level Logit Perturbation",
       IEEE TNNLS 2023 (arXiv:2209.05668), Eq. 11-12 and Algorithm 1.
     """
+    lead, logits, flat = _batch.flatten_leading(logits, labels=labels, where=where)
+    labels, where = flat["labels"], flat["where"]
     _checks.check_batch(logits, labels, where, axis_name)
     _checks.check_positive_scalar("step_size", step_size)
-    return check_and_solve(
+    delta = check_and_solve(
         logits,
         labels,
         signs,
@@ -220,6 +223,7 @@ def lpl_perturbation(
         max_inner_steps=max_inner_steps,
         normalize=normalize,
     )
+    return _batch.unflatten_leading(lead, delta)
 
 
 def check_signs_and_bounds(

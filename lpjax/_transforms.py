@@ -29,11 +29,15 @@ class LogitTransform(NamedTuple):
       init: ``init() -> state``.
       apply: ``apply(logits, labels, state, *, where=None, axis_name=None,
         **extra_args) -> (perturbed_logits, new_state)``. ``logits`` is
-        ``[batch, num_classes]``, ``labels`` ``[batch]`` integers (multi-label
-        transforms: ``[batch, num_classes]`` 0/1; ``None`` is
+        ``[..., num_classes]`` (the classes last: ``[B, C]``, or ``[B, T, C]`` for a
+        sequence, ``[B, H, W, C]`` for a dense head), ``labels`` integers of the leading
+        shape (multi-label transforms: 0/1 of the logits' shape; ``None`` is
         accepted by transforms that do not use labels, e.g. post-hoc
-        adjustment at test time). Unused ``extra_args`` are ignored, so
-        transforms needing more inputs (ISDA's features) chain with the rest.
+        adjustment at test time), ``where`` booleans of the leading shape. Class
+        statistics run over every leading position: the result is that of the
+        flattened ``[B*T, C]`` batch, reshaped. Unused ``extra_args`` are ignored, so
+        transforms needing more inputs (ISDA's features, ``[..., D]``) chain with the
+        rest. A rule given to :func:`lpl_transform` sees the flattened batch.
 
     Example::
 
@@ -63,6 +67,7 @@ def stateless(perturb: Callable[..., jax.Array]) -> LogitTransform:
       [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
     """
 
+    @_batch.apply_over_leading_axes
     def apply(logits, labels, state, *, where=None, axis_name=None, **extra_args):
         del extra_args
         batch_size, _ = _checks.check_logits(logits)
@@ -370,6 +375,7 @@ def _lpl_transform(
     _checks.check_positive_scalar("step_size", step_size)
     _solver.check_max_inner_steps(max_inner_steps)
 
+    @_batch.apply_over_leading_axes
     def apply(logits, labels, state, *, where=None, axis_name=None, **extra_args):
         del extra_args
         _checks.require_labels(labels, "an LPL transform")
