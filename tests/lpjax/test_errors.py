@@ -49,7 +49,8 @@ def test_labels_and_logits_are_checked(fn):
         fn(LOGITS, np.eye(C, dtype=np.int32)[LABELS])  # integer one-hot
     with pytest.raises(ValueError, match=r"logits must have shape \[batch, num_classes\]"):
         fn(np.zeros(C, np.float32), LABELS)
-    with pytest.raises(ValueError, match=r"logits must have shape \[batch, num_classes\]"):
+    # [B, C, 1] logits are a batch of [B, C] positions with 1 class: labels must follow.
+    with pytest.raises(ValueError, match=r"labels must have the logits' leading shape"):
         fn(np.zeros((B, C, 1), np.float32), LABELS)
     with pytest.raises(TypeError, match="logits must be a floating array"):
         fn(np.zeros((B, C), np.int32), LABELS)
