@@ -14,7 +14,7 @@ Needs the tensorflow-datasets cifar100 data prepared offline (or
 ``--config.data.download=True``).
 """
 
-from experiments.configs import recipes
+from experiments.config import recipes
 
 
 def get_config():

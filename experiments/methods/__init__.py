@@ -3,16 +3,21 @@
 * :mod:`~experiments.methods.registry` -- name -> entry (builder, config blocks read,
   label type, model options), and the method blocks' defaults (``config.la``,
   ``config.lpl``, ...); adding a method starts there;
-* :mod:`~experiments.methods.method` -- :class:`Method` (what the train step needs) and
+* :mod:`~experiments.methods.method` -- :class:`Method` (a transform, a loss and the
+  hooks of its protocol, each with the plain protocol as default: ``make_step``,
+  ``extra_inputs``, ``summarize_window``, ``tracked``, ``logit_offsets``) and
   :class:`MethodInputs` (what a builder may use besides its blocks);
 * :mod:`~experiments.methods.single_label`, :mod:`~experiments.methods.multilabel`,
   :mod:`~experiments.methods.meta` (Meta-LPL and its controls) -- the builders.
 """
 
-from experiments.methods.method import MetaLearning, Method, MethodInputs
+from experiments.methods.method import Method, MethodInputs, StepContext
 from experiments.methods.registry import (
+    ALIASES,
+    ALLOWED_VALUES,
     BLOCK_NAMES,
     NAMES,
+    SIGNS_AND_BOUNDS_RULES,
     SPLIT_RULES,
     MethodEntry,
     check_blocks,
@@ -20,23 +25,26 @@ from experiments.methods.registry import (
     entry,
     is_multilabel,
     make_method,
-    meta_set_of,
     model_options,
+    prepare_data,
 )
 
 __all__ = [
+    "ALIASES",
+    "ALLOWED_VALUES",
     "BLOCK_NAMES",
     "NAMES",
+    "SIGNS_AND_BOUNDS_RULES",
     "SPLIT_RULES",
     "Method",
     "MethodEntry",
     "MethodInputs",
-    "MetaLearning",
+    "StepContext",
     "check_blocks",
     "default_blocks",
     "entry",
     "is_multilabel",
     "make_method",
-    "meta_set_of",
     "model_options",
+    "prepare_data",
 ]

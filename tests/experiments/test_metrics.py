@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from experiments import metric_writer, metrics
+from experiments import metrics
+from experiments.run import metric_writer
 
 
 def test_shot_groups_follow_the_thresholds():

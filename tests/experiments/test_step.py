@@ -1,4 +1,4 @@
-"""experiments.train_step: the global-view step on 8 devices equals plain single-device code."""
+"""experiments.step: the global-view step on 8 devices equals plain single-device code."""
 
 import flax.linen as nn
 import jax
@@ -9,7 +9,8 @@ import pytest
 from flax import nnx
 
 import lpjax
-from experiments import train_step
+from experiments import models
+from experiments import step as train_step
 
 NUM_CLASSES = 6
 COUNTS = np.array([60, 40, 20, 10, 5, 3])
@@ -68,7 +69,7 @@ def _sharded_run(devices, batches, tx, fns=None, *, model=None, example_weights_
     mesh = train_step.make_data_mesh(devices)
     model = model or TinyNet()
     transform = _transform()
-    fns = fns or train_step.linen_model_fns(model, input_shape=(1, 4, 4, 1))
+    fns = fns or models.linen_model_fns(model, input_shape=(1, 4, 4, 1))
     state = train_step.create_train_state(fns, tx, transform, key=jax.random.key(0), mesh=mesh)
     step = train_step.make_train_step(
         fns,
@@ -216,7 +217,7 @@ def test_nnx_model_trains_like_the_plain_linen_reference():
     tx = _tx()
     batches = _batches(3)
     linen_variables = TinyNet().init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)), train=False)
-    fns = train_step.nnx_model_fns(TinyNnxNet(linen_variables))
+    fns = models.nnx_model_fns(TinyNnxNet(linen_variables))
     state, history = _sharded_run(jax.devices(), batches, tx, fns)
     params, batch_stats, reference = _reference_run(batches, tx)
 
@@ -250,7 +251,7 @@ def test_step_compiles_once_and_makes_no_host_transfers():
     tx = optax.sgd(0.05)
     mesh = train_step.make_data_mesh()
     transform = _transform()
-    linen_fns = train_step.linen_model_fns(TinyNet(), input_shape=(1, 4, 4, 1))
+    linen_fns = models.linen_model_fns(TinyNet(), input_shape=(1, 4, 4, 1))
     traces = []
 
     def counted_apply(*args):
@@ -280,7 +281,7 @@ def test_step_compiles_once_and_makes_no_host_transfers():
 def test_predict_step_applies_the_posthoc_transform():
     tx = optax.sgd(0.05)
     mesh = train_step.make_data_mesh()
-    fns = train_step.linen_model_fns(TinyNet(), input_shape=(1, 4, 4, 1))
+    fns = models.linen_model_fns(TinyNet(), input_shape=(1, 4, 4, 1))
     state = train_step.create_train_state(
         fns, tx, lpjax.identity(), key=jax.random.key(0), mesh=mesh
     )
