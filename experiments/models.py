@@ -10,7 +10,7 @@ Every model follows the same conventions, which the trainer and ISDA rely on:
   ``[B, D]`` pooled penultimate vector;
 * the last layer is ``nn.Dense(num_classes, name="classifier")`` (kernel ``[D, C]``),
   computed in float32 on the float32 features; with ``cosine_scale`` it is LDAM's
-  normalised :class:`CosineClassifier` instead;
+  normalized :class:`CosineClassifier` instead;
 * BatchNorm momentum 0.9 (PyTorch's 0.1), epsilon 1e-5; convolutions have no bias and
   kaiming-normal (fan_out) init; dropout uses the ``"dropout"`` rng, only when training.
 """
@@ -100,7 +100,7 @@ def _bn(
 
 
 class CosineClassifier(nn.Module):
-    """``scale * cos(features, w_c)``: LDAM's normalised last layer (Cao et al., NeurIPS 2019).
+    """``scale * cos(features, w_c)``: LDAM's normalized last layer (Cao et al., NeurIPS 2019).
 
     Logits lie in ``[-scale, scale]``; LDAM's margins are meant for this layer.
     """
@@ -215,10 +215,10 @@ class SEResNetCifar(ResNetCifar):
 class _WideBlock(nn.Module):
     """Pre-activation wide basic block (BN-ReLU-conv, dropout between the two convs)."""
 
-    features: int
-    stride: int
-    dropout_rate: float
-    dtype: Any
+    features: int  # output channels
+    stride: int  # of the first convolution (and of the shortcut)
+    dropout_rate: float  # between the two convolutions, in training only
+    dtype: Any  # computation dtype
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -291,12 +291,12 @@ class _Bottleneck(nn.Module):
     """Bottleneck block v1.5 (torchvision): 1x1, 3x3 (stride, groups), 1x1 (x4); projection
     shortcut (1x1 conv + BN) where the shape changes."""
 
-    planes: int
-    stride: int
-    groups: int
-    width_per_group: int
-    dtype: Any
-    zero_init_residual: bool
+    planes: int  # the block's base width (its output is 4 x planes channels)
+    stride: int  # of the 3x3 convolution (and of the projection)
+    groups: int  # grouped 3x3 convolution (ResNeXt: 32)
+    width_per_group: int  # channels per group (ResNeXt-50 32x4d: 4)
+    dtype: Any  # computation dtype
+    zero_init_residual: bool  # the last BN's scale starts at 0 (torchvision's option)
 
     @nn.compact
     def __call__(self, x, train: bool):

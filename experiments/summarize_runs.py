@@ -1,14 +1,5 @@
-"""Deprecated: moved to :mod:`studies.summarize_runs`; run ``python -m studies.summarize_runs``."""
+"""Deprecated: moved to :mod:`studies.summarize_runs` (``python -m studies.summarize_runs``)."""
 
-import runpy
-import warnings
+from experiments import forward_module
 
-if __name__ == "__main__":
-    warnings.warn(
-        "experiments.summarize_runs is deprecated; use studies.summarize_runs.",
-        DeprecationWarning,
-        stacklevel=1,
-    )
-    runpy.run_module("studies.summarize_runs", run_name="__main__", alter_sys=True)
-else:
-    from studies.summarize_runs import *  # noqa: F403
+forward_module("experiments.summarize_runs", "studies.summarize_runs", globals())

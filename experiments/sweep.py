@@ -1,12 +1,5 @@
-"""Deprecated: moved to :mod:`studies.sweep`; run ``python -m studies.sweep``."""
+"""Deprecated: moved to :mod:`studies.sweep` (``python -m studies.sweep``)."""
 
-import runpy
-import warnings
+from experiments import forward_module
 
-if __name__ == "__main__":
-    warnings.warn(
-        "experiments.sweep is deprecated; use studies.sweep.", DeprecationWarning, stacklevel=1
-    )
-    runpy.run_module("studies.sweep", run_name="__main__", alter_sys=True)
-else:
-    from studies.sweep import *  # noqa: F403
+forward_module("experiments.sweep", "studies.sweep", globals())

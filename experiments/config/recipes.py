@@ -45,7 +45,7 @@ def balanced_cifar(dataset: str, model: str, family: str):
 # LPL's settings in the authors' long-tail scripts (github.com/limengyang1992/lpl), in
 # lpjax's terms. There class i takes about S n_min / n_i steps of alpha (tail) or
 # h S n_i / n_max (head), the rarest class S steps: the head/tail rule with eps = 0,
-# d_eps = S alpha (the tail budget) and head_scale = h. (Their steps are normalised, by a
+# d_eps = S alpha (the tail budget) and head_scale = h. (Their steps are normalized, by a
 # column norm that should be a row norm; lpjax takes the paper's step, lpl.normalize.)
 _AUTHORS_LONGTAIL_LPL = {
     # lpl-longtail-other/train_lpl_cifar10.py: LPLLoss() with alpha 0.15 and 10 steps,

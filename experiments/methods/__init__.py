@@ -11,40 +11,8 @@
   :mod:`~experiments.methods.meta` (Meta-LPL and its controls) -- the builders.
 """
 
+from experiments.methods import registry as _registry
 from experiments.methods.method import Method, MethodInputs, StepContext
-from experiments.methods.registry import (
-    ALIASES,
-    ALLOWED_VALUES,
-    BLOCK_NAMES,
-    NAMES,
-    SIGNS_AND_BOUNDS_RULES,
-    SPLIT_RULES,
-    MethodEntry,
-    check_blocks,
-    default_blocks,
-    entry,
-    is_multilabel,
-    make_method,
-    model_options,
-    prepare_data,
-)
+from experiments.methods.registry import *  # noqa: F403 - the registry's names, listed there
 
-__all__ = [
-    "ALIASES",
-    "ALLOWED_VALUES",
-    "BLOCK_NAMES",
-    "NAMES",
-    "SIGNS_AND_BOUNDS_RULES",
-    "SPLIT_RULES",
-    "Method",
-    "MethodEntry",
-    "MethodInputs",
-    "StepContext",
-    "check_blocks",
-    "default_blocks",
-    "entry",
-    "is_multilabel",
-    "make_method",
-    "model_options",
-    "prepare_data",
-]
+__all__ = ["Method", "MethodInputs", "StepContext", *_registry.__all__]

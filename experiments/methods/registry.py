@@ -33,6 +33,7 @@ __all__ = [
     "BLOCK_NAMES",
     "NAMES",
     "SIGNS_AND_BOUNDS_RULES",
+    "SPLIT_RULES",
     "MethodEntry",
     "check_blocks",
     "default_blocks",
@@ -190,30 +191,40 @@ _REGISTRY: dict[str, MethodEntry] = {
     "la_lpl_adaptive": MethodEntry(
         single_label.la_lpl_adaptive, "logit adjustment, then adaptive LPL", blocks=("la", "lpl")
     ),
-    "meta_lpl": MethodEntry(
-        meta.meta_lpl,
-        "Meta-LPL: signed per-class bounds learned on a meta set (docs/method.md 9)",
-        blocks=("lpl", "meta"),
-        prepare_data=meta.meta_batches_data,
-    ),
-    "la_meta_lpl": MethodEntry(
-        meta.la_meta_lpl,
-        "logit adjustment, then Meta-LPL",
-        blocks=("la", "lpl", "meta"),
-        prepare_data=meta.meta_batches_data,
-    ),
-    "la_meta_data": MethodEntry(
-        meta.la_meta_data,
-        "control: logit adjustment trained on the training images + the meta set",
-        blocks=("la", "meta"),
-        prepare_data=meta.meta_training_data,
-    ),
-    "la_meta_offsets": MethodEntry(
-        meta.la_meta_offsets,
-        "control: logit adjustment + per-class logit offsets fitted on the meta set",
-        blocks=("la", "meta"),
-        prepare_data=meta.meta_offsets_data,
-    ),
+    # Meta-LPL and its controls, each with its use of the meta set (experiments/methods/meta.py).
+    **{
+        name: MethodEntry(build, summary, blocks=blocks, prepare_data=data)
+        for name, build, summary, blocks, data in (
+            (
+                "meta_lpl",
+                meta.meta_lpl,
+                "Meta-LPL: signed per-class bounds learned on a meta set (docs/method.md 9)",
+                ("lpl", "meta"),
+                meta.meta_batches_data,
+            ),
+            (
+                "la_meta_lpl",
+                meta.la_meta_lpl,
+                "logit adjustment, then Meta-LPL",
+                ("la", "lpl", "meta"),
+                meta.meta_batches_data,
+            ),
+            (
+                "la_meta_data",
+                meta.la_meta_data,
+                "control: logit adjustment trained on the training images + the meta set",
+                ("la", "meta"),
+                meta.meta_training_data,
+            ),
+            (
+                "la_meta_offsets",
+                meta.la_meta_offsets,
+                "control: logit adjustment + per-class logit offsets fitted on the meta set",
+                ("la", "meta"),
+                meta.meta_offsets_data,
+            ),
+        )
+    },
     "isda": MethodEntry(
         single_label.isda, "implicit semantic data augmentation (Wang et al.)", blocks=("isda",)
     ),

@@ -148,4 +148,4 @@ def test_method_blocks_of_the_base_config_are_the_registry_defaults():
     base = common.get_base_config()
     for name, block in methods.default_blocks().items():
         assert base[name].to_dict() == block.to_dict()
-    assert base.lpl.split_rule in methods.SPLIT_RULES
+    assert base.lpl.split_rule in methods.SIGNS_AND_BOUNDS_RULES == methods.SPLIT_RULES

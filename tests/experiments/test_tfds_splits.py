@@ -309,7 +309,7 @@ def test_prepared_array_record_is_read_without_tensorflow(prepared):
     assert out["tensorflow_imported"] is False
     assert out["counts"] == [8, 3, 3, 3, 3] and out["batches"] == 5
     assert out["shape"] == [8, 16, 16, 3]
-    # Constant images of value 10 i (tfds stores them in its own order), normalised.
+    # Constant images of value 10 i (tfds stores them in its own order), normalized.
     mean, std = np.asarray(in_memory.IMAGENET_MEAN), np.asarray(in_memory.IMAGENET_STD)
     expected = [np.mean((10 * i / 255 - mean) / std) for i in range(20)]
     np.testing.assert_allclose(out["eval_pixels"], expected, atol=0.03)
