@@ -1,7 +1,7 @@
 """Evaluation metrics: accuracy by shot group, mAP by frequency group, their names.
 
 The one home for what a run reports: the trainer computes these on the test (and
-validation) split, and ``experiments.summarize_runs`` averages them over seeds.
+validation) split, and ``studies.summarize_runs`` averages them over seeds.
 """
 
 from __future__ import annotations

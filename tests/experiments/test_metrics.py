@@ -1,4 +1,4 @@
-"""experiments.metrics and experiments.metric_writer: shot groups, accuracy and mAP, the log."""
+"""experiments.metrics and experiments.run.metric_writer: shot groups, accuracy and mAP, the log."""
 
 import json
 
