@@ -43,7 +43,7 @@ MIB = 2**20
 
 
 def _load_config(stem: str):
-    from experiments import configuration
+    from experiments.config import command_line as configuration
 
     return configuration.load_config(configuration.DEFAULT_CONFIG.parent / f"{stem}.py")
 
@@ -80,7 +80,8 @@ def measure_losses(stem, num_classes, n_max, ratio, *, batch_size, repeats, emit
     import jax.numpy as jnp
     import numpy as np
 
-    from experiments import configuration, methods
+    from experiments import methods
+    from experiments.config import command_line as configuration
     from experiments.data import in_memory
 
     base = _load_config(stem)

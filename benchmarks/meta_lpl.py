@@ -1,6 +1,6 @@
 """Benchmark of Meta-LPL's meta step against a plain LA step, in the trainer's step.
 
-The trainer's step (``experiments.train_step.make_train_step``) for the small CNN of the
+The trainer's step (Meta-LPL's own ``make_step``, :mod:`experiments.methods.meta`) for the
 Fashion-MNIST-LT study (``small_cnn28``, 28x28x1 images, batch 128, 10 classes, r = 100),
 timed interleaved in one process:
 
@@ -32,8 +32,10 @@ def _steps(args):
     import jax.numpy as jnp
     import numpy as np
 
-    from experiments import methods, models, optimizers, train_step
-    from experiments.configs import common
+    import lpjax
+    from experiments import methods, models, optimizers
+    from experiments import step as train_step
+    from experiments.config import base as common
     from experiments.data import in_memory
 
     counts = in_memory.longtail_class_counts(5500, 10, 100.0)
@@ -65,16 +67,14 @@ def _steps(args):
         tx, _ = optimizers.make_optimizer(config.optim, 100)
         state = train_step.create_train_state(model_fns, tx, method.transform, key=key, mesh=mesh)
         if scope is not None:  # learned bounds, so that the solver runs
-            meta_state = method.meta.get_state(state.transform_state)
+            meta_state = lpjax.get_transform_state(state.transform_state, lpjax.MetaLplState)
             phi = jnp.linspace(-1.5, 1.5, 10)
             state = state.replace(
-                transform_state=method.meta.set_state(
-                    state.transform_state, meta_state._replace(phi=phi)
+                transform_state=lpjax.set_transform_state(
+                    state.transform_state, lpjax.MetaLplState, meta_state._replace(phi=phi)
                 )
             )
-        step = train_step.make_train_step(
-            model_fns, tx, method.transform, method.loss_fn, mesh=mesh, meta=method.meta
-        )
+        step = method.make_step(method, methods.StepContext(model_fns, tx, mesh, None))
         meta_batch = (meta_images, meta_labels, jnp.float32(0.1))
         if name == "la":
             fns["la"] = _call(step, state, images, labels, mask, key, None)

@@ -1,4 +1,4 @@
-"""Benchmark of the whole train step, ``experiments.train_step.make_train_step``, per method.
+"""Benchmark of the whole train step, ``experiments.step.make_train_step``, per method.
 
 The step of the trainer (experiments/train.py) as it is built there: a model from
 ``experiments.models.create_model`` (batch norm over the global batch), SGD with
@@ -41,7 +41,7 @@ STEP_SIZE = 0.01
 
 def method_config(name: str, num_classes: int):
     """The trainer's config for ``name`` with the inner-solver settings benchmarked here."""
-    from experiments.configs import common
+    from experiments.config import base as common
 
     config = common.get_base_config()
     config.method.name = name
@@ -109,7 +109,7 @@ def build_method(name, num_classes, model_name, args, mesh, images, labels):
     from jax.sharding import PartitionSpec as P
 
     from experiments import methods, models
-    from experiments import train_step as training
+    from experiments import step as training
 
     dtype = jnp.dtype(args.dtype)
     model = models.create_model(model_name, num_classes=num_classes, dtype=dtype)
@@ -176,7 +176,7 @@ def run_classes(args, emit, mesh, counter, num_classes) -> list[dict]:
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from experiments import train_step as training
+    from experiments import step as training
 
     rng = np.random.default_rng(num_classes)
     host_images = rng.standard_normal((args.batch_size, 32, 32, 3), dtype=np.float32)
@@ -268,7 +268,7 @@ def run_classes(args, emit, mesh, counter, num_classes) -> list[dict]:
 
 
 def run(args, emit) -> list[dict]:
-    from experiments import train_step as training
+    from experiments import step as training
 
     mesh = training.make_data_mesh()
     if args.batch_size % len(mesh.devices.flat):

@@ -1,7 +1,7 @@
 """Evaluation metrics: accuracy by shot group, mAP by frequency group, their names.
 
 The one home for what a run reports: the trainer computes these on the test (and
-validation) split, and ``experiments.summarize_runs`` averages them over seeds.
+validation) split, and ``studies.summarize_runs`` averages them over seeds.
 """
 
 from __future__ import annotations
@@ -96,3 +96,20 @@ def nan_mean(values: np.ndarray) -> np.ndarray:
     defined = np.isfinite(values)
     total = np.where(defined, values, 0).sum(0)
     return np.where(defined.any(0), total / np.maximum(defined.sum(0), 1), np.nan)
+
+
+def summarize_window(window: list[dict]) -> dict:
+    """``{"train_<name>": mean}`` of a logging window of step metrics.
+
+    Scalars are plain means, so one non-finite step shows in its window; per-class
+    vectors are averaged where defined (:func:`nan_mean`: NaN marks a class absent from a
+    step's batch).
+    """
+    summary = {}
+    for name in window[0]:
+        values = np.stack([np.asarray(m[name], np.float64) for m in window])
+        if values.ndim == 1:  # a non-finite step makes the window non-finite
+            summary[f"train_{name}"] = float(np.mean(values))
+        else:
+            summary[f"train_{name}"] = nan_mean(values)
+    return summary

@@ -4,13 +4,13 @@ Every model follows the same conventions, which the trainer and ISDA rely on:
 
 * fields ``num_classes`` and ``dtype`` (computation dtype; params stay float32); batch
   norm has no ``axis_name``: the trainer's step is written in the global view
-  (:mod:`experiments.train_step`), where its batch statistics cover the global batch;
+  (:mod:`experiments.step`), where its batch statistics cover the global batch;
 * ``__call__(x, *, train, return_features=False)`` returns float32 logits
   ``[B, num_classes]``, or ``(logits, features)`` with ``features`` the float32
   ``[B, D]`` pooled penultimate vector;
 * the last layer is ``nn.Dense(num_classes, name="classifier")`` (kernel ``[D, C]``),
   computed in float32 on the float32 features; with ``cosine_scale`` it is LDAM's
-  normalised :class:`CosineClassifier` instead;
+  normalized :class:`CosineClassifier` instead;
 * BatchNorm momentum 0.9 (PyTorch's 0.1), epsilon 1e-5; convolutions have no bias and
   kaiming-normal (fan_out) init; dropout uses the ``"dropout"`` rng, only when training.
 """
@@ -22,9 +22,10 @@ from functools import partial
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from experiments import train_step
+from experiments.step import ModelFns
 
 __all__ = [
     "MODELS",
@@ -36,6 +37,8 @@ __all__ = [
     "WideResNet",
     "classifier_model_fns",
     "create_model",
+    "linen_model_fns",
+    "nnx_model_fns",
     "resnet32",
     "resnet50",
     "resnet110",
@@ -97,7 +100,7 @@ def _bn(
 
 
 class CosineClassifier(nn.Module):
-    """``scale * cos(features, w_c)``: LDAM's normalised last layer (Cao et al., NeurIPS 2019).
+    """``scale * cos(features, w_c)``: LDAM's normalized last layer (Cao et al., NeurIPS 2019).
 
     Logits lie in ``[-scale, scale]``; LDAM's margins are meant for this layer.
     """
@@ -212,10 +215,10 @@ class SEResNetCifar(ResNetCifar):
 class _WideBlock(nn.Module):
     """Pre-activation wide basic block (BN-ReLU-conv, dropout between the two convs)."""
 
-    features: int
-    stride: int
-    dropout_rate: float
-    dtype: Any
+    features: int  # output channels
+    stride: int  # of the first convolution (and of the shortcut)
+    dropout_rate: float  # between the two convolutions, in training only
+    dtype: Any  # computation dtype
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -288,12 +291,12 @@ class _Bottleneck(nn.Module):
     """Bottleneck block v1.5 (torchvision): 1x1, 3x3 (stride, groups), 1x1 (x4); projection
     shortcut (1x1 conv + BN) where the shape changes."""
 
-    planes: int
-    stride: int
-    groups: int
-    width_per_group: int
-    dtype: Any
-    zero_init_residual: bool
+    planes: int  # the block's base width (its output is 4 x planes channels)
+    stride: int  # of the 3x3 convolution (and of the projection)
+    groups: int  # grouped 3x3 convolution (ResNeXt: 32)
+    width_per_group: int  # channels per group (ResNeXt-50 32x4d: 4)
+    dtype: Any  # computation dtype
+    zero_init_residual: bool  # the last BN's scale starts at 0 (torchvision's option)
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -405,27 +408,98 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def classifier_model_fns(module: nn.Module, *, input_shape: tuple[int, ...]):
-    """:class:`~experiments.train_step.ModelFns` of a model of this file, with ISDA's inputs.
+def linen_model_fns(
+    module: nn.Module, *, input_shape: tuple[int, ...], transform_extras: bool = False
+) -> ModelFns:
+    """:class:`~experiments.step.ModelFns` of a Flax linen module called as
+    ``module(x, train=...)``.
 
-    Like :func:`experiments.train_step.linen_model_fns`, and the logit transform also
-    receives ``features`` (the pooled penultimate vector) and ``classifier`` (the last
-    layer's parameters), which ISDA uses and the other transforms ignore.
+    Every variable collection other than ``"params"`` is the model state (mutable in
+    training); the ``"dropout"`` rng gets the step's key. The transform gets no extras,
+    or with ``transform_extras`` (a model of this file, called with
+    ``return_features=True``) ``features`` (the pooled penultimate vector) and
+    ``classifier`` (the last layer's parameters), which ISDA uses and the other
+    transforms ignore.
     """
-    generic = train_step.linen_model_fns(module, input_shape=input_shape)
+
+    def init(key):
+        variables = module.init(
+            {"params": key, "dropout": key}, jnp.zeros(input_shape, jnp.float32), train=False
+        )
+        params = variables.pop("params")
+        return params, dict(variables)
 
     def apply(params, model_state, inputs, key):
-        (logits, features), updates = module.apply(
+        output, updates = module.apply(
             {"params": params, **model_state},
             inputs,
             train=True,
-            return_features=True,
             mutable=list(model_state),
             rngs={"dropout": key},
+            **({"return_features": True} if transform_extras else {}),
         )
+        if not transform_extras:
+            return output, dict(updates), {}
+        logits, features = output
         return logits, dict(updates), {"features": features, "classifier": params["classifier"]}
 
-    return generic._replace(apply=apply)
+    def predict(params, model_state, inputs):
+        return module.apply({"params": params, **model_state}, inputs, train=False)
+
+    return ModelFns(init, apply, predict)
+
+
+def nnx_model_fns(model) -> ModelFns:
+    """:class:`ModelFns` of a Flax nnx model called as ``model(x)``.
+
+    The parameters are the model's ``nnx.Param`` variables and the model state all its
+    other variables (batch-norm statistics, RNG counters), from ``nnx.split``, kept as
+    plain nested dicts of arrays (``nnx.to_pure_dict``); the functions ``nnx.merge``
+    them and switch ``model.train()`` / ``model.eval()``. nnx
+    models are initialised when constructed, so ``init`` returns the model's current
+    variables (its key is unused), and dropout draws from the model's own ``nnx.Rngs``,
+    carried in the model state (the step's key is unused). Build ``nnx.BatchNorm``
+    without ``axis_name``: in the global view its batch mean is over the global batch.
+    """
+    from flax import nnx
+
+    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+
+    def as_state(template, pure):
+        # The train state holds plain nested dicts of arrays (optax- and orbax-friendly);
+        # fresh nnx Variables are made from them inside each trace.
+        state = jax.tree.map(lambda x: x, template)
+        nnx.replace_by_pure_dict(state, pure)
+        return state
+
+    def merge(pure_params, pure_model_state):
+        return nnx.merge(
+            graphdef, as_state(params, pure_params), as_state(model_state, pure_model_state)
+        )
+
+    def init(key):
+        del key
+        return nnx.to_pure_dict(params), nnx.to_pure_dict(model_state)
+
+    def apply(params, model_state, inputs, key):
+        del key
+        module = merge(params, model_state)
+        module.train()
+        logits = module(inputs)
+        _, _, new_model_state = nnx.split(module, nnx.Param, ...)
+        return logits, nnx.to_pure_dict(new_model_state), {}
+
+    def predict(params, model_state, inputs):
+        module = merge(params, model_state)
+        module.eval()
+        return module(inputs)
+
+    return ModelFns(init, apply, predict)
+
+
+def classifier_model_fns(module: nn.Module, *, input_shape: tuple[int, ...]) -> ModelFns:
+    """:func:`linen_model_fns` of a model of this file, with ISDA's inputs (the trainer's)."""
+    return linen_model_fns(module, input_shape=input_shape, transform_extras=True)
 
 
 def create_model(
@@ -435,7 +509,5 @@ def create_model(
     dtype: Any = jnp.float32,
     **kwargs,
 ) -> nn.Module:
-    """Build a registered model by name (see ``MODELS``)."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {sorted(MODELS)}")
+    """Build a registered model by name (one of ``MODELS``, as experiments.config checks)."""
     return MODELS[name](num_classes=num_classes, dtype=dtype, **kwargs)

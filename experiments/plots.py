@@ -135,3 +135,17 @@ def plot_theta(
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+# Per-class metrics a method tracks over its logging windows (Method.tracked): what the
+# figure WORKDIR/<name>.png shows, and how it is drawn.
+TRACKED_PLOTS = {"theta": ("learned signed bounds", plot_theta)}
+
+
+def plot_tracked(
+    name: str, history, class_counts: np.ndarray, *, subject: str, path: pathlib.Path
+) -> None:
+    """The figure of tracked metric ``name`` over the run's windows (none if it has none)."""
+    if name in TRACKED_PLOTS:
+        what, plot = TRACKED_PLOTS[name]
+        plot(history, class_counts, title=f"{subject}: {what}", path=path)

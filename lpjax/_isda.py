@@ -412,7 +412,7 @@ def isda_transform(
     The gradient flows into the classifier's kernel through :math:`\delta` (as
     in the authors' code) and into the features through the logits only.
     ``features`` and ``classifier`` are extra arguments of ``apply`` that the
-    train step passes from the model (the trainer's ``experiments.train_step`` does);
+    train step passes from the model (the trainer's ``experiments.step`` does);
     other extra arguments are ignored, so the transform chains with the others.
 
     Args:

@@ -8,13 +8,13 @@ profile of LDAM / LA (10,847 images); the test set stays balanced.
 
 LPL: the authors' settings (lpl-longtail-100/la_lpl_cifar100.py): 27 head classes,
 the rarest class's bound 10 (50 steps of 0.2), head bounds scaled by 0.2
-(``experiments/configs/recipes.py``). ``lpl_fixed`` needs ``--config.lpl.epsilon``.
+(``experiments/config/recipes.py``). ``lpl_fixed`` needs ``--config.lpl.epsilon``.
 
 Needs the tensorflow-datasets cifar100 data prepared offline (or
 ``--config.data.download=True``).
 """
 
-from experiments.configs import recipes
+from experiments.config import recipes
 
 
 def get_config():

@@ -6,7 +6,7 @@ LPL varied (docs/method.md, section 7). Switch methods with ``--config.method.na
 Needs the tensorflow-datasets cifar100 data prepared offline (or ``--config.data.download=True``).
 """
 
-from experiments.configs import recipes
+from experiments.config import recipes
 
 
 def get_config():

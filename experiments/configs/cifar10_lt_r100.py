@@ -8,13 +8,13 @@ profile of LDAM / LA (12,406 images); the test set stays balanced.
 
 LPL: the authors' settings (lpl-longtail-other/train_lpl_cifar10.py): 4 head classes,
 the rarest class's bound 1.5 (10 steps of 0.15), head bounds scaled by 0.6
-(``experiments/configs/recipes.py``). ``lpl_fixed`` needs ``--config.lpl.epsilon``.
+(``experiments/config/recipes.py``). ``lpl_fixed`` needs ``--config.lpl.epsilon``.
 
 Needs the tensorflow-datasets cifar10 data prepared offline (or
 ``--config.data.download=True``).
 """
 
-from experiments.configs import recipes
+from experiments.config import recipes
 
 
 def get_config():

@@ -14,7 +14,7 @@ lpl_multilabel, asl, focal or bce)::
 Needs the ``coco2017`` data prepared offline (README, "Preparing the large data sets").
 """
 
-from experiments.configs import recipes
+from experiments.config import recipes
 
 
 def get_config():

@@ -6,11 +6,11 @@ ratio 15 (138 ... 9 images per class, all three shot groups present). A small
 CNN trains in well under a minute on two CPU cores.
 """
 
-from experiments.configs import common
+from experiments.config import base
 
 
 def get_config():
-    config = common.get_base_config()
+    config = base.get_base_config()
     config.method.name = "la_lpl"  # the paper's best long-tail method: LA, then LPL
     config.data.name = "digits_lt"  # scikit-learn digits, long-tailed, balanced test split
     config.data.imbalance_ratio = 15.0  # training counts 138, 105, 78, 57, 42, 31, 23, 17, 12, 9

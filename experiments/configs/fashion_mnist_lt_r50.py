@@ -5,7 +5,7 @@ training pool as a balanced validation split (hyperparameters are chosen on it);
 10k test split stays balanced. See docs/results/fashion_mnist_lt for every method.
 """
 
-from experiments.configs import recipes
+from experiments.config import recipes
 
 
 def get_config():

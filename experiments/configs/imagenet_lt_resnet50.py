@@ -18,7 +18,7 @@ feature covariances (1,000 x 2,048 x 2,048 floats) take 17 GB.
 Needs the ``imagenet_lt`` data prepared offline (README, "Preparing the large data sets").
 """
 
-from experiments.configs import recipes
+from experiments.config import recipes
 
 
 def get_config():

@@ -12,7 +12,7 @@ la, ldam_drw, lpl_varied, ce, ...)::
 Needs the ``imagenet_lt`` data prepared offline (README, "Preparing the large data sets").
 """
 
-from experiments.configs import recipes
+from experiments.config import recipes
 
 
 def get_config():

@@ -16,7 +16,7 @@ its class covariances (8,142 x 2,048 x 2,048 floats) would take 137 GB. Needs th
 ``inaturalist2018`` data prepared offline (README, "Preparing the large data sets").
 """
 
-from experiments.configs import recipes
+from experiments.config import recipes
 
 
 def get_config():

@@ -7,11 +7,11 @@ mAP of about 98.5% (tail mAP 95.6%; BCE at the same settings: 98.4% / 95.4%, see
 Compare with ``--config.method.name=`` bce, focal or asl.
 """
 
-from experiments.configs import common
+from experiments.config import base
 
 
 def get_config():
-    config = common.get_base_config()
+    config = base.get_base_config()
     config.method.name = "lpl_multilabel"  # the project's multi-label LPL (README)
     config.data.name = "multilabel_digits"  # composed from scikit-learn digits, offline
     config.data.imbalance_ratio = 10.0  # class 0 drawn 10x as often as class 9 in training

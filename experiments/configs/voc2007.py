@@ -8,11 +8,11 @@ data prepared offline (or ``--config.data.download=True``). A GPU recipe: on a C
 of ResNet-32 at 128 pixels takes tens of minutes.
 """
 
-from experiments.configs import common
+from experiments.config import base
 
 
 def get_config():
-    config = common.get_base_config()
+    config = base.get_base_config()
     config.method.name = "lpl_multilabel"  # the project's multi-label LPL (README)
     config.data.name = "voc2007"  # tensorflow-datasets voc/2007, trainval / test
     config.data.image_size = 128  # resized, aspect ratio not kept

@@ -108,7 +108,7 @@ class Dataset:
       images: ``[N, H, W, C]`` uint8 (0..255) or float32 (0..1).
       labels: int32 ``[N]`` class ids, or ``[N, num_classes]`` 0/1 multi-hot (stored as given).
       num_classes: number of classes.
-      mean, std: float32 ``[C]`` per-channel normalisation constants in [0, 1] units.
+      mean, std: float32 ``[C]`` per-channel normalization constants in [0, 1] units.
       name: a short human-readable name.
     """
 
@@ -525,7 +525,7 @@ def load_fashion_mnist_longtail(
     return train, validation, test
 
 
-# ImageNet statistics, the usual normalisation for natural photographs such as VOC's.
+# ImageNet statistics, the usual normalization for natural photographs such as VOC's.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

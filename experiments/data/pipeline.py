@@ -45,7 +45,7 @@ __all__ = [
     "eval_batch",
     "eval_batches",
     "local_rows",
-    "normalise",
+    "normalize",
     "num_eval_batches",
     "steps_per_epoch",
     "train_batch",
@@ -82,16 +82,16 @@ class Split(Protocol):
     def train_rows(
         self, indices: np.ndarray, *, seed: int, step: int, rows: slice, global_batch_size: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Augmented, normalised float32 images and labels of ``indices`` (this process's
+        """Augmented, normalized float32 images and labels of ``indices`` (this process's
         ``rows`` of the global batch at ``step``)."""
         ...
 
     def eval_rows(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised float32 images and labels of ``indices``, without augmentation."""
+        """Normalized float32 images and labels of ``indices``, without augmentation."""
         ...
 
 
-def normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+def normalize(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """``(x / 255 - mean) / std`` for uint8 images, ``(x - mean) / std`` for float32 ones.
 
     Args:
@@ -105,6 +105,9 @@ def normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarr
     if images.dtype == np.uint8:
         scale = scale / 255.0
     return images.astype(np.float32) * scale.astype(np.float32) - (mean / std).astype(np.float32)
+
+
+normalise = normalize  # deprecated spelling
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -153,13 +156,13 @@ class ArraySplit:
         if self.augment and min(height, width) >= _AUGMENT_MIN_SIZE:
             offset_y, offset_x, flip = _augment_params(seed, step, global_batch_size)
             images = _crop_flip(images, offset_y[rows], offset_x[rows], flip[rows])
-        return self._normalise(images), self.dataset.labels[indices]
+        return self._normalize(images), self.dataset.labels[indices]
 
     def eval_rows(self, indices):
-        return self._normalise(self.dataset.images[indices]), self.dataset.labels[indices]
+        return self._normalize(self.dataset.images[indices]), self.dataset.labels[indices]
 
-    def _normalise(self, images):
-        return normalise(images, self.dataset.mean, self.dataset.std)
+    def _normalize(self, images):
+        return normalize(images, self.dataset.mean, self.dataset.std)
 
 
 def _augment_params(
@@ -285,7 +288,7 @@ def eval_batch(
     """This process's rows of the ``index``-th global evaluation batch, in split order.
 
     Returns:
-      ``image`` (normalised float32), ``label`` and ``mask`` (bool, False on the padding
+      ``image`` (normalized float32), ``label`` and ``mask`` (bool, False on the padding
       rows past the end of the split, whose image and label are zeros).
     """
     rows = local_rows(global_batch_size, process_index, process_count)

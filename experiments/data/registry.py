@@ -32,9 +32,17 @@ import ml_collections
 
 from experiments.data import in_memory, pipeline, tfds_splits
 
-__all__ = ["NAMES", "DatasetEntry", "is_multilabel", "load"]
+__all__ = ["NAMES", "DatasetEntry", "Splits", "is_multilabel", "load"]
 
-Splits = tuple[pipeline.Split, pipeline.Split | None, pipeline.Split]
+
+class Splits(NamedTuple):
+    """A run's data. ``validation`` may be None; ``held_out`` is a split a method holds
+    out of the training pool for its own use (Meta-LPL's meta set), None for the others."""
+
+    train: pipeline.Split
+    validation: pipeline.Split | None
+    test: pipeline.Split
+    held_out: pipeline.Split | None = None
 
 
 class DatasetEntry(NamedTuple):
@@ -160,9 +168,7 @@ NAMES = tuple(_REGISTRY)
 
 
 def _entry(name: str) -> DatasetEntry:
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown dataset {name!r}; valid: {', '.join(NAMES)}.")
-    return _REGISTRY[name]
+    return _REGISTRY[name]  # a known name: experiments.config.names checks it, from NAMES
 
 
 def is_multilabel(name: str) -> bool:
@@ -171,13 +177,12 @@ def is_multilabel(name: str) -> bool:
 
 
 def load(config: ml_collections.ConfigDict) -> Splits:
-    """``(train, validation, test)`` of ``config.data.name``; ``validation`` may be None.
+    """The :class:`Splits` of ``config.data.name``; ``validation`` may be None.
 
     Hyperparameters are chosen on ``validation`` where there is one, never on ``test``.
 
     Raises:
-      ValueError: an unknown ``config.data.name``.
       in_memory.DatasetNotPreparedError: the data set is not on disk (the message
         names the command that prepares it).
     """
-    return _entry(config.data.name).build(config)
+    return Splits(*_entry(config.data.name).build(config))

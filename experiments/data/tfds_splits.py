@@ -44,7 +44,7 @@ def preparation_command(name: str, data_dir: str | None, *, manual_dir: bool = F
 class TfdsSplit:
     """A split read record by record from a tfds data source; images decoded on demand.
 
-    Preprocessing (ImageNet statistics for normalisation):
+    Preprocessing (ImageNet statistics for normalization):
 
     * ``crop=True`` (ImageNet-LT, iNaturalist): training images get a random-resized crop
       and a random flip when ``augment``; evaluation images (and training images without
@@ -126,7 +126,7 @@ class TfdsSplit:
         images, labels = zip(
             *(self._example(i, rng) for i, rng in zip(indices, rngs, strict=True)), strict=True
         )
-        return pipeline.normalise(np.stack(images), self.mean, self.std), np.stack(labels)
+        return pipeline.normalize(np.stack(images), self.mean, self.std), np.stack(labels)
 
     def train_rows(self, indices, *, seed, step, rows, global_batch_size):
         del global_batch_size  # each example's randomness depends on its row alone

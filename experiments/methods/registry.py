@@ -2,15 +2,17 @@
 
 An entry (:class:`MethodEntry`) says how to build the method (a
 :class:`~experiments.methods.method.Method`: the train transform, the per-example loss,
-optional per-example weights, an optional test-time transform), which config blocks it
-reads, whether it is multi-label, and what it asks of the model (LDAM's cosine
-classifier). This module also owns the method blocks (``config.la``, ``config.lpl``,
-...): their fields, defaults and comments, which ``experiments/configs/common.py`` puts
-in every config. A builder sees only the blocks its entry names.
+and its protocol's hooks), which config blocks it reads, whether it is multi-label, what
+it asks of the model (LDAM's cosine classifier) and of the data (Meta-LPL's meta set).
+This module also owns the method blocks (``config.la``, ``config.lpl``, ...): their
+fields, defaults and comments, which ``experiments/config/base.py`` puts in every
+config. A builder sees only the blocks its entry names.
 
-Adding a method is one entry in ``_REGISTRY`` (its builder in ``single_label.py`` or
-``multilabel.py``), one block in ``_BLOCKS`` if it has new hyperparameters, and its
-tests; ``--help``, the config and its validation follow from here.
+Adding a method is one entry in ``_REGISTRY`` (its builder in ``single_label.py``,
+``multilabel.py`` or a module of its own, as ``meta.py``, where it brings its own step
+and inputs), one block in ``_BLOCKS`` if it has new hyperparameters, and its tests;
+``--help``, the config and its validation follow from here: nothing outside
+``experiments/methods/`` changes.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ from typing import NamedTuple
 import ml_collections
 import numpy as np
 
+from experiments import optimizers
 from experiments.methods import meta, multilabel, single_label
 from experiments.methods.method import Method, MethodInputs
 
 __all__ = [
+    "ALIASES",
+    "ALLOWED_VALUES",
     "BLOCK_NAMES",
     "NAMES",
+    "SIGNS_AND_BOUNDS_RULES",
     "SPLIT_RULES",
     "MethodEntry",
     "check_blocks",
@@ -34,8 +40,8 @@ __all__ = [
     "entry",
     "is_multilabel",
     "make_method",
-    "meta_set_of",
     "model_options",
+    "prepare_data",
 ]
 
 
@@ -47,10 +53,9 @@ class MethodEntry(NamedTuple):
     blocks: tuple[str, ...] = ()  # the config blocks the builder reads
     multilabel: bool = False  # trains on multi-hot labels
     model_options: Callable[[ml_collections.ConfigDict], dict] | None = None  # create_model kwargs
-    # Holds out a meta set (experiments/data/meta_set.py) and keeps it apart for meta
-    # batches ("batches") or fitted test-time offsets ("offsets"), or adds it to the
-    # training split ("training"); "" holds none.
-    meta_set: str = ""
+    # (its blocks, the data's Splits, seed) -> Splits: e.g. a set held out of the training
+    # pool (Meta-LPL's meta set, Splits.held_out); None: the splits as they are.
+    prepare_data: Callable | None = None
 
 
 # --- the method blocks: config.<block>.<field>, one block per family of methods -------------
@@ -92,7 +97,9 @@ def _asl_block() -> ml_collections.ConfigDict:
     return asl
 
 
-SPLIT_RULES = ("longtail", "mean")  # config.lpl.split_rule: by class counts | the mean rule
+# config.lpl.split_rule: LPL's signs and bounds by class counts | by the mean rule.
+SIGNS_AND_BOUNDS_RULES = ("longtail", "mean")
+SPLIT_RULES = SIGNS_AND_BOUNDS_RULES  # deprecated name
 
 
 def _lpl_block() -> ml_collections.ConfigDict:
@@ -184,30 +191,40 @@ _REGISTRY: dict[str, MethodEntry] = {
     "la_lpl_adaptive": MethodEntry(
         single_label.la_lpl_adaptive, "logit adjustment, then adaptive LPL", blocks=("la", "lpl")
     ),
-    "meta_lpl": MethodEntry(
-        meta.meta_lpl,
-        "Meta-LPL: signed per-class bounds learned on a meta set (docs/method.md 9)",
-        blocks=("lpl", "meta"),
-        meta_set="batches",
-    ),
-    "la_meta_lpl": MethodEntry(
-        meta.la_meta_lpl,
-        "logit adjustment, then Meta-LPL",
-        blocks=("la", "lpl", "meta"),
-        meta_set="batches",
-    ),
-    "la_meta_data": MethodEntry(
-        meta.la_meta_data,
-        "control: logit adjustment trained on the training images + the meta set",
-        blocks=("la", "meta"),
-        meta_set="training",
-    ),
-    "la_meta_offsets": MethodEntry(
-        meta.la_meta_offsets,
-        "control: logit adjustment + per-class logit offsets fitted on the meta set",
-        blocks=("la", "meta"),
-        meta_set="offsets",
-    ),
+    # Meta-LPL and its controls, each with its use of the meta set (experiments/methods/meta.py).
+    **{
+        name: MethodEntry(build, summary, blocks=blocks, prepare_data=data)
+        for name, build, summary, blocks, data in (
+            (
+                "meta_lpl",
+                meta.meta_lpl,
+                "Meta-LPL: signed per-class bounds learned on a meta set (docs/method.md 9)",
+                ("lpl", "meta"),
+                meta.meta_batches_data,
+            ),
+            (
+                "la_meta_lpl",
+                meta.la_meta_lpl,
+                "logit adjustment, then Meta-LPL",
+                ("la", "lpl", "meta"),
+                meta.meta_batches_data,
+            ),
+            (
+                "la_meta_data",
+                meta.la_meta_data,
+                "control: logit adjustment trained on the training images + the meta set",
+                ("la", "meta"),
+                meta.meta_training_data,
+            ),
+            (
+                "la_meta_offsets",
+                meta.la_meta_offsets,
+                "control: logit adjustment + per-class logit offsets fitted on the meta set",
+                ("la", "meta"),
+                meta.meta_offsets_data,
+            ),
+        )
+    },
     "isda": MethodEntry(
         single_label.isda, "implicit semantic data augmentation (Wang et al.)", blocks=("isda",)
     ),
@@ -228,12 +245,19 @@ _REGISTRY: dict[str, MethodEntry] = {
 
 NAMES = tuple(_REGISTRY)
 
+# Method names of earlier releases, still accepted: old name -> its name now.
+ALIASES = {"lpl_balanced": "lpl_mean"}
+
+# The choices of the method blocks' fields (experiments.config.names checks them, once).
+ALLOWED_VALUES = {
+    "lpl.split_rule": SIGNS_AND_BOUNDS_RULES,
+    "meta.scope": meta.SCOPES,
+}
+
 
 def entry(name: str) -> MethodEntry:
-    """The entry of method ``name``; ``ValueError`` naming the valid ones if unknown."""
-    if name not in _REGISTRY:
-        raise ValueError(f"config.method.name {name!r} is unknown; valid: {', '.join(NAMES)}.")
-    return _REGISTRY[name]
+    """The entry of method ``name`` (a name of :data:`NAMES` or :data:`ALIASES`)."""
+    return _REGISTRY[ALIASES.get(name, name)]
 
 
 def is_multilabel(name: str) -> bool:
@@ -242,23 +266,14 @@ def is_multilabel(name: str) -> bool:
 
 
 def check_blocks(config: ml_collections.ConfigDict) -> None:
-    """Checks the values of the chosen method's blocks that select code (not numbers).
+    """Checks the ranges of the chosen method's block values (their names: ALLOWED_VALUES).
 
     Raises:
       ValueError: naming the field, its valid values and the value given.
     """
     blocks = entry(config.method.name).blocks
-    if "lpl" in blocks and config.lpl.split_rule not in SPLIT_RULES:
-        raise ValueError(
-            f"config.lpl.split_rule must be one of {', '.join(SPLIT_RULES)}; "
-            f"got {config.lpl.split_rule!r}."
-        )
     if "meta" in blocks:
         m = config.meta
-        if m.scope not in meta.SCOPES:
-            raise ValueError(
-                f"config.meta.scope must be one of {', '.join(meta.SCOPES)}; got {m.scope!r}."
-            )
         for field in ("per_class", "batch_size", "every_steps"):
             if m[field] < 1:
                 raise ValueError(f"config.meta.{field} must be >= 1; got {m[field]}.")
@@ -294,6 +309,7 @@ def make_method(
         steps_per_epoch=steps_per_epoch,
         total_steps=config.optim.num_epochs * steps_per_epoch,
         feature_dim=feature_dim,
+        learning_rate=optimizers.make_schedule(config.optim, steps_per_epoch),
     )
     return method.build(_blocks_of(config, method), inputs)
 
@@ -304,6 +320,14 @@ def model_options(config: ml_collections.ConfigDict) -> dict:
     return {} if method.model_options is None else method.model_options(_blocks_of(config, method))
 
 
-def meta_set_of(name: str) -> str:
-    """How method ``name`` uses a meta set: "batches", "offsets", "training" or "" (none)."""
-    return entry(name).meta_set
+def prepare_data(config: ml_collections.ConfigDict, splits):
+    """The data as method ``config.method.name`` trains on it: ``splits`` (a
+    :class:`experiments.data.registry.Splits`), or what its entry makes of them.
+
+    Raises:
+      ValueError: the method cannot use this data (e.g. no meta set can be held out).
+    """
+    method = entry(config.method.name)
+    if method.prepare_data is None:
+        return splits
+    return method.prepare_data(_blocks_of(config, method), splits, config.seed)

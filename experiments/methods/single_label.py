@@ -42,7 +42,7 @@ def balanced_softmax(config, inputs: MethodInputs) -> Method:
 
 
 def cosine_classifier(config) -> dict:
-    """LDAM's model option: the normalised (cosine) classifier scaled by ``ldam.scale``."""
+    """LDAM's model option: the normalized (cosine) classifier scaled by ``ldam.scale``."""
     return {"cosine_scale": config.ldam.scale}
 
 
@@ -76,6 +76,8 @@ def lpl_fixed(config, inputs: MethodInputs) -> Method:
 def lpl_varied(config, inputs: MethodInputs) -> Method:
     if config.lpl.delta_epsilon <= 0:
         raise ValueError("lpl_varied needs config.lpl.delta_epsilon > 0.")
+    if config.lpl.split_rule == "mean":  # the paper's "LPL (varied)" on balanced data
+        return lpl_mean(config, inputs)  # one run, one builder (a note says so)
     return _softmax_cross_entropy(_lpl(config.lpl, inputs))
 
 

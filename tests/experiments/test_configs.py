@@ -2,7 +2,6 @@
 
 import json
 import math
-import pathlib
 from functools import partial
 
 import jax
@@ -11,16 +10,14 @@ import numpy as np
 import pytest
 
 import lpjax
-from experiments import configuration, methods, models, optimizers
-from experiments.configs import common
+from experiments import methods, models, optimizers
+from experiments.config import base as common
+from experiments.config import command_line as configuration
 from experiments.data import in_memory
 
-CONFIG_DIR = pathlib.Path(configuration.__file__).parent / "configs"
-CONFIG_FILES = sorted(
-    p
-    for p in CONFIG_DIR.glob("*.py")
-    if p.stem not in ("__init__", "common", "recipes", "validation")
-)
+CONFIG_DIR = configuration.CONFIG_DIR
+# experiments/configs/ holds config files only: every module there is one.
+CONFIG_FILES = sorted(p for p in CONFIG_DIR.glob("*.py") if p.stem != "__init__")
 
 # method.md section 7, written out independently of the config files:
 # name -> (dataset, model, imbalance_ratio, default method).
@@ -355,7 +352,7 @@ def _large_counts(dataset):
 def test_every_large_benchmark_has_a_config_and_commented_recipes():
     import inspect
 
-    from experiments.configs import recipes
+    from experiments.config import recipes
 
     assert set(LARGE) <= {p.stem for p in CONFIG_FILES}
     for recipe in (recipes.imagenet_scale_longtail, recipes.coco_multilabel):
@@ -366,7 +363,7 @@ def test_every_large_benchmark_has_a_config_and_commented_recipes():
 
 @pytest.mark.parametrize("name", sorted(LARGE))
 def test_large_config_recipe_and_validation(name):
-    from experiments.configs import validation
+    from experiments.config import rules as validation
 
     config = _load(name)
     dataset, model, method, _, num_head = LARGE[name]

@@ -25,10 +25,13 @@ import time
 import numpy as np
 import pytest
 
-from experiments import configuration, launch
+from experiments import main as main_lib
 from experiments import train as train_lib
-from experiments import workdir as workdir_lib
+from experiments.config import command_line as configuration
 from experiments.data import pipeline
+from experiments.run import errors
+from experiments.run import lock as launch
+from experiments.run import workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 # orbax's futures of a checkpoint that failed to restore end later, on a closed event loop;
@@ -75,7 +78,7 @@ def reference(shared_dir):
     with _exclusive(shared_dir / "reference.lock"):
         if not (workdir / "results.json").exists():
             shutil.rmtree(workdir, ignore_errors=True)
-            assert train_lib.main([*SHORT, "--workdir", str(workdir)]) == 0
+            assert main_lib.main([*SHORT, "--workdir", str(workdir)]) == 0
     return workdir
 
 
@@ -162,7 +165,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_identical_results(
     assert size == {p: p.stat().st_size for p in (workdir / "checkpoints" / "16").rglob("*")}
     capsys.readouterr()
 
-    assert train_lib.main([*SHORT, "--workdir", str(workdir)]) == 0
+    assert main_lib.main([*SHORT, "--workdir", str(workdir)]) == 0
 
     err = _lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith("warning: checkpoint 16 "), err
@@ -179,7 +182,7 @@ def test_harmless_checkpoint_files_change_nothing(reference, tmp_path, capsys):
     for path in (checkpoint / "_CHECKPOINT_METADATA", checkpoint / "commit_success.txt"):
         _flip(path, count=8)
     capsys.readouterr()
-    assert train_lib.main([*SHORT, "--workdir", str(workdir)]) == 0
+    assert main_lib.main([*SHORT, "--workdir", str(workdir)]) == 0
     assert _results(workdir) == _results(reference)
     assert len(_lines(capsys.readouterr().err)) <= 1
 
@@ -202,7 +205,7 @@ def test_a_non_finite_loss_right_after_a_restore_names_the_restored_checkpoint(
     config = configuration.apply_overrides(
         configuration.load_config(), dict(a[len("--config.") :].split("=") for a in SHORT)
     )
-    with pytest.raises(train_lib.NonFiniteLossError) as info:
+    with pytest.raises(errors.NonFiniteLossError) as info:
         train_lib.train_and_evaluate(config, workdir)
     message = str(info.value)
     assert "steps 9-12, the first after restoring checkpoint 8" in message
@@ -222,7 +225,7 @@ def test_a_non_finite_loss_right_after_a_restore_names_the_restored_checkpoint(
 )
 def test_a_positional_argument_is_an_error_suggesting_config(tmp_path, capsys, args, hint):
     workdir = tmp_path / "run"
-    assert train_lib.main([*args, "--workdir", str(workdir)]) == 2
+    assert main_lib.main([*args, "--workdir", str(workdir)]) == 2
     err = _lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith("error: Unexpected argument") and hint in err[0]
     assert not workdir.exists()
@@ -235,7 +238,7 @@ def test_missing_fashion_mnist_without_tensorflow_says_where_and_how(tmp_path, c
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # the `train` extra alone
     workdir = tmp_path / "run"
     args = ["--config", "fashion_mnist_lt_r100", "--config.data.fashion_mnist_dir=/nonexistent"]
-    assert train_lib.main([*args, "--workdir", str(workdir)]) == 2
+    assert main_lib.main([*args, "--workdir", str(workdir)]) == 2
     err = _lines(capsys.readouterr().err)
     assert len(err) <= 2 and err[0].startswith("error: "), err
     text = " ".join(err)
@@ -251,7 +254,7 @@ def test_a_damaged_config_json_is_rewritten_from_the_checkpoint(reference, tmp_p
     path = workdir / "config.json"
     path.write_text(path.read_text()[:100])  # truncated
     capsys.readouterr()
-    assert train_lib.main([*SHORT, "--workdir", str(workdir)]) == 0
+    assert main_lib.main([*SHORT, "--workdir", str(workdir)]) == 0
     err = _lines(capsys.readouterr().err)
     assert len(err) == 2, err
     assert err[0].startswith("warning: ") and "config.json is damaged" in err[0]
@@ -313,7 +316,7 @@ def test_a_full_disk_in_the_save_path_is_one_line(reference, tmp_path, capsys, m
 
     monkeypatch.setattr(workdir_lib, "save", full)
     capsys.readouterr()
-    assert train_lib.main([*SHORT, "--workdir", str(workdir)]) == 1
+    assert main_lib.main([*SHORT, "--workdir", str(workdir)]) == 1
     err = _lines(capsys.readouterr().err)
     assert err == [
         f"error: the disk of {workdir} is full (No space left on device). Free some space "
@@ -373,7 +376,7 @@ def test_the_fallback_prints_one_line_and_logs_the_noise(reference, tmp_path):
 )
 def test_every_value_is_checked_before_anything_is_written(tmp_path, capsys, args, field):
     workdir = tmp_path / "run"
-    assert train_lib.main([*args, "--workdir", str(workdir)]) == 2
+    assert main_lib.main([*args, "--workdir", str(workdir)]) == 2
     err = _lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith("error: ") and field in err[0], err
     assert not workdir.exists()
@@ -387,14 +390,14 @@ def test_the_checkpoints_copy_of_the_config_guards_a_deleted_config_json(
     (workdir / "config.json").unlink()
     capsys.readouterr()
     longer = [*SHORT, "--config.optim.num_epochs=3"]
-    assert train_lib.main([*longer, "--workdir", str(workdir)]) == 2
+    assert main_lib.main([*longer, "--workdir", str(workdir)]) == 2
     err = _lines(capsys.readouterr().err)
     assert len(err) == 1 and "optim.num_epochs: 2 -> 3" in err[0], err
     assert "checkpoint 16's copy of its config" in err[0]
     assert not (workdir / "config.json").exists()
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["16", "8"]
 
-    assert train_lib.main([*SHORT, "--workdir", str(workdir)]) == 0  # the same config
+    assert main_lib.main([*SHORT, "--workdir", str(workdir)]) == 0  # the same config
     err = _lines(capsys.readouterr().err)
     assert err == ["note: config.json was missing; rewritten from checkpoint 16's copy."]
     assert (workdir / "config.json").read_text() == (reference / "config.json").read_text()
@@ -429,7 +432,7 @@ def test_keys_that_cannot_change_results_may_differ_on_resume(reference, tmp_pat
     workdir = _copy(reference, tmp_path)
     capsys.readouterr()
     other = ["--config.data.threads=1", "--config.data.prefetch_batches=1"]
-    assert train_lib.main([*SHORT, *other, "--workdir", str(workdir)]) == 0
+    assert main_lib.main([*SHORT, *other, "--workdir", str(workdir)]) == 0
     err = _lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith("note: ") and "data.threads: 2 -> 1" in err[0]
     assert _results(workdir) == _results(reference)
@@ -440,7 +443,7 @@ def test_log_every_steps_may_not_differ_on_resume(reference, tmp_path, capsys):
     """Its windows are what results.json's loss-variation median is taken over."""
     workdir = _copy(reference, tmp_path)
     args = [*SHORT[:2], "--config.run.log_every_steps=8", SHORT[3]]
-    assert train_lib.main([*args, "--workdir", str(workdir)]) == 2
+    assert main_lib.main([*args, "--workdir", str(workdir)]) == 2
     err = _lines(capsys.readouterr().err)
     assert len(err) == 1 and "run.log_every_steps: 4 -> 8" in err[0], err
 

@@ -3,7 +3,6 @@ two controls (docs/method.md, section 9)."""
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -11,9 +10,13 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import lpjax
-from experiments import configuration, methods, models, train_step
-from experiments.data import in_memory, meta_set, pipeline
+from experiments import methods, models, optimizers
+from experiments import step as train_step
+from experiments.config import command_line as configuration
+from experiments.config import rules
+from experiments.data import in_memory, meta_set, pipeline, registry
 from experiments.methods import meta as meta_methods
+from experiments.methods import method as method_lib
 
 NUM_CLASSES = 4
 
@@ -84,16 +87,80 @@ def test_registry_entries(name):
         config, np.array([50, 20, 8, 3]), steps_per_epoch=10, feature_dim=8
     )
     assert (
-        methods.meta_set_of(name)
+        methods.entry(name).prepare_data
         == {
-            "meta_lpl": "batches",
-            "la_meta_lpl": "batches",
-            "la_meta_data": "training",
-            "la_meta_offsets": "offsets",
+            "meta_lpl": meta_methods.meta_batches_data,
+            "la_meta_lpl": meta_methods.meta_batches_data,
+            "la_meta_data": meta_methods.meta_training_data,
+            "la_meta_offsets": meta_methods.meta_offsets_data,
         }[name]
     )
-    assert (method.meta is not None) == name.endswith("meta_lpl")
-    assert (method.fit_logit_offsets is not None) == (name == "la_meta_offsets")
+    own_step = method.make_step is not method_lib.plain_step
+    assert own_step == name.endswith("meta_lpl")
+    assert (method.extra_inputs is not method_lib.no_extra_inputs) == own_step
+    assert method.tracked == (("theta",) if own_step else ())
+    assert (method.logit_offsets is not method_lib.no_logit_offsets) == (name == "la_meta_offsets")
+
+
+def test_prepare_data_holds_out_the_meta_set_and_checks_the_meta_batch():
+    train = pipeline.ArraySplit(_dataset(20), augment=True)
+    splits = registry.Splits(train, None, pipeline.ArraySplit(_dataset(5)))
+    config = configuration.load_config()
+    for name, train_count, held_out in (
+        ("meta_lpl", 16, 4),
+        ("la_meta_offsets", 16, 4),
+        ("la_meta_data", 20, 4),
+        ("la", 20, None),
+    ):
+        config = configuration.apply_overrides(
+            config, {"method.name": name, "meta.per_class": "4", "meta.batch_size": "16"}
+        )
+        prepared = methods.prepare_data(config, splits)
+        np.testing.assert_array_equal(prepared.train.class_counts, [train_count] * NUM_CLASSES)
+        if held_out is None:
+            assert prepared.held_out is None
+        else:
+            np.testing.assert_array_equal(prepared.held_out.class_counts, [held_out] * 4)
+    config = configuration.apply_overrides(config, {"method.name": "meta_lpl"})
+    config = configuration.apply_overrides(config, {"meta.batch_size": "24"})
+    with pytest.raises(ValueError, match=r"meta.batch_size \(24\) is larger than the meta set"):
+        methods.prepare_data(config, splits)
+
+
+def test_meta_batches_are_a_function_of_seed_and_step():
+    config = configuration.apply_overrides(
+        configuration.load_config(),
+        {"method.name": "meta_lpl", "meta.every_steps": "3", "meta.start_epoch": "1"},
+    )
+    method = methods.make_method(config, np.array([50, 20, 8, 3]), steps_per_epoch=4)
+    held_out = pipeline.ArraySplit(_dataset(30))
+    splits = registry.Splits(None, None, None, held_out)
+    assert [method.extra_inputs(splits, 0, s) is None for s in range(3, 12)] == [
+        True, False, True, True, False, True, True, False, True,
+    ]  # fmt: skip
+    images, labels, rate = method.extra_inputs(splits, 0, 7)
+    assert images.shape[0] == labels.shape[0] == config.meta.batch_size
+    again = method.extra_inputs(splits, 0, 7)
+    np.testing.assert_array_equal(again[0], images)  # the same batch when resumed
+    assert not np.array_equal(method.extra_inputs(splits, 0, 4)[0], images)
+    assert not np.array_equal(method.extra_inputs(splits, 1, 7)[0], images)  # another seed
+    # The look-ahead's rate is the schedule's at this step.
+    schedule = optimizers.make_schedule(config.optim, 4)
+    assert rate.shape == () and rate == np.float32(schedule(7))
+
+
+def test_meta_window_summary_averages_the_meta_loss_over_meta_steps():
+    window = [
+        {"loss": 1.0, "meta_loss": np.nan, "theta": np.array([0.1, -0.1])},
+        {"loss": 3.0, "meta_loss": 2.0, "theta": np.array([0.3, -0.3])},
+    ]
+    summary = meta_methods.summarize_window(window)
+    assert summary["train_loss"] == 2.0 and summary["train_meta_loss"] == 2.0
+    np.testing.assert_allclose(summary["train_theta"], [0.2, -0.2])
+    window[1]["meta_loss"] = np.nan
+    assert np.isnan(meta_methods.summarize_window(window)["train_meta_loss"])
+    window[1]["loss"] = np.inf  # a non-finite step still shows in its window
+    assert meta_methods.summarize_window(window)["train_loss"] == np.inf
 
 
 @pytest.mark.parametrize(
@@ -108,8 +175,8 @@ def test_meta_block_is_checked(field, value, message):
     config = configuration.apply_overrides(
         configuration.load_config(), {"method.name": "meta_lpl", field: value}
     )
-    with pytest.raises(ValueError, match=message):
-        methods.check_blocks(config)
+    with pytest.raises(ValueError, match=message):  # the config's one check of it
+        rules.validate_config(config)
 
 
 # ----------------------------------------------------------------------------- the meta step
@@ -146,9 +213,7 @@ def _run_steps(scope, devices, meta_steps=(0, 2)):
     state = train_step.create_train_state(
         fns, tx, method.transform, key=jax.random.key(0), mesh=mesh
     )
-    step = train_step.make_train_step(
-        fns, tx, method.transform, method.loss_fn, mesh=mesh, meta=method.meta
-    )
+    step = method.make_step(method, methods.StepContext(fns, tx, mesh, None))
     rng = np.random.default_rng(1)
     split = NamedSharding(mesh, P("data"))
     thetas = []
@@ -160,11 +225,7 @@ def _run_steps(scope, devices, meta_steps=(0, 2)):
         if i in meta_steps:
             meta_images = rng.normal(size=(8, 4, 4, 1)).astype(np.float32)
             meta_labels = np.arange(8, dtype=np.int32) % NUM_CLASSES
-            meta_batch = (
-                jax.device_put(meta_images, split),
-                jax.device_put(meta_labels, split),
-                jnp.float32(0.1),
-            )
+            meta_batch = train_step.global_batch(mesh, (meta_images, meta_labels, np.float32(0.1)))
         state, metrics = step(state, *batch, jax.random.key(2), meta_batch)
         thetas.append(np.asarray(metrics["theta"]))
         assert np.isnan(metrics["meta_loss"]) == (i not in meta_steps)
@@ -177,9 +238,10 @@ def test_meta_steps_move_theta_and_plain_steps_keep_it(scope):
     assert np.abs(thetas[0]).min() > 0  # the first meta step moves every class from 0
     np.testing.assert_array_equal(thetas[1], thetas[0])  # a plain step keeps phi
     assert np.abs(thetas[2] - thetas[1]).max() > 0
-    meta_state = method.meta.get_state(state.transform_state)
+    meta_state = lpjax.get_transform_state(state.transform_state, lpjax.MetaLplState)
     assert isinstance(meta_state, lpjax.MetaLplState)
-    np.testing.assert_allclose(method.meta.transform.theta(meta_state), thetas[3])
+    protocol = method.make_step.__self__  # the MetaProtocol the method's step belongs to
+    np.testing.assert_allclose(protocol.meta.theta(meta_state), thetas[3])
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")

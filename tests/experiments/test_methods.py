@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 
 import lpjax
-from experiments import configuration, methods
-from experiments import workdir as workdir_lib
-from experiments.configs import common, validation
+from experiments import methods
+from experiments.config import base as common
+from experiments.config import command_line as configuration
+from experiments.config import names
+from experiments.config import rules as validation
+from experiments.run import workdir as workdir_lib
 
 COUNTS = np.array([138, 105, 78, 57, 42, 31, 23, 17, 12, 9])
 
@@ -68,8 +71,11 @@ def test_registry_names_kinds_and_model_options():
         override = configuration.apply_overrides(config, {"method.name": name})
         expected = {"cosine_scale": 30.0} if name in ("ldam", "ldam_drw") else {}
         assert methods.model_options(override) == expected, name
-    with pytest.raises(ValueError, match="'lpl_balanced' is unknown; valid: ce, la"):
-        methods.entry("lpl_balanced")
+    # An older name still works; an unknown one is refused by the config, naming the valid ones.
+    assert methods.entry("lpl_balanced") is methods.entry("lpl_mean")
+    unknown = configuration.apply_overrides(config, {"method.name": "lpl_balancedd"})
+    with pytest.raises(ValueError, match="method.name must be one of ce, la, .*lpl_balanced"):
+        names.check_names(unknown)
 
 
 def test_lpl_mean_is_the_mean_rule_whatever_split_rule_says():
@@ -86,17 +92,22 @@ def test_lpl_mean_is_the_mean_rule_whatever_split_rule_says():
         outputs[name, rule] = built.transform.apply(logits, labels, built.transform.init())[0]
     np.testing.assert_array_equal(outputs["lpl_mean", "longtail"], outputs["lpl_mean", "mean"])
     np.testing.assert_array_equal(outputs["lpl_mean", "mean"], outputs["lpl_varied", "mean"])
+    # lpl_varied with the mean rule is lpl_mean's run, built by it; the config says so.
+    varied_mean = configuration.apply_overrides(
+        config, {"method.name": "lpl_varied", "lpl.split_rule": "mean"}
+    )
+    notes = validation.validate_config(varied_mean)
+    assert any("is the run of lpl_mean" in note for note in notes)
 
 
 def test_a_bad_split_rule_is_refused_naming_the_valid_ones():
     config = configuration.apply_overrides(
         configuration.load_config(), {"lpl.split_rule": "balanced"}
     )
+    # Checked once, by the config (experiments.config.names), before any method is built.
     with pytest.raises(
-        ValueError, match="split_rule must be one of longtail, mean; got 'balanced'"
+        workdir_lib.UserError, match="split_rule must be one of longtail, mean; got 'balanced'"
     ):
-        methods.make_method(config, COUNTS, steps_per_epoch=8)
-    with pytest.raises(workdir_lib.UserError, match="split_rule must be one of longtail, mean"):
         validation.validate_config(config)
     # A method that does not read config.lpl does not care.
     ce = configuration.apply_overrides(config, {"method.name": "ce"})
@@ -137,4 +148,4 @@ def test_method_blocks_of_the_base_config_are_the_registry_defaults():
     base = common.get_base_config()
     for name, block in methods.default_blocks().items():
         assert base[name].to_dict() == block.to_dict()
-    assert base.lpl.split_rule in methods.SPLIT_RULES
+    assert base.lpl.split_rule in methods.SIGNS_AND_BOUNDS_RULES == methods.SPLIT_RULES

@@ -1,11 +1,12 @@
-"""experiments.metrics and experiments.metric_writer: shot groups, accuracy and mAP, the log."""
+"""experiments.metrics and experiments.run.metric_writer: shot groups, accuracy and mAP, the log."""
 
 import json
 
 import numpy as np
 import pytest
 
-from experiments import metric_writer, metrics
+from experiments import metrics
+from experiments.run import metric_writer
 
 
 def test_shot_groups_follow_the_thresholds():

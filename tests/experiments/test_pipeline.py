@@ -93,7 +93,7 @@ _REFERENCE_CASES = {
 @pytest.mark.parametrize("augment", [False, True])
 @pytest.mark.parametrize("processes", [1, 4])
 def test_batches_equal_the_reference_implementation(case, augment, processes):
-    """Same order, crops, flips and normalisation as the specification (tests/reference.py),
+    """Same order, crops, flips and normalization as the specification (tests/reference.py),
     through grain, across epoch boundaries and for every process's slice."""
     dataset = _toy_dataset(**_REFERENCE_CASES[case])
     split = gp.ArraySplit(dataset, augment)
@@ -126,7 +126,7 @@ def test_batches_equal_the_reference_implementation(case, augment, processes):
             np.testing.assert_allclose(batch["image"], images, rtol=0, atol=1e-5)
 
 
-def test_augmentation_moves_pixels_and_normalises():
+def test_augmentation_moves_pixels_and_normalizes():
     split = gp.ArraySplit(_toy_dataset(n=64), augment=True)
     plain = gp.ArraySplit(split.dataset, augment=False)
     kw = dict(global_batch_size=64, seed=11)

@@ -1,4 +1,4 @@
-"""experiments.train_step: the global-view step on 8 devices equals plain single-device code."""
+"""experiments.step: the global-view step on 8 devices equals plain single-device code."""
 
 import flax.linen as nn
 import jax
@@ -9,7 +9,8 @@ import pytest
 from flax import nnx
 
 import lpjax
-from experiments import train_step
+from experiments import models
+from experiments import step as train_step
 
 NUM_CLASSES = 6
 COUNTS = np.array([60, 40, 20, 10, 5, 3])
@@ -68,7 +69,7 @@ def _sharded_run(devices, batches, tx, fns=None, *, model=None, example_weights_
     mesh = train_step.make_data_mesh(devices)
     model = model or TinyNet()
     transform = _transform()
-    fns = fns or train_step.linen_model_fns(model, input_shape=(1, 4, 4, 1))
+    fns = fns or models.linen_model_fns(model, input_shape=(1, 4, 4, 1))
     state = train_step.create_train_state(fns, tx, transform, key=jax.random.key(0), mesh=mesh)
     step = train_step.make_train_step(
         fns,
@@ -216,7 +217,7 @@ def test_nnx_model_trains_like_the_plain_linen_reference():
     tx = _tx()
     batches = _batches(3)
     linen_variables = TinyNet().init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)), train=False)
-    fns = train_step.nnx_model_fns(TinyNnxNet(linen_variables))
+    fns = models.nnx_model_fns(TinyNnxNet(linen_variables))
     state, history = _sharded_run(jax.devices(), batches, tx, fns)
     params, batch_stats, reference = _reference_run(batches, tx)
 
@@ -250,7 +251,7 @@ def test_step_compiles_once_and_makes_no_host_transfers():
     tx = optax.sgd(0.05)
     mesh = train_step.make_data_mesh()
     transform = _transform()
-    linen_fns = train_step.linen_model_fns(TinyNet(), input_shape=(1, 4, 4, 1))
+    linen_fns = models.linen_model_fns(TinyNet(), input_shape=(1, 4, 4, 1))
     traces = []
 
     def counted_apply(*args):
@@ -280,7 +281,7 @@ def test_step_compiles_once_and_makes_no_host_transfers():
 def test_predict_step_applies_the_posthoc_transform():
     tx = optax.sgd(0.05)
     mesh = train_step.make_data_mesh()
-    fns = train_step.linen_model_fns(TinyNet(), input_shape=(1, 4, 4, 1))
+    fns = models.linen_model_fns(TinyNet(), input_shape=(1, 4, 4, 1))
     state = train_step.create_train_state(
         fns, tx, lpjax.identity(), key=jax.random.key(0), mesh=mesh
     )
@@ -301,3 +302,26 @@ def test_mesh_is_one_auto_data_axis_over_every_device():
     assert mesh.axis_names == (train_step.DATA_AXIS,)
     assert mesh.devices.size == jax.device_count() == 8  # tests/conftest.py
     assert mesh.axis_types == (jax.sharding.AxisType.Auto,)
+
+
+def test_the_step_runs_lpl_class_sharded_on_eight_devices():
+    """The compiled 8-device step: LPL's loop moves a [2, B] array per inner step, no
+    [B, C] one (the trainer traces its step inside jax.set_mesh)."""
+    from benchmarks import _hlo
+
+    tx = optax.sgd(0.05)
+    mesh = train_step.make_data_mesh()
+    transform = _transform()
+    fns = models.linen_model_fns(TinyNet(), input_shape=(1, 4, 4, 1))
+    state = train_step.create_train_state(fns, tx, transform, key=jax.random.key(0), mesh=mesh)
+    step = train_step.make_train_step(
+        fns, tx, transform, lpjax.softmax_cross_entropy_with_integer_labels, mesh=mesh
+    )
+    batch = _batches(1)[0]
+    inputs = train_step.global_batch(mesh, (batch["image"], batch["label"], batch["mask"]))
+    text = step.lower(state, *inputs, jax.random.key(1)).compile().as_text()
+    found = _hlo.collectives(text, loop_trips=10, num_devices=mesh.size)
+    in_loop = [c for c in found if c.runs > 1]
+    assert [c.kind for c in in_loop] == ["all-reduce"], in_loop
+    assert in_loop[0].nbytes == 2 * 4 * len(batch["label"])
+    assert any(c.kind == "all-to-all" for c in found)

@@ -1,4 +1,4 @@
-"""Experiment configs: ``get_config()`` files with ``--config.KEY=VALUE`` overrides.
+"""The command line's config: ``get_config()`` files with ``--config.KEY=VALUE`` overrides.
 
 The command line is parsed by ``ml_collections.config_flags`` (absl), as in flax's
 examples: ``--config PATH`` names a config file, ``--config.lpl.epsilon=0.2`` overrides a
@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import json
 import pathlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -24,31 +25,21 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-CONFIG_DIR = pathlib.Path(__file__).parent / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "default.py"
-_NOT_CONFIGS = ("__init__", "common", "recipes", "validation")
-
-# Keys that never change a run's numbers, so a run may be resumed with other values: how
-# batches are made (never what they contain: experiments/data/pipeline.py), where the data
-# is read from, how processes find each other, and how many checkpoints are kept and how
-# often. They are also left out of the default work directory's name.
-# run.log_every_steps is not one: results.json's loss-variation median is over its windows.
-RESUME_TOLERANT_KEYS = (
-    "data.workers",
-    "data.threads",
-    "data.prefetch_batches",
-    "data.fashion_mnist_dir",
-    "data.data_dir",
-    "data.download",
-    "run.distributed",
-    "run.keep_checkpoints",
-    "run.checkpoint_every_steps",
+from experiments.config import names
+from experiments.run.records import (  # noqa: F401 - part of this module's interface
+    RESUME_TOLERANT_KEYS,
+    canonical_items,
+    flat_items,
+    to_json,
 )
+
+CONFIG_DIR = pathlib.Path(__file__).parent.parent / "configs"  # config files only
+DEFAULT_CONFIG = CONFIG_DIR / "default.py"
 
 
 def shipped_configs() -> list[str]:
     """The names of the config files shipped in ``experiments/configs``."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in _NOT_CONFIGS)
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem != "__init__")
 
 
 def resolve_config_path(path: str | pathlib.Path) -> pathlib.Path:
@@ -58,7 +49,7 @@ def resolve_config_path(path: str | pathlib.Path) -> pathlib.Path:
     if path.is_file():
         return path
     parent = path.parent.as_posix()
-    if parent in (".", "configs", "experiments/configs") and path.stem not in _NOT_CONFIGS:
+    if parent in (".", "configs", "experiments/configs") and path.stem != "__init__":
         shipped = CONFIG_DIR / f"{path.stem}.py"
         if path.suffix in ("", ".py") and shipped.is_file():
             return shipped
@@ -77,18 +68,20 @@ def load_config(path: str | pathlib.Path | None = None) -> ml_collections.Config
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"Config file {str(path)!r} defines no get_config().")
-    return module.get_config()
-
-
-def flat_items(config: Mapping | ml_collections.ConfigDict, prefix: str = "") -> dict:
-    """The leaves of a (nested) config as ``{dotted.key: value}`` (``optim.batch_size``)."""
-    items = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping | ml_collections.ConfigDict):
-            items.update(flat_items(value, f"{prefix}{key}."))
-        else:
-            items[f"{prefix}{key}"] = value
-    return items
+    try:
+        return module.get_config()
+    except (AttributeError, KeyError) as error:  # a field the locked base config lacks
+        found = re.search(r'Key "([^"]+)" does not exist', str(error))
+        if not found:
+            raise
+        key = found.group(1)
+        new = names.renamed(key)
+        hint = f"it is now config.{new}" if new else "a misspelt name? --help lists every field"
+        raise ValueError(
+            f"Config file {str(path)!r} sets {key!r}, which is not a config field ({hint})."
+        ) from None
+    except TypeError as error:  # a value of another type than the base config's
+        raise ValueError(f"Config file {str(path)!r}: {' '.join(str(error).split())}") from None
 
 
 class CommandLine(NamedTuple):
@@ -180,13 +173,6 @@ def default_workdir(parsed: CommandLine) -> pathlib.Path:
     return pathlib.Path("workdirs") / name
 
 
-def canonical_items(config: ml_collections.ConfigDict | Mapping) -> dict:
-    """``{dotted.key: value}`` of a config as its JSON record holds it (tuples as lists)."""
-    if isinstance(config, ml_collections.ConfigDict):
-        config = config.to_dict()
-    return flat_items(json.loads(json.dumps(config, sort_keys=True)))
-
-
 def _set_value_of(name: str, value: str, argv: list[str]) -> list[str]:
     """``argv`` with the value of ``name`` replaced (both forms of :func:`_value_of`)."""
     argv = list(argv)
@@ -237,6 +223,8 @@ def _explain(argv: list[str], config: ml_collections.ConfigDict, error: Exceptio
         if not name.startswith("--config."):
             continue
         key = name[len("--config.") :]
+        if key not in valid and names.renamed(key):
+            return f"Unknown config key {key!r}: it is now {names.renamed(key)!r}."
         if key not in valid:
             return f"Unknown config key {key!r}. Valid keys: {', '.join(sorted(valid))}."
         if has_value and key in str(error):
@@ -247,12 +235,7 @@ def _explain(argv: list[str], config: ml_collections.ConfigDict, error: Exceptio
         if name.startswith("-") and name not in ("--config", "--workdir"):
             if not name.startswith("--config."):
                 return (
-                    f"Unrecognised argument {arg!r}; expected --config PATH, --workdir DIR or "
+                    f"Unrecognized argument {arg!r}; expected --config PATH, --workdir DIR or "
                     "--config.KEY=VALUE."
                 )
     return f"Cannot parse the command line {' '.join(argv)!r}: {error}"
-
-
-def to_json(config: ml_collections.ConfigDict) -> str:
-    """The config as canonical JSON (sorted keys; tuples as lists)."""
-    return json.dumps(config.to_dict(), sort_keys=True, indent=2)

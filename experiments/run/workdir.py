@@ -21,9 +21,7 @@ from the checkpoint's copy when it is missing.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import gc
 import hashlib
 import json
@@ -40,50 +38,31 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from experiments import configuration, console, launch
-
-
-class UserError(ValueError):
-    """A mistake in the command line, the config or the work directory: one line, exit 2."""
-
-
-class WorkdirConfigMismatchError(UserError):
-    """The work directory holds a run made with another config."""
-
-
-class WorkdirLockedError(UserError):
-    """Another process is training in the work directory."""
+from experiments.run import console
+from experiments.run.errors import (  # noqa: F401 - the work directory's errors, here too
+    TrainingInterrupted,
+    UserError,
+    WorkdirConfigMismatchError,
+    WorkdirLockedError,
+    one_line,
+)
+from experiments.run.lock import lock, refuse_if_locked  # noqa: F401
+from experiments.run.records import RESUME_TOLERANT_KEYS, canonical_items, flat_items, to_json
 
 
 class CheckpointCorruptError(RuntimeError):
     """A checkpoint restored, but its contents do not match its digest."""
 
 
-class TrainingInterrupted(Exception):
-    """SIGTERM / SIGINT (or a multi-host preemption) stopped the run after a checkpoint."""
-
-    def __init__(self, signum: int | None, step: int, workdir: pathlib.Path):
-        self.signum, self.step = signum, step
-        name = signal.Signals(signum).name if signum else "a preemption notice"
-        super().__init__(
-            f"stopped by {name} after step {step}; checkpoint saved in {workdir}. "
-            "Run the same command again to resume."
-        )
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + (self.signum or signal.SIGTERM)
-
-
 def config_differences(previous: dict, current: dict) -> tuple[list[str], list[str]]:
     """``(differences, tolerated)`` between two flat configs, as ``key: old -> new`` texts;
-    ``tolerated`` are those of :data:`configuration.RESUME_TOLERANT_KEYS` (they never
+    ``tolerated`` are those of :data:`RESUME_TOLERANT_KEYS` (they never
     change results, so a run may resume with other values)."""
     differences, tolerated = [], []
     for key in sorted(set(previous) | set(current)):
         if previous.get(key) != current.get(key):
             text = f"{key}: {previous.get(key)!r} -> {current.get(key)!r}"
-            tolerant = key in configuration.RESUME_TOLERANT_KEYS
+            tolerant = key in RESUME_TOLERANT_KEYS
             (tolerated if tolerant else differences).append(text)
     return differences, tolerated
 
@@ -118,27 +97,27 @@ def check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> No
     """Refuses a work directory made with another config; records the config otherwise.
 
     ``config.json`` is the record; keys that never change results
-    (:data:`configuration.RESUME_TOLERANT_KEYS`) may differ (a ``note:`` names them). A
+    (:data:`RESUME_TOLERANT_KEYS`) may differ (a ``note:`` names them). A
     damaged ``config.json`` is moved aside (``config.json.damaged.<time>``); without a
     readable one, a work directory with checkpoints is judged by the checkpoints' own copy
     of the config (:func:`restore`, which rewrites ``config.json``).
     """
     path = workdir / "config.json"
-    current = configuration.canonical_items(config)
+    current = canonical_items(config)
     previous = None
     if path.exists():
         try:
             record = json.loads(path.read_text())
             if not isinstance(record, dict) or not record:
                 raise ValueError("not a config")
-            previous = configuration.flat_items(record)
+            previous = flat_items(record)
         except (ValueError, UnicodeDecodeError) as error:
             aside = workdir / f"config.json.damaged.{time.time_ns()}"
             if jax.process_index() == 0:
                 os.replace(path, aside)
             judge = "the checkpoints' copy" if has_checkpoints(workdir) else "none (no checkpoint)"
             console.warning(
-                f"{path} is damaged ({type(error).__name__}: {_one_line(error, 80)}); moved to "
+                f"{path} is damaged ({type(error).__name__}: {one_line(error, 80)}); moved to "
                 f"{aside.name}; the run's config is checked against {judge}."
             )
     if previous is not None:
@@ -149,7 +128,7 @@ def check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> No
                 f"{'; '.join(tolerated)} (config.json keeps the run's first values)."
             )
     elif not has_checkpoints(workdir):
-        _write_config_record(workdir, json.loads(configuration.to_json(config)))
+        _write_config_record(workdir, json.loads(to_json(config)))
 
 
 def disk_full(error: BaseException) -> str | None:
@@ -178,16 +157,6 @@ def complete_checkpoints(workdir: pathlib.Path) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
 
-def refuse_if_locked(workdir: pathlib.Path) -> None:
-    """Refuses at once a work directory whose lock another process holds.
-
-    A probe before the data and the model are loaded; writes nothing (the lock itself is
-    taken later by :func:`lock`, which remains the authority).
-    """
-    if launch.is_locked(workdir):
-        raise WorkdirLockedError(launch.locked_message(workdir))
-
-
 def check_path(workdir: pathlib.Path) -> None:
     """Refuses a work directory path that is a file, or under one."""
     for path in (workdir, *workdir.parents):
@@ -197,32 +166,6 @@ def check_path(workdir: pathlib.Path) -> None:
             if not os.access(path, os.W_OK):
                 raise UserError(f"the work directory {str(workdir)!r}: {str(path)!r} is read-only.")
             return
-
-
-@contextlib.contextmanager
-def lock(workdir: pathlib.Path, enabled: bool):
-    """An exclusive ``flock`` on ``WORKDIR/.lock`` for the run's lifetime.
-
-    The kernel releases it when the process ends, however it ends, so a crashed
-    or killed run never leaves the directory locked.
-    """
-    if not enabled:
-        yield
-        return
-    workdir.mkdir(parents=True, exist_ok=True)
-    with open(workdir / launch.LOCK_FILE, "a") as lock:
-        for attempt in range(5):  # another process's probe holds it for microseconds
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if attempt == 4:
-                    raise WorkdirLockedError(launch.locked_message(workdir)) from None
-                time.sleep(0.02)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class StopSignals:
@@ -306,7 +249,7 @@ def save(manager, step: int, state, history: dict, config: ml_collections.Config
     if step in manager.all_steps():
         return
     history = json.loads(json.dumps(history))  # as it reads back
-    record = json.loads(configuration.to_json(config))
+    record = json.loads(to_json(config))
     digest = {
         "format": DIGEST_FORMAT,
         "state": state_digest(state),
@@ -322,11 +265,6 @@ def save(manager, step: int, state, history: dict, config: ml_collections.Config
             digest=ocp.args.JsonSave(digest),
         ),
     )
-
-
-def _one_line(error: BaseException | str, limit: int = 200) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _verify(digest, name: str, actual) -> None:
@@ -358,19 +296,19 @@ def restore(manager, state, workdir: pathlib.Path, config):
     before checkpoints carried a digest are restored unverified, judged by ``config.json``.
     """
     broken = workdir / "broken_checkpoints"
-    current = configuration.canonical_items(config)
+    current = canonical_items(config)
     for step in sorted(manager.all_steps(), reverse=True):
         recorded = (workdir / "checkpoints" / str(step) / "digest").is_dir()
         try:
             digest = None
             if recorded:
-                records = manager.restore(
+                saved = manager.restore(
                     step,
                     args=ocp.args.Composite(
                         config=ocp.args.JsonRestore(), digest=ocp.args.JsonRestore()
                     ),
                 )
-                digest, record = records.digest, records.config
+                digest, record = saved.digest, saved.config
                 _verify(digest, "config", _json_digest(record))
                 _check_checkpoint_config(workdir, record, current, step)
             elif not (workdir / "config.json").exists():
@@ -394,7 +332,7 @@ def restore(manager, state, workdir: pathlib.Path, config):
             gc.collect()  # orbax's orphaned futures report now, into the log, not later
             console.warning(
                 f"checkpoint {step} in {workdir / 'checkpoints'} cannot be restored "
-                f"({type(error).__name__}: {_one_line(error)}); moved to {broken}, trying an "
+                f"({type(error).__name__}: {one_line(error, 200)}); moved to {broken}, trying an "
                 "older one."
             )
             if jax.process_index() == 0:
@@ -418,7 +356,7 @@ def restore(manager, state, workdir: pathlib.Path, config):
             f"{str(broken)!r}); use another --workdir, or delete this one to start over."
         )
     if not (workdir / "config.json").exists():  # every checkpoint is gone: a fresh start
-        _write_config_record(workdir, json.loads(configuration.to_json(config)))
+        _write_config_record(workdir, json.loads(to_json(config)))
     return manager, state, {"windows": [], "final_train_loss": None, "pending": []}
 
 
@@ -427,4 +365,4 @@ def _check_checkpoint_config(workdir, record, current: dict, step: int) -> None:
     if not isinstance(record, dict):
         raise CheckpointCorruptError("its config record is not a config")
     where = f"checkpoint {step}'s copy of its config"
-    _refuse_other_config(workdir, configuration.flat_items(record), current, where)
+    _refuse_other_config(workdir, flat_items(record), current, where)

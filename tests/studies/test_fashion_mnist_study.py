@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 import lpjax
-from experiments import configuration, methods, sweep
-from experiments import fashion_mnist_study as study
+from experiments import methods
+from experiments.config import command_line as configuration
 from experiments.data import in_memory
+from studies import fashion_mnist_study as study
+from studies import sweep
 
 COUNTS_R100 = [5500, 3297, 1976, 1184, 710, 425, 255, 153, 91, 55]
 

@@ -1,11 +1,11 @@
-"""experiments.summarize_runs on synthetic results.json: grouping, mean ± std, tables, plots."""
+"""studies.summarize_runs on synthetic results.json: grouping, mean ± std, tables, plots."""
 
 import json
 
 import numpy as np
 import pytest
 
-from experiments import summarize_runs
+from studies import summarize_runs
 
 
 def _single_label(method, seed, accuracy, *, ratio=100.0, variation=True, **extra):
@@ -77,8 +77,8 @@ def test_collect_results_rejects_missing_paths_and_fields(tmp_path):
         summarize_runs.collect_results([tmp_path])
 
 
-def test_summarise_groups_and_computes_sample_std(runs):
-    rows = summarize_runs.summarise(summarize_runs.collect_results([runs]))
+def test_summarize_groups_and_computes_sample_std(runs):
+    rows = summarize_runs.summarize(summarize_runs.collect_results([runs]))
     keys = [(r.dataset, r.imbalance_ratio, r.model, r.method, r.num_seeds) for r in rows]
     assert keys == [
         ("cifar10", 100.0, "resnet32", "ce", 1),
@@ -114,7 +114,7 @@ def _cells(table, method):
 
 
 def test_markdown_table_error_and_accuracy(runs):
-    rows = summarize_runs.summarise(summarize_runs.collect_results([runs]))
+    rows = summarize_runs.summarize(summarize_runs.collect_results([runs]))
     table = summarize_runs.markdown_table(rows, metric="error")
     assert "top-1 error %" in table and "head mAP" in table
     # Errors 22, 20, 21 -> 21.00 ± 1.00; many-shot errors 12, 10, 11 -> 11.00 ± 1.00.

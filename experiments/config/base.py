@@ -1,4 +1,9 @@
-"""The fields of every experiment config; each config file starts from these.
+"""The fields of every experiment config: ``get_base_config()``, locked.
+
+Each config file starts from it. It is a locked ``ml_collections.ConfigDict``: a field
+that is not here (a misspelt name) cannot be added, and a field keeps its type (a string
+for a number is refused). What a lock cannot know (finite numbers, ranges, the allowed
+names, rules between fields) is checked once, in :mod:`experiments.config.rules`.
 
 A config is nested: ``config.seed``, then one block per concern (``method``, ``data``,
 ``model``, ``optim``, ``run``) and one block per family of methods (``la``, ``ldam``,
@@ -14,6 +19,7 @@ from experiments.methods import registry as method_registry
 
 
 def get_base_config() -> ml_collections.ConfigDict:
+    """Every field with its default, locked (fields keep their types; none can be added)."""
     config = ml_collections.ConfigDict()
     config.seed = 0  # data order, augmentation, initialisation and dropout
 
@@ -63,7 +69,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     for name, block in method_registry.default_blocks().items():
         config[name] = block
 
-    # Book-keeping of the run (experiments/train.py, experiments/workdir.py).
+    # Book-keeping of the run (experiments/train.py, experiments/run/).
     config.run = ml_collections.ConfigDict()
     config.run.log_every_steps = 10  # train metrics are averaged and written every this many steps
     config.run.checkpoint_every_steps = 100  # a multiple of log_every_steps
@@ -72,4 +78,5 @@ def get_base_config() -> ml_collections.ConfigDict:
     config.run.eval_batch_size = 500  # global batch size of evaluation
     config.run.cpu_fast_convolutions = True  # on CPU: XLA's conv kernels, ~1.7x faster (benchmarks)
     config.run.distributed = False  # jax.distributed.initialize() (multi-host; experiments/README)
+    config.lock()
     return config

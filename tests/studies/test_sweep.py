@@ -1,4 +1,4 @@
-"""``python -m experiments.sweep``: grid planning, resumable execution, final report."""
+"""``python -m studies.sweep``: grid planning, resumable execution, final report."""
 
 import contextlib
 import io
@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from experiments import sweep
+from studies import sweep
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "experiments" / "configs" / "default.py"

@@ -1,6 +1,6 @@
 """The paper's CIFAR training recipes (docs/method.md, section 7), shared by the config files."""
 
-from experiments.configs import common
+from experiments.config import base
 
 # Balanced CIFAR, the authors' recipes per network family:
 # (epochs, lr milestones in epochs, decay factor, weight decay).
@@ -14,7 +14,7 @@ _BALANCED_SCHEDULES = {
 def balanced_cifar(dataset: str, model: str, family: str):
     """LPL (mean rule, varied bounds) on balanced CIFAR with the authors' recipe for ``family``."""
     epochs, milestones, decay_factor, weight_decay = _BALANCED_SCHEDULES[family]
-    config = common.get_base_config()
+    config = base.get_base_config()
     config.method.name = "lpl_varied"  # the paper's best on balanced CIFAR (vs isda, lpl_fixed, ce)
     config.data.name = dataset  # tensorflow-datasets cifar10 / cifar100, 50k train / 10k test
     config.data.imbalance_ratio = 1.0  # balanced: the full training set
@@ -45,7 +45,7 @@ def balanced_cifar(dataset: str, model: str, family: str):
 # LPL's settings in the authors' long-tail scripts (github.com/limengyang1992/lpl), in
 # lpjax's terms. There class i takes about S n_min / n_i steps of alpha (tail) or
 # h S n_i / n_max (head), the rarest class S steps: the head/tail rule with eps = 0,
-# d_eps = S alpha (the tail budget) and head_scale = h. (Their steps are normalised, by a
+# d_eps = S alpha (the tail budget) and head_scale = h. (Their steps are normalized, by a
 # column norm that should be a row norm; lpjax takes the paper's step, lpl.normalize.)
 _AUTHORS_LONGTAIL_LPL = {
     # lpl-longtail-other/train_lpl_cifar10.py: LPLLoss() with alpha 0.15 and 10 steps,
@@ -61,7 +61,7 @@ def longtail_cifar(dataset: str, imbalance_ratio: float, *, method: str):
     """ResNet-32 on CIFAR-LT with the LDAM-DRW recipe (used by LA and the LPL paper), LPL
     with the authors' head/tail budgets (``_AUTHORS_LONGTAIL_LPL``)."""
     authors = _AUTHORS_LONGTAIL_LPL[dataset]
-    config = common.get_base_config()
+    config = base.get_base_config()
     config.method.name = method  # the paper's best of the column (see the config file)
     config.data.name = dataset  # tensorflow-datasets cifar10 / cifar100, made long-tailed
     config.data.imbalance_ratio = imbalance_ratio  # n_max / n_min of the exponential profile
@@ -101,7 +101,7 @@ def fashion_mnist_longtail(imbalance_ratio: float):
     About a minute a run on two CPU cores. The LPL settings are the validation winners of
     the study in docs/results/fashion_mnist_lt (chosen on the held-out validation split).
     """
-    config = common.get_base_config()
+    config = base.get_base_config()
     config.method.name = "la_lpl"  # LA, then LPL on the adjusted logits
     config.data.name = "fashion_mnist_lt"  # IDX files (Debian's dataset-fashion-mnist) or tfds
     config.data.imbalance_ratio = imbalance_ratio  # n_c = floor(5500 r^(-c/9)); 500/class held out
@@ -154,7 +154,7 @@ def imagenet_scale_longtail(dataset: str, model: str):
     and, on several devices, all-reduces one (benchmarks/RESULTS.md, section 4).
     """
     weight_decay, num_head_classes, log_every, checkpoint_every = _LONGTAIL_IMAGENET_SCALE[dataset]
-    config = common.get_base_config()
+    config = base.get_base_config()
     config.method.name = "la_lpl"  # LA, then LPL: the paper's best long-tail method
     config.data.name = dataset  # the data set's own long tail, prepared with tfds (README)
     config.data.imbalance_ratio = 1.0  # no further subsampling: the data set is long-tailed
@@ -201,7 +201,7 @@ def coco_multilabel(model: str):
     parameter (ASL skips biases and BN); no EMA, Cutout or RandAugment; the final epoch is
     reported (ASL keeps the best validation mAP).
     """
-    config = common.get_base_config()
+    config = base.get_base_config()
     config.method.name = "lpl_multilabel"  # the project's multi-label LPL (README)
     config.data.name = "coco2017"  # train2017 (118,287 images) / val2017 (5,000), 80 classes
     config.data.image_size = 224  # images resized whole to 224 x 224, as ASL

@@ -1,12 +1,11 @@
-"""``validate_config``: the whole config checked before a run writes anything.
+"""``validate_config``: what a locked config cannot know, checked once before a run writes.
 
-Not a config file: the checks that sit beside the configs. Every field is checked
-against the base config (``experiments/configs/common.py``): it exists there and holds
-the same type; every number is finite (NaN and infinities are refused: ``x <= 0`` is
-False for NaN); every sequence holds numbers. Every name is looked up in its registry
-(methods, data sets, models, optimizers, schedules, split rules); a mistake is one
-:class:`~experiments.workdir.UserError` sentence naming the field, and options that
-have no effect on the run are returned as notes.
+The base config is a locked ``ConfigDict`` (:mod:`experiments.config.base`): merging a
+run's config into it refuses unknown fields and values of the wrong type. Here, only what
+a lock cannot know: finite numbers, ranges, the allowed names (one table,
+:mod:`experiments.config.names`) and rules between fields. A mistake is one
+:class:`~experiments.run.errors.UserError` sentence naming the field; options that have
+no effect on the run are returned as notes.
 """
 
 from __future__ import annotations
@@ -17,12 +16,12 @@ from collections.abc import Sequence
 import jax
 import ml_collections
 
-from experiments import configuration, methods, models, optimizers
-from experiments import workdir as workdir_lib
-from experiments.configs import common
+from experiments import methods
+from experiments.config import base as base_lib
+from experiments.config import names
 from experiments.data import registry as data_registry
-
-MODEL_DTYPES = ("float32", "bfloat16")
+from experiments.run.errors import UserError
+from experiments.run.records import flat_items
 
 # (config field, value) -> the fields only that choice uses.
 _FIELDS_USED_ONLY_BY = {
@@ -52,69 +51,65 @@ _NON_NEGATIVE_FIELDS = (
 )
 
 
-def _enumerated_fields() -> dict[str, tuple[str, ...]]:
-    """Every field that names one of a fixed set of choices, with the set."""
-    return {
-        "data.name": data_registry.NAMES,
-        "method.name": methods.NAMES,
-        "model.name": tuple(models.MODELS),
-        "model.dtype": MODEL_DTYPES,
-        "optim.name": optimizers.OPTIMIZERS,
-        "optim.schedule": optimizers.SCHEDULES,
-        "lpl.split_rule": methods.SPLIT_RULES,
-    }
-
-
-def _get(config: ml_collections.ConfigDict, field: str):
-    *blocks, name = field.split(".")
-    for block in blocks:
-        config = config[block]
-    return config[name]
-
-
 def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _kind(default) -> str:
+    """What a field of this default must hold, in words."""
+    if isinstance(default, bool):
+        return "True or False"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a finite number"
+    if isinstance(default, str):
+        return "a string"
+    if isinstance(default, Sequence) and default and all(map(_is_number, default)):
+        return f"a sequence of finite numbers, e.g. {tuple(default)}"
+    return "a tuple"
+
+
 def check_values(config: ml_collections.ConfigDict) -> None:
-    """Every field exists in the base config and holds a value of its type; numbers are
-    finite, sequences hold finite numbers.
+    """Every field is a base field and holds a value of its type; numbers are finite.
+
+    The types are the locked base config's own (a merge into it refuses a wrong one);
+    the lock lets through ``True`` for an integer, NaN and infinities, and a sequence of
+    non-numbers: those are refused here.
 
     Raises:
-      workdir_lib.UserError: naming the first field that is wrong.
+      UserError: naming the first field that is wrong.
     """
-    base = configuration.flat_items(common.get_base_config())
-    given = configuration.flat_items(config)
+    locked = base_lib.get_base_config()
+    base, given = flat_items(locked), flat_items(config)
     unknown, missing = sorted(set(given) - set(base)), sorted(set(base) - set(given))
     if unknown:
-        raise workdir_lib.UserError(
-            f"config.{unknown[0]} is not a config field (a misspelt name in the config "
-            "file?); --help lists every field."
+        new = names.renamed(unknown[0])
+        hint = f"it is now config.{new}" if new else "a misspelt name in the config file?"
+        raise UserError(
+            f"config.{unknown[0]} is not a config field ({hint}); --help lists every field."
         )
     if missing:
-        raise workdir_lib.UserError(
-            f"config.{missing[0]} is missing (a config starts from common.get_base_config())."
+        raise UserError(
+            f"config.{missing[0]} is missing (a config starts from base.get_base_config())."
         )
     for key, default in base.items():
         value = given[key]
-        if isinstance(default, bool):
-            ok, kind = isinstance(value, bool), "True or False"
-        elif isinstance(default, int):
-            ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
-        elif isinstance(default, float):
-            ok, kind = _is_number(value) and math.isfinite(value), "a finite number"
-        elif isinstance(default, str):
-            ok, kind = isinstance(value, str), "a string"
-        elif isinstance(default, Sequence) and default and all(map(_is_number, default)):
-            ok = not isinstance(value, str | bytes) and isinstance(value, Sequence)
-            ok = ok and all(_is_number(v) and math.isfinite(v) for v in value)
-            kind = f"a sequence of finite numbers, e.g. {tuple(default)}"
-        elif isinstance(default, Sequence):  # of strings, or empty
-            ok, kind = not isinstance(value, str | bytes) and isinstance(value, Sequence), "a tuple"
-        else:  # a type the base config does not use (e.g. None): nothing to check
-            continue
+        *blocks, field = key.split(".")
+        block = locked
+        for name in blocks:
+            block = block[name]
+        try:
+            block[field] = value  # the lock's type check
+            ok = not (isinstance(value, bool) and not isinstance(default, bool))
+        except TypeError:
+            ok = False
+        if ok and isinstance(default, float):
+            ok = math.isfinite(value)
+        elif ok and isinstance(default, Sequence) and default and all(map(_is_number, default)):
+            ok = all(_is_number(v) and math.isfinite(v) for v in value)
         if not ok:
-            raise workdir_lib.UserError(f"config.{key} must be {kind}; got {value!r}.")
+            raise UserError(f"config.{key} must be {_kind(default)}; got {value!r}.")
 
 
 def validate_config(
@@ -123,7 +118,7 @@ def validate_config(
     """Checks the whole config before anything is written; returns notes on ignored options.
 
     Notes: a field that only another choice of schedule or optimizer uses, set away from
-    the base config's value (``experiments/configs/common.py``); with ``reference``, also
+    the base config's value (``experiments/config/base.py``); with ``reference``, also
     every field of a method block that the chosen method does not read, set away from
     its value in ``reference``.
 
@@ -135,34 +130,25 @@ def validate_config(
         compared with it, not with the base config; None: no notes on method blocks.
 
     Raises:
-      workdir_lib.UserError: naming the first field that is wrong.
+      UserError: naming the first field that is wrong.
     """
 
     def fail(message):
-        raise workdir_lib.UserError(message)
+        raise UserError(message)
 
     check_values(config)
+    names.check_names(config)
     data, method = config.data.name, config.method.name
-    if data not in data_registry.NAMES:
-        fail(f"config.data.name {data!r} is unknown; valid: {', '.join(data_registry.NAMES)}.")
-    if method not in methods.NAMES:
-        fail(f"config.method.name {method!r} is unknown; valid: {', '.join(methods.NAMES)}.")
     multilabel = data_registry.is_multilabel(data)
     if multilabel != methods.is_multilabel(method):
         kind = "multi-label" if multilabel else "single-label"
         fail(f"config.method.name {method!r} does not apply to the {kind} {data}.")
-    if config.model.name not in models.MODELS:
-        valid = ", ".join(models.MODELS)
-        fail(f"config.model.name {config.model.name!r} is unknown; valid: {valid}.")
-    if config.model.dtype not in MODEL_DTYPES:
-        valid = ", ".join(MODEL_DTYPES)
-        fail(f"config.model.dtype must be one of {valid}; got {config.model.dtype!r}.")
     for field in _POSITIVE_FIELDS:
-        if _get(config, field) < 1:
-            fail(f"config.{field} must be >= 1; got {_get(config, field)}.")
+        if names.get(config, field) < 1:
+            fail(f"config.{field} must be >= 1; got {names.get(config, field)}.")
     for field in _NON_NEGATIVE_FIELDS:
-        if _get(config, field) < 0:
-            fail(f"config.{field} must be >= 0; got {_get(config, field)}.")
+        if names.get(config, field) < 0:
+            fail(f"config.{field} must be >= 0; got {names.get(config, field)}.")
     run, optim = config.run, config.optim
     if run.checkpoint_every_steps % run.log_every_steps:
         fail(
@@ -171,9 +157,9 @@ def validate_config(
             f"{run.checkpoint_every_steps} and {run.log_every_steps}."
         )
     for field in ("optim.batch_size", "run.eval_batch_size"):
-        if _get(config, field) % jax.device_count():
+        if names.get(config, field) % jax.device_count():
             fail(
-                f"config.{field} ({_get(config, field)}) must be divisible by the number of "
+                f"config.{field} ({names.get(config, field)}) must be divisible by the number of "
                 f"devices ({jax.device_count()})."
             )
     if optim.learning_rate <= 0 or optim.weight_decay < 0:
@@ -182,14 +168,6 @@ def validate_config(
         fail(f"config.optim.warmup_epochs must be >= 0; got {optim.warmup_epochs}.")
     if optim.decay_factor <= 0:
         fail(f"config.optim.decay_factor must be > 0; got {optim.decay_factor}.")
-    if optim.name not in optimizers.OPTIMIZERS:
-        valid = ", ".join(optimizers.OPTIMIZERS)
-        fail(f"config.optim.name must be one of {valid}; got {optim.name!r}.")
-    if optim.schedule not in optimizers.SCHEDULES:
-        fail(
-            "config.optim.schedule must be multistep, cosine or constant, or onecycle; "
-            f"got {optim.schedule!r}."
-        )
     if optim.schedule == "onecycle" and not 0 < optim.warmup_epochs < optim.num_epochs:
         fail(
             "config.optim.schedule = 'onecycle' rises over config.optim.warmup_epochs, which "
@@ -200,14 +178,17 @@ def validate_config(
         fail(f"config.optim.milestones must be > 0; got {tuple(optim.milestones)}.")
     if config.data.imbalance_ratio < 1:
         fail(f"config.data.imbalance_ratio must be >= 1; got {config.data.imbalance_ratio}.")
-    for field, valid in _enumerated_fields().items():  # the rest, whatever the method
-        if _get(config, field) not in valid:
-            fail(f"config.{field} must be one of {', '.join(valid)}; got {_get(config, field)!r}.")
     try:
         methods.check_blocks(config)
     except ValueError as error:
         fail(str(error))
-    return _schedule_notes(optim) + _ignored_field_notes(config, reference)
+    notes = _schedule_notes(optim) + _ignored_field_notes(config, reference)
+    if method == "lpl_varied" and config.lpl.split_rule == "mean":
+        notes.append(
+            "method lpl_varied with config.lpl.split_rule = 'mean' (the paper's LPL with "
+            "varied bounds on balanced data) is the run of lpl_mean: it trains lpl_mean."
+        )
+    return notes
 
 
 def _schedule_notes(optim: ml_collections.ConfigDict) -> list[str]:
@@ -228,16 +209,16 @@ def _schedule_notes(optim: ml_collections.ConfigDict) -> list[str]:
 
 def _ignored_field_notes(config, reference) -> list[str]:
     """Fields the run does not use, set away from their defaults."""
-    defaults = common.get_base_config()
+    defaults = base_lib.get_base_config()
     notes = []
     for (option, value), fields in _FIELDS_USED_ONLY_BY.items():
-        chosen = _get(config, option)
+        chosen = names.get(config, option)
         if chosen != value:
             notes += [
-                f"config.{f} = {_get(config, f)!r} is ignored by the {chosen} "
+                f"config.{f} = {names.get(config, f)!r} is ignored by the {chosen} "
                 f"{_CHOICE_NAMES[option]}."
                 for f in fields
-                if _get(config, f) != _get(defaults, f)
+                if names.get(config, f) != names.get(defaults, f)
             ]
     if reference is None:
         return notes
@@ -246,8 +227,8 @@ def _ignored_field_notes(config, reference) -> list[str]:
     for block in methods.BLOCK_NAMES:
         if block in read:
             continue
-        given = configuration.flat_items(config[block], f"{block}.")
-        before = configuration.flat_items(reference[block], f"{block}.")
+        given = flat_items(config[block], f"{block}.")
+        before = flat_items(reference[block], f"{block}.")
         notes += [
             f"config.{key} = {value!r} is ignored: method {method} does not read config.{block}."
             for key, value in given.items()

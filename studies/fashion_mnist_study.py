@@ -1,0 +1,640 @@
+"""The Fashion-MNIST-LT study: ``python -m studies.fashion_mnist_study``.
+
+    python -m studies.fashion_mnist_study [--root docs/results/fashion_mnist_lt]
+        [--ratios 100,10] [--seeds 1,2,3,4,5] [--processes 2]
+        [--methods la,la_lpl,...] [--stage validation|test|all|report]
+
+Every choice is made on the balanced *validation* split held out of the training pool;
+the test split plays no part in it.
+
+1. **Grids** (validation seed 0). Each tunable method is trained once per setting of its
+   grid (:func:`grids`) at each ratio. LA's ``tau`` is settled first (grid, then
+   finalists); the LA-chained methods then run on top of LA's choice. LPL and LA + LPL
+   cover a two-dimensional grid -- tail budget x head scale -- under both inner step
+   rules; LA + LPL then tries other head fractions and step counts around its best point.
+2. **Finalists.** The three best settings of every method are re-scored on validation
+   seeds 10 and 11; the choice is the best mean over the three validation seeds.
+3. **Test.** Every method (:data:`METHODS`) at its choice, ``--seeds`` (1-5: fresh seeds,
+   none of them part of a choice), both ratios.
+4. **Longer training** (``--stage all``): LA, LDAM-DRW and the best LA + LPL variant (by
+   validation) with four times the epochs, the first three of those seeds.
+
+Writes ``ROOT/validation.md``, the validation landscape figures, ``ROOT/report.md`` (+
+figures) and ``ROOT/long/report.md``, and one work directory per run under ``ROOT/runs``
+(``validation/rR/METHOD/SETTING/seedS``, ``test/rR/METHOD/SETTING/seedS``,
+``long/rR/METHOD/SETTING/seedS``). Resumable: finished runs (``results.json``) are
+skipped, interrupted ones resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+from experiments.config import command_line
+from studies import summarize_runs, sweep
+
+CONFIG_DIR = command_line.CONFIG_DIR
+VALIDATION_SEEDS = (0, 10, 11)  # seed 0: the grids; 10 and 11: the finalists too
+FINALISTS = 3
+LONG_EPOCHS_FACTOR = 4
+LONG_SEEDS = 3  # the longer runs take the first three test seeds (4x the cost of a run each)
+
+# Methods of the test table, in order. Methods without a grid use the config's defaults.
+METHODS = (
+    "ce",
+    "la",
+    "la_posthoc",
+    "balanced_softmax",
+    "ldam_drw",
+    "isda",
+    "lpl_fixed",
+    "lpl_varied",
+    "lpl_mean",
+    "la_lpl",
+    "lpl_adaptive",
+    "la_lpl_adaptive",
+    "meta_lpl",
+    "la_meta_lpl",
+    "la_meta_data",
+    "la_meta_offsets",
+)
+LA_CHAINED = ("la_lpl", "la_lpl_adaptive", "la_meta_lpl", "la_meta_data", "la_meta_offsets")
+LA_LPL_VARIANTS = ("la_lpl", "la_lpl_adaptive", "la_meta_lpl")  # candidates of the longer runs
+
+# The config keys the study sets, in one place.
+KEY = {
+    "tau": "la.tau",
+    "epochs": "optim.num_epochs",
+    "drw_start_epoch": "ldam.drw_start_epoch",
+    "epsilon": "lpl.epsilon",
+    "delta_epsilon": "lpl.delta_epsilon",
+    "step_size": "lpl.step_size",
+    "head_scale": "lpl.head_scale",
+    "normalize": "lpl.normalize",
+    "num_head_classes": "lpl.num_head_classes",
+    "split_rule": "lpl.split_rule",
+    "adaptive_target": "lpl.adaptive_target",
+    "max_epsilon": "meta.max_epsilon",
+    "meta_learning_rate": "meta.learning_rate",
+    "every_steps": "meta.every_steps",
+    "start_epoch": "meta.start_epoch",
+    "scope": "meta.scope",
+}
+MEAN_RULE = "mean"
+
+
+def _set(**values) -> tuple[str, ...]:
+    return tuple(
+        f"--config.{KEY[k]}={v:g}" if isinstance(v, float) else f"--config.{KEY[k]}={v}"
+        for k, v in values.items()
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One point of a method's validation grid.
+
+    ``coords`` place it in the landscape figures: ``(("tail", T), ("head", h), ("rule",
+    "paper"))`` for the LPL grids, ``(("x", value),)`` for one-dimensional grids.
+    """
+
+    label: str
+    overrides: tuple[str, ...]
+    coords: tuple[tuple[str, object], ...] = ()
+
+    def coord(self, name, default=None):
+        return dict(self.coords).get(name, default)
+
+    def chained(self, prefix: Setting) -> Setting:
+        """This setting on top of LA's chosen ``prefix``."""
+        return Setting(
+            f"{prefix.label}_{self.label}", (*prefix.overrides, *self.overrides), self.coords
+        )
+
+
+DEFAULT = Setting("default", ())
+
+# ----------------------------------------------------------------------------- the grids
+
+TAIL_BUDGETS = (0.3, 1.0, 3.0, 10.0)
+HEAD_SCALES = (0.0, 0.1, 0.3, 1.0)
+STEP_RULES = ("paper", "unit")
+STEPS_PER_BUDGET = 30  # alpha = T / 30: the rarest class takes 30 inner steps
+
+
+def lpl_budget(tail: float, head: float, rule: str, *, steps: int = STEPS_PER_BUDGET) -> Setting:
+    """The head/tail rule with the rarest class's bound ``tail`` and head bounds scaled by
+    ``head``: ``eps = T/3``, ``d_eps = 2T/3`` (so the rarest tail class gets ``T``, the
+    largest head class ``h T``), ``alpha = T / steps``."""
+    label = f"T{tail:g}_h{head:g}_{rule}" + ("" if steps == STEPS_PER_BUDGET else f"_k{steps}")
+    overrides = _set(
+        epsilon=tail / 3,
+        delta_epsilon=2 * tail / 3,
+        step_size=tail / steps,
+        head_scale=float(head),
+        normalize=rule == "unit",
+    )
+    return Setting(label, overrides, (("tail", tail), ("head", head), ("rule", rule)))
+
+
+def _scale(label: str, x: float, overrides: tuple[str, ...]) -> Setting:
+    return Setting(label, overrides, (("x", x),))
+
+
+def meta_lpl_settings() -> tuple[Setting, ...]:
+    """Meta-LPL's knobs around one base point (eps_max 3, Adam 0.01, a meta step every 5
+    steps from the start, classifier scope, the paper's step, 30 inner steps at eps_max),
+    one knob at a time. The meta set stays 10 images per class, so that the two controls
+    (``la_meta_data``, ``la_meta_offsets``) get the same data."""
+
+    def setting(
+        label, max_epsilon=3.0, rate=0.01, every=5, start=0, scope="classifier", rule="paper"
+    ):
+        overrides = _set(
+            max_epsilon=max_epsilon,
+            step_size=max_epsilon / STEPS_PER_BUDGET,
+            meta_learning_rate=rate,
+            every_steps=every,
+            start_epoch=start,
+            scope=scope,
+            normalize=rule == "unit",
+        )
+        return Setting(label, overrides, (("x", max_epsilon),))
+
+    return (
+        setting("base"),
+        setting("rate0.05", rate=0.05),
+        setting("rate0.002", rate=0.002),
+        setting("epsmax1", max_epsilon=1.0),
+        setting("epsmax10", max_epsilon=10.0),
+        setting("every1", every=1),
+        setting("start5", start=5),
+        setting("model_scope", scope="model"),
+        setting("unit_step", rule="unit"),
+    )
+
+
+def grids() -> dict[str, tuple[Setting, ...]]:
+    """method -> its validation grid (LA-chained methods: on top of LA's choice)."""
+    lpl_2d = tuple(
+        lpl_budget(t, h, rule) for rule in STEP_RULES for h in HEAD_SCALES for t in TAIL_BUDGETS
+    )
+    return {
+        "la": tuple(_scale(f"tau{t:g}", t, _set(tau=t)) for t in (0.5, 1.0, 1.5, 2.0)),
+        "lpl_varied": lpl_2d,
+        "la_lpl": lpl_2d,
+        "lpl_fixed": tuple(
+            _scale(f"eps{e:g}", e, _set(epsilon=e, delta_epsilon=0.0, step_size=e / 20))
+            for e in (0.3, 1.0, 3.0, 10.0)
+        ),
+        # The mean rule per batch: eps = s, d_eps = 2 s (the gap |tau - q_c| is below 1).
+        "lpl_mean": tuple(
+            _scale(
+                f"s{s:g}",
+                s,
+                _set(split_rule=MEAN_RULE, epsilon=s, delta_epsilon=2 * s, step_size=s / 10),
+            )
+            for s in (0.3, 1.0, 3.0, 10.0)
+        ),
+        "lpl_adaptive": tuple(
+            _scale(f"target{k:g}", k, _set(adaptive_target=k, epsilon=0.5, step_size=0.05))
+            for k in (0.1, 0.3, 0.7)
+        ),
+        "la_lpl_adaptive": tuple(
+            _scale(f"target{k:g}", k, _set(adaptive_target=k, epsilon=0.5, step_size=0.05))
+            for k in (0.05, 0.1, 0.3)
+        ),
+        "meta_lpl": meta_lpl_settings(),
+        "la_meta_lpl": meta_lpl_settings(),
+        # The controls: LA's choice with the meta set (10 per class) added to the training
+        # split, or used to fit per-class offsets after training.
+        "la_meta_data": (Setting("meta10", ()),),
+        "la_meta_offsets": (Setting("meta10", ()),),
+    }
+
+
+def refinements(method: str, best: Setting) -> tuple[Setting, ...]:
+    """LA + LPL's second round at its best grid point: 2 or 6 head classes instead of 4,
+    10 or 90 steps for the rarest class instead of 30."""
+    if method != "la_lpl" or best.coord("tail") is None:
+        return ()
+    tail, head, rule = best.coord("tail"), best.coord("head"), best.coord("rule")
+    base = lpl_budget(tail, head, rule)
+    prefix = best.overrides[: len(best.overrides) - len(base.overrides)]
+    la = Setting(best.label.removesuffix(f"_{base.label}"), prefix)
+    out = [
+        Setting(
+            f"{base.label}_heads{n}",
+            (*base.overrides, *_set(num_head_classes=n)),
+            base.coords,
+        ).chained(la)
+        for n in (2, 6)
+    ]
+    out += [lpl_budget(tail, head, rule, steps=k).chained(la) for k in (10, 90)]
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def _config(ratio: int) -> pathlib.Path:
+    return CONFIG_DIR / f"fashion_mnist_lt_r{ratio}.py"
+
+
+def _run(root, stage, ratio, method, setting: Setting, seed, extra=()) -> sweep.Run:
+    workdir = root / "runs" / stage / f"r{ratio}" / method / setting.label / f"seed{seed}"
+    return sweep.Run(_config(ratio), method, seed, workdir, (*setting.overrides, *extra))
+
+
+def _finished(run: sweep.Run) -> bool:
+    return (run.workdir / "results.json").exists()
+
+
+def _score(run: sweep.Run) -> float:
+    return json.loads((run.workdir / "results.json").read_text())["validation_accuracy"]
+
+
+def _execute_all(runs: list[sweep.Run], processes: int) -> None:
+    """Trains the runs not finished yet, ``processes`` at a time (0: train none, and fail
+    if any is missing)."""
+    pending = [r for r in dict.fromkeys(runs) if not _finished(r)]
+    print(f"{len(runs)} runs, {len(runs) - len(pending)} already finished.", flush=True)
+    if not pending:
+        return
+    if processes == 0:
+        raise RuntimeError(f"{len(pending)} runs are missing; run the study (not --stage report).")
+    failures = []
+    with concurrent.futures.ThreadPoolExecutor(processes) as pool:
+        futures = [pool.submit(sweep.execute, run, []) for run in pending]
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            run, code, log = future.result()
+            status = "ok" if code == 0 else f"FAILED (exit {code}, see {log})"
+            print(f"[{done}/{len(pending)}] {run.workdir}: {status}", flush=True)
+            if code:
+                failures.append(run)
+    if failures:
+        raise RuntimeError(f"{len(failures)} runs failed; rerun the same command to retry them.")
+
+
+@dataclasses.dataclass
+class Choice:
+    """The validation round of one method at one ratio."""
+
+    method: str
+    ratio: int
+    tried: list[tuple[Setting, dict[int, sweep.Run]]]  # setting -> {seed: run}
+
+    def scores(self, setting: Setting) -> list[float]:
+        runs = dict(self.tried)[setting]
+        return [_score(run) for _, run in sorted(runs.items()) if _finished(run)]
+
+    def mean(self, setting: Setting) -> float:
+        return float(np.mean(self.scores(setting)))
+
+    def ranked_on_first_seed(self) -> list[Setting]:
+        return sorted((s for s, _ in self.tried), key=lambda s: -self.scores(s)[0])
+
+    @property
+    def finalists(self) -> list[Setting]:
+        return self.ranked_on_first_seed()[:FINALISTS]
+
+    @property
+    def best(self) -> Setting:
+        """The finalist with the best mean over the validation seeds."""
+        return max(self.finalists, key=self.mean)
+
+
+class Study:
+    def __init__(self, root: pathlib.Path, ratios, methods, processes: int):
+        self.root, self.ratios, self.methods, self.processes = root, ratios, methods, processes
+        self.choices: dict[tuple[str, int], Choice] = {}
+
+    def _grid_round(self, methods, prefix_of) -> None:
+        """Seed 0 over the grids of ``methods`` (and LA + LPL's refinements)."""
+        grid = grids()
+        for ratio in self.ratios:
+            for method in methods:
+                settings = grid[method]
+                prefix = prefix_of(ratio)
+                if prefix is not None:
+                    settings = tuple(s.chained(prefix) for s in settings)
+                tried = [
+                    (s, {0: _run(self.root, "validation", ratio, method, s, 0)}) for s in settings
+                ]
+                self.choices[method, ratio] = Choice(method, ratio, tried)
+        self._execute_seed(methods, 0)
+        refined = []
+        for ratio in self.ratios:
+            for method in methods:
+                choice = self.choices[method, ratio]
+                extra = refinements(method, choice.ranked_on_first_seed()[0])
+                choice.tried += [
+                    (s, {0: _run(self.root, "validation", ratio, method, s, 0)}) for s in extra
+                ]
+                refined += [runs[0] for _, runs in choice.tried[-len(extra) :]] if extra else []
+        _execute_all(refined, self.processes)
+
+    def _execute_seed(self, methods, seed) -> None:
+        _execute_all(
+            [
+                runs[seed]
+                for m in methods
+                for r in self.ratios
+                for _, runs in self.choices[m, r].tried
+                if seed in runs
+            ],
+            self.processes,
+        )
+
+    def _finalist_round(self, methods) -> None:
+        runs = []
+        for ratio in self.ratios:
+            for method in methods:
+                choice = self.choices[method, ratio]
+                if len(choice.tried) == 1:  # nothing to choose
+                    continue
+                for setting in choice.finalists:
+                    seeds = dict(choice.tried)[setting]
+                    for seed in VALIDATION_SEEDS[1:]:
+                        seeds[seed] = _run(self.root, "validation", ratio, method, setting, seed)
+                        runs.append(seeds[seed])
+        _execute_all(runs, self.processes)
+
+    def validate(self) -> None:
+        tuned = [m for m in grids() if m in self.methods]
+        if "la" in tuned or any(m in LA_CHAINED for m in tuned):
+            self._grid_round(["la"], lambda ratio: None)
+            self._finalist_round(["la"])
+        alone = [m for m in tuned if m != "la" and m not in LA_CHAINED]
+        chained = [m for m in tuned if m in LA_CHAINED]
+        self._grid_round(alone, lambda ratio: None)
+        self._grid_round(chained, lambda ratio: self.choices["la", ratio].best)
+        self._finalist_round(alone + chained)
+
+    def chosen(self, method: str, ratio: int) -> Setting:
+        choice = self.choices.get((method, ratio))
+        return DEFAULT if choice is None else choice.best
+
+    def test_runs(self, seeds) -> list[sweep.Run]:
+        """Seed-major, so that a study stopped part-way has every method at equal seeds."""
+        if set(seeds) & set(VALIDATION_SEEDS):
+            raise ValueError(f"seeds {VALIDATION_SEEDS} made the choices; test with others.")
+        return [
+            _run(self.root, "test", ratio, m, self.chosen(m, ratio), seed)
+            for seed in seeds
+            for ratio in self.ratios
+            for m in self.methods
+        ]
+
+    def long_runs(self, seeds) -> list[sweep.Run]:
+        """LA, LDAM-DRW and the best LA + LPL variant with LONG_EPOCHS_FACTOR x the epochs."""
+        from experiments.config.command_line import load_config
+
+        runs = []
+        for ratio in self.ratios:
+            base = load_config(_config(ratio))
+            extra = _set(
+                epochs=LONG_EPOCHS_FACTOR * base.optim.num_epochs,
+                drw_start_epoch=LONG_EPOCHS_FACTOR * base.ldam.drw_start_epoch,
+            )
+            variants = [m for m in LA_LPL_VARIANTS if (m, ratio) in self.choices]
+            best = max(variants, key=lambda m: self.choices[m, ratio].mean(self.chosen(m, ratio)))
+            for seed in seeds:
+                for method in ("la", "ldam_drw", best):
+                    setting = self.chosen(method, ratio)
+                    runs.append(_run(self.root, "long", ratio, method, setting, seed, extra))
+        return runs
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+def write_validation_report(study: Study) -> None:
+    """``validation.md`` (every setting; finalists with their three seeds; the choice in
+    bold) and the landscape figures."""
+    lines = [
+        "# Validation round (balanced validation split; the test split is not used)",
+        "",
+        f"Seed {VALIDATION_SEEDS[0]} for every grid point; the {FINALISTS} best of each "
+        f"method also with seeds {', '.join(map(str, VALIDATION_SEEDS[1:]))}; the choice "
+        "(bold) is the best mean over the three seeds.",
+        "",
+        "| r | method | setting | overrides | seed 0 % | mean of 3 seeds % |",
+        "|---|---|---|---|---:|---:|",
+    ]
+    for (method, ratio), choice in sorted(study.choices.items(), key=lambda x: (-x[0][1], x[0][0])):
+        best = choice.best
+        for setting, runs in choice.tried:
+            if not _finished(runs[0]):
+                continue
+            scores = choice.scores(setting)
+            first = f"{100 * scores[0]:.2f}"
+            mean = f"{100 * np.mean(scores):.2f}" if len(scores) > 1 else ""
+            if setting == best:
+                first, mean = f"**{first}**", f"**{mean}**"
+            flags = " ".join(o.removeprefix("--config.") for o in setting.overrides)
+            lines.append(f"| {ratio} | {method} | {setting.label} | `{flags}` | {first} | {mean} |")
+    (study.root / "validation.md").write_text("\n".join(lines) + "\n")
+    _landscape_figure(study)
+
+
+def _landscape_figure(study: Study) -> None:
+    """Validation accuracy (seed 0) over tail budget x head scale, per step rule, for LPL and
+    LA + LPL, with LA's choice for reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        (m, r, rule)
+        for r in study.ratios
+        for m in ("lpl_varied", "la_lpl")
+        if (m, r) in study.choices
+        for rule in STEP_RULES
+    ]
+    if not panels:
+        return
+    fig, axes = plt.subplots(
+        len(study.ratios),
+        len(panels) // len(study.ratios),
+        figsize=(16, 3.8 * len(study.ratios)),
+        squeeze=False,
+    )
+    for ax, (method, ratio, rule) in zip(axes.flat, panels, strict=True):
+        choice = study.choices[method, ratio]
+        grid = np.full((len(HEAD_SCALES), len(TAIL_BUDGETS)), np.nan)
+        for setting, runs in choice.tried:
+            if setting.coord("rule") == rule and _finished(runs[0]) and "_k" not in setting.label:
+                if "_heads" in setting.label:
+                    continue
+                i = HEAD_SCALES.index(setting.coord("head"))
+                j = TAIL_BUDGETS.index(setting.coord("tail"))
+                grid[i, j] = 100 * _score(runs[0])
+        la = study.choices.get(("la", ratio))
+        reference = 100 * la.scores(la.best)[0] if la else np.nanmax(grid)
+        image = ax.imshow(grid - reference, cmap="RdBu", vmin=-10, vmax=10, origin="lower")
+        for (i, j), value in np.ndenumerate(grid):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(TAIL_BUDGETS)), [f"{t:g}" for t in TAIL_BUDGETS])
+        ax.set_yticks(range(len(HEAD_SCALES)), [f"{h:g}" for h in HEAD_SCALES])
+        ax.set_xlabel("tail budget T (rarest class)")
+        ax.set_ylabel("head scale h")
+        ax.set_title(f"r = {ratio}: {method}, {rule} step", fontsize=10)
+    fig.colorbar(image, ax=axes, label="validation accuracy - LA's (points)", shrink=0.8)
+    fig.suptitle("Fashion-MNIST-LT validation accuracy % (seed 0) against head and tail budgets")
+    fig.savefig(study.root / "validation_landscape.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _test_results(runs: list[sweep.Run]) -> dict[tuple[int, str], dict[int, dict]]:
+    """``{(ratio, method): {seed: results}}`` of the finished runs."""
+    table: dict[tuple[int, str], dict[int, dict]] = {}
+    for run in runs:
+        if _finished(run):
+            ratio = int(run.workdir.parts[-4].removeprefix("r"))
+            results = json.loads((run.workdir / "results.json").read_text())
+            table.setdefault((ratio, run.method), {})[run.seed] = results
+    return table
+
+
+def write_comparison(study: Study, runs: list[sweep.Run], path: pathlib.Path) -> None:
+    """``comparison.md``: each method's test accuracy against LA's, seed by seed.
+
+    The difference is paired (a seed fixes the training subset, the initialisation and
+    the batches of both runs): its mean and the standard error of that mean, sd / sqrt(n).
+    Also the mean accuracy of the three rarest classes, and each method's choice.
+    """
+    table = _test_results(runs)
+    lines = [
+        "# Compared with logit adjustment (test split, seeds as in report.md)",
+        "",
+        "Difference to LA: mean over seeds of (method - LA) on the same seed, ± its standard "
+        "error (sd / sqrt(n)); a difference within two standard errors of 0 is not a gain.",
+        "",
+        "| r | method | choice | seeds | test acc. % | - LA (points) | 3 rarest % |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for ratio in study.ratios:
+        la = table.get((ratio, "la"), {})
+        for method in study.methods:
+            by_seed = table.get((ratio, method))
+            if not by_seed:
+                continue
+            acc = np.array([r["accuracy"] for r in by_seed.values()]) * 100
+            spread = f" ± {acc.std(ddof=1):.2f}" if len(acc) > 1 else ""
+            paired = [
+                100 * (r["accuracy"] - la[s]["accuracy"]) for s, r in by_seed.items() if s in la
+            ]
+            diff = "-"
+            if method != "la" and len(paired) > 1:
+                error = np.std(paired, ddof=1) / np.sqrt(len(paired))
+                diff = f"{np.mean(paired):+.2f} ± {error:.2f}"
+            rarest = np.mean(
+                [
+                    np.mean(np.asarray(r["per_class_accuracy"])[np.argsort(r["class_counts"])[:3]])
+                    for r in by_seed.values()
+                ]
+            )
+            label = study.chosen(method, ratio).label
+            lines.append(
+                f"| {ratio} | {method} | `{label}` | {len(acc)} | {acc.mean():.2f}{spread} | "
+                f"{diff} | {100 * rarest:.1f} |"
+            )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot_learned_theta(study: Study, runs: list[sweep.Run], path: pathlib.Path) -> None:
+    """The signed bounds Meta-LPL learned, per class (mean over the test seeds), per ratio."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = _test_results(runs)
+    panels = [(r, m) for r in study.ratios for m in ("meta_lpl", "la_meta_lpl") if (r, m) in table]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (ratio, method) in zip(axes[0], panels, strict=True):
+        results = list(table[ratio, method].values())
+        theta = np.mean([r["theta"] for r in results], axis=0)
+        counts = np.asarray(results[0]["class_counts"])
+        order = np.argsort(-counts, kind="stable")
+        values = theta[order]
+        ax.bar(range(len(order)), values, color=np.where(values > 0, "tab:red", "tab:blue"))
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(order)), [str(c) for c in order])
+        ax.set_xlabel("class, most frequent first")
+        ax.set_title(f"r = {ratio}: {method}", fontsize=10)
+    axes[0, 0].set_ylabel("learned theta_c (> 0: maximised)")
+    fig.suptitle("Meta-LPL's learned split and bounds (mean over the test seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m studies.fashion_mnist_study", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--root", default="docs/results/fashion_mnist_lt")
+    parser.add_argument("--ratios", default="100,10", help="comma-separated imbalance ratios")
+    parser.add_argument("--seeds", default="1,2,3,4,5", help="seeds of the test table")
+    parser.add_argument("--processes", type=int, default=2, help="runs in parallel")
+    parser.add_argument("--methods", default=",".join(METHODS), help="a subset of the methods")
+    parser.add_argument(
+        "--stage",
+        choices=("validation", "test", "all", "report"),
+        default="all",
+        help="validation: the choices only; test: and the test table; all: and the longer "
+        "runs; report: only the reports, from the finished runs",
+    )
+    args = parser.parse_args(argv)
+    root = pathlib.Path(args.root)
+    ratios = [int(r) for r in args.ratios.split(",")]
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; valid: {', '.join(METHODS)}")
+    for ratio in ratios:
+        if not _config(ratio).is_file():
+            parser.error(f"no config {_config(ratio)} for ratio {ratio}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    study = Study(root, ratios, methods, 0 if args.stage == "report" else args.processes)
+    try:
+        study.validate()
+        write_validation_report(study)
+        if args.stage == "validation":
+            return 0
+        runs = study.test_runs(seeds)
+        if args.stage != "report":
+            _execute_all(runs, study.processes)
+        chained = any((m, r) in study.choices for m in LA_LPL_VARIANTS for r in ratios)
+        long_seeds = seeds[:LONG_SEEDS]
+        long = study.long_runs(long_seeds) if args.stage in ("all", "report") and chained else []
+        if args.stage == "all":
+            _execute_all(long, study.processes)
+    except (RuntimeError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for name, group in (("", runs), ("long", long)):
+        finished = [run.workdir / "results.json" for run in group if _finished(run)]
+        print(f"{name or 'test'} report of {len(finished)} of {len(group)} runs")
+        if finished:
+            summarize_runs.write_report(finished, root / name, metric="accuracy")
+            write_comparison(study, group, root / name / "comparison.md")
+    plot_learned_theta(study, runs, root / "learned_theta.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
