@@ -103,15 +103,6 @@ def replicated(num_outputs: int):
     return lambda batch_axes: (PartitionSpec(),) * num_outputs
 
 
-def varying(x: jax.Array, axis_name) -> jax.Array:
-    """``x`` typed as varying over ``axis_name`` inside ``jax.shard_map`` (a loop carry that
-    starts replicated and becomes per-device); ``x`` itself where JAX does not track it."""
-    try:
-        return lax.pcast(x, axis_name, to="varying")
-    except (NameError, ValueError, TypeError):  # jax.pmap, or shard_map(check_vma=False)
-        return x
-
-
 def global_batch_axes(x) -> tuple[str, ...]:
     """The mesh axes the batch of ``x`` is split over in the global view; () for none.
 

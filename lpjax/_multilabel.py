@@ -201,15 +201,25 @@ def check_signs_and_bounds(
         _solver.check_inner_steps(bounds, step_size, max_inner_steps, signs)
 
 
-def check_and_solve(logits, labels, *signs_and_bounds, **solver_options):
-    """:func:`check_signs_and_bounds`, then :func:`solve` (``signs_and_bounds``: the four
-    arrays, then ``step_size`` and ``where``)."""
-    rule_output = MultilabelSignsAndBounds(*signs_and_bounds[:4])
-    step_size = signs_and_bounds[4]
-    check_signs_and_bounds(
-        jnp.shape(logits)[-1], step_size, solver_options["max_inner_steps"], **rule_output._asdict()
+def check_and_solve(
+    logits,
+    labels,
+    positive_signs,
+    negative_signs,
+    positive_bounds,
+    negative_bounds,
+    step_size,
+    where,
+    **solver_options,
+):
+    """:func:`check_signs_and_bounds` for the logits' classes, then :func:`solve`."""
+    rule_output = MultilabelSignsAndBounds(
+        positive_signs, negative_signs, positive_bounds, negative_bounds
     )
-    return solve(logits, labels, *signs_and_bounds, **solver_options)
+    num_classes = jnp.shape(logits)[-1]
+    max_steps = solver_options["max_inner_steps"]
+    check_signs_and_bounds(num_classes, step_size, max_steps, **rule_output._asdict())
+    return solve(logits, labels, *rule_output, step_size, where, **solver_options)
 
 
 @_batch.batch_statistics(_batch.per_sample)

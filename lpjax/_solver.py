@@ -439,7 +439,8 @@ def _solve_classes(
         return slot_delta + _step_update(k, slots, class_sum, norm, step_size)
 
     initial = jnp.zeros((slots.steps.shape[0], block), dtype)
-    slot_delta = lax.fori_loop(0, jnp.max(slots.steps), step, _batch.varying(initial, axis_name))
+    initial = lax.pcast(initial, axis_name, to="varying")  # the carry differs per device
+    slot_delta = lax.fori_loop(0, jnp.max(slots.steps), step, initial)
     delta = jnp.where(global_valid[:, None], slot_delta[slots.index], 0).astype(logits.dtype)
     # Back to the row layout: [B, block] -> [b, N * block].
     delta = lax.all_to_all(delta, axis_name, split_axis=0, concat_axis=1, tiled=True)
