@@ -15,10 +15,11 @@ classes, which is what the solver's statistics scale with.
 
 Unless ``--no-model-step``, a ResNet-50 train step (forward, backward, SGD update; float32
 on CPU) is timed at a small batch at 224x224 and scaled linearly to 512 images, so the
-loss part can be read as a share of a whole step. The multi-device traffic of the solver
-(one all-reduce of its ``[global batch, C]`` float32 class sums per inner step: one slot
-per sample of the global batch, whatever the number of distinct labels) is printed from
-the shapes, not measured.
+loss part can be read as a share of a whole step. The "all-reduce MiB" column is the
+row layout's multi-device traffic (lpjax 0.2.0's solver: one all-reduce of its
+``[global batch, C]`` float32 class sums per inner step), from the shapes; the
+class-sharded solver that replaced it is measured from the compiled step by
+``benchmarks/communication.py``.
 
     python -m benchmarks.large_scale                  # about 3 minutes on 2 CPU cores
     python -m benchmarks.large_scale --no-model-step  # loss parts only
