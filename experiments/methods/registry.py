@@ -79,6 +79,7 @@ def _ldam_block() -> ml_collections.ConfigDict:
 def _isda_block() -> ml_collections.ConfigDict:
     isda = ml_collections.ConfigDict()
     isda.lambda_0 = 0.5  # ISDA's final strength lambda_0 (ramped linearly over training)
+    isda.covariance = "full"  # "full" [C, D, D] class covariances, or "diagonal" [C, D]
     return isda
 
 
@@ -250,6 +251,7 @@ ALIASES = {"lpl_balanced": "lpl_mean"}
 
 # The choices of the method blocks' fields (experiments.config.names checks them, once).
 ALLOWED_VALUES = {
+    "isda.covariance": single_label.ISDA_COVARIANCES,
     "lpl.split_rule": SIGNS_AND_BOUNDS_RULES,
     "meta.scope": meta.SCOPES,
 }

@@ -17,6 +17,7 @@ import numpy as np
 import lpjax
 from experiments.methods.method import Method, MethodInputs
 
+ISDA_COVARIANCES = ("full", "diagonal")  # config.isda.covariance: lpjax.isda_transform's
 ISDA_MAX_COVARIANCE_BYTES = 8 * 2**30  # ImageNet-LT with ResNet-50 would need 16 GiB
 
 
@@ -105,16 +106,21 @@ def isda(config, inputs: MethodInputs) -> Method:
     num_classes, feature_dim = len(inputs.class_counts), inputs.feature_dim
     if feature_dim is None:
         raise ValueError("isda needs the model's feature dimension.")
+    covariance = config.isda.covariance
     covariance_bytes = 4 * num_classes * feature_dim**2
-    if covariance_bytes > ISDA_MAX_COVARIANCE_BYTES:
+    if covariance == "full" and covariance_bytes > ISDA_MAX_COVARIANCE_BYTES:
         raise ValueError(
             f"isda keeps a float32 [C, D, D] class covariance on every device: "
             f"{num_classes} x {feature_dim}^2 x 4 bytes = {covariance_bytes / 2**30:.1f} GiB "
-            f"(the limit is {ISDA_MAX_COVARIANCE_BYTES / 2**30:.0f} GiB); choose another "
-            "method, or a model with fewer features."
+            f"(the limit is {ISDA_MAX_COVARIANCE_BYTES / 2**30:.0f} GiB); set "
+            "config.isda.covariance=diagonal ([C, D] variances), or choose another method."
         )
     transform = lpjax.isda_transform(
-        num_classes, feature_dim, lambda_0=config.isda.lambda_0, total_steps=inputs.total_steps
+        num_classes,
+        feature_dim,
+        lambda_0=config.isda.lambda_0,
+        total_steps=inputs.total_steps,
+        covariance=covariance,
     )
     return _softmax_cross_entropy(transform)
 

@@ -485,3 +485,13 @@ def test_isda_refuses_a_covariance_too_large_for_a_device():
         methods.make_method(config, counts, steps_per_epoch=10, feature_dim=2048)
     built = methods.make_method(config, np.full(100, 100), steps_per_epoch=10, feature_dim=640)
     assert built.transform.init().covariances.shape == (100, 640, 640)
+    # The diagonal form holds ImageNet size: [C, D] variances.
+    diagonal = configuration.apply_overrides(config, {"isda.covariance": "diagonal"})
+    built = methods.make_method(diagonal, counts, steps_per_epoch=10, feature_dim=2048)
+    assert built.transform.init().covariances.shape == (1000, 2048)
+    from experiments.config import rules
+    from experiments.run.errors import UserError
+
+    low_rank = configuration.apply_overrides(config, {"isda.covariance": "low_rank"})
+    with pytest.raises(UserError, match=r"config.isda.covariance must be one of"):
+        rules.validate_config(low_rank)
