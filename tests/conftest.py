@@ -8,6 +8,13 @@ import os
 import tempfile
 
 _FLAGS = ["--xla_force_host_platform_device_count=8"]
+# The fake devices are threads of one process: on two loaded cores a device can reach a
+# collective long after the others. XLA aborts the process when a rendezvous waits past
+# its termination timeout (tens of seconds by default); a slow machine is not a deadlock.
+_FLAGS += [
+    "--xla_cpu_collective_call_terminate_timeout_seconds=900",
+    "--xla_cpu_collective_call_warn_stuck_timeout_seconds=300",
+]
 # The tests compile hundreds of small programs and run each a few times: XLA's cheapest
 # CPU backend settings cut the time of the suite by about a quarter.
 # LPJAX_TEST_OPTIMIZED=1 keeps XLA's defaults.
