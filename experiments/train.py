@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from experiments import methods, metrics, models, optimizers, plots, step
 from experiments.config.rules import validate_config
-from experiments.data import pipeline, registry
+from experiments.data import fingerprint, pipeline, registry
 from experiments.run import console, errors, lock, metric_writer
 from experiments.run import workdir as workdir_lib
 
@@ -67,17 +67,20 @@ def train_and_evaluate(
     for note in validate_config(config, reference=reference):
         console.note(note)
     workdir_lib.check_path(workdir)
+    workdir_lib.check_files(workdir)
     if not single_process and jax.process_index() == 0:
         lock.refuse_if_locked(workdir)
     # Hyperparameters are chosen on the validation split where there is one, never on test.
     splits = _user_errors(methods.prepare_data, config, registry.load(config))
     _check_data(config, splits.train)
+    data = fingerprint.fingerprint(splits)  # what the run trains on, never where it is
     model, method = _model_and_method(config, splits.train)
     is_chief = jax.process_index() == 0
     with lock.lock(workdir, enabled=is_chief), workdir_lib.StopSignals() as stop:
+        # A run refused here (another config, other data) leaves the directory untouched.
+        config_json = workdir_lib.check_config(workdir, config, data)
         console.open_log(workdir, jax.process_index())
-        workdir_lib.check_config(workdir, config)
-        return _train(config, workdir, splits, model, method, stop)
+        return _train(config, workdir, splits, model, method, stop, data, config_json)
 
 
 def _user_errors(function, *args, **kwargs):
@@ -112,7 +115,7 @@ def _model_and_method(config: ml_collections.ConfigDict, train):
     return model, method
 
 
-def _train(config, workdir, splits: registry.Splits, model, method, stop) -> dict:
+def _train(config, workdir, splits, model, method, stop, data, config_json) -> dict:
     train = splits.train
     is_chief = jax.process_index() == 0
     mesh = step.make_data_mesh()
@@ -126,7 +129,9 @@ def _train(config, workdir, splits: registry.Splits, model, method, stop) -> dic
     model_fns = models.classifier_model_fns(model, input_shape=input_shape)
     state = step.create_train_state(model_fns, tx, method.transform, key=init_key, mesh=mesh)
     manager = workdir_lib.checkpoint_manager(workdir, config)
-    manager, state, history = workdir_lib.restore(manager, state, workdir, config)
+    manager, state, history = workdir_lib.restore(
+        manager, state, workdir, config, data, config_json=config_json
+    )
     start_step = int(state.step)
 
     writer = metric_writer.MetricWriter(workdir, resume_step=start_step, enabled=is_chief)
@@ -192,7 +197,7 @@ def _train(config, workdir, splits: registry.Splits, model, method, stop) -> dic
         stopping = done < total_steps and stop.requested(done)
         if done % config.run.checkpoint_every_steps == 0 or done == total_steps or stopping:
             pending = [metric_writer.jsonable_tree(m) for m in jax.device_get(window)]
-            workdir_lib.save(manager, done, state, {**history, "pending": pending}, config)
+            workdir_lib.save(manager, done, state, {**history, "pending": pending}, config, data)
         if stopping:
             manager.wait_until_finished()
             writer.close()
