@@ -64,6 +64,7 @@ def train_and_evaluate(
     if single_process:  # refused at once, before the data and the model are loaded
         lock.refuse_if_locked(workdir)
     _initialize_distributed(config)
+    _check_platform()
     for note in validate_config(config, reference=reference):
         console.note(note)
     workdir_lib.check_path(workdir)
@@ -71,7 +72,7 @@ def train_and_evaluate(
     if not single_process and jax.process_index() == 0:
         lock.refuse_if_locked(workdir)
     # Hyperparameters are chosen on the validation split where there is one, never on test.
-    splits = _user_errors(methods.prepare_data, config, registry.load(config))
+    splits = _user_errors(lambda: methods.prepare_data(config, registry.load(config)))
     _check_data(config, splits.train)
     data = fingerprint.fingerprint(splits)  # what the run trains on, never where it is
     model, method = _model_and_method(config, splits.train)
@@ -359,6 +360,25 @@ def _write_outputs(workdir: pathlib.Path, config, train, results: dict, tracked)
     tmp = workdir / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, workdir / "results.json")
+
+
+def _check_platform() -> None:
+    """Refuses, in one line, a platform that JAX cannot start (``JAX_PLATFORMS=cuda`` on a
+    machine without CUDA): JAX's own error is a traceback on first use."""
+    try:
+        jax.devices()
+    except Exception as error:  # noqa: BLE001 - RuntimeError, or AssertionError when retried
+        asked = os.environ.get("JAX_PLATFORMS") or jax.config.jax_platforms or "the default"
+        raise errors.UserError(
+            f"JAX cannot start the platform {asked!r} ({_what(error)}); set "
+            "JAX_PLATFORMS to one this machine has (e.g. cpu), or install its jaxlib plugin."
+        ) from None
+
+
+def _what(error: BaseException) -> str:
+    """``Type: message`` on one short line (the type alone when there is no message)."""
+    text = errors.one_line(error, 90)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _check_data(config: ml_collections.ConfigDict, train) -> None:
