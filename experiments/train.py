@@ -106,14 +106,26 @@ def _model_and_method(config: ml_collections.ConfigDict, train):
             jax.random.key(0), jnp.zeros((1, *train.image_shape)), train=False, return_features=True
         )[0]
     )
-    method = _user_errors(  # e.g. LPL bounds needing too many steps, ISDA too large
-        methods.make_method,
-        config,
-        train.class_counts,
-        steps_per_epoch=pipeline.steps_per_epoch(train, config.optim.batch_size),
-        feature_dim=features.shape[-1],
-    )
+    try:  # e.g. LPL bounds needing too many steps, ISDA too large
+        method = methods.make_method(
+            config,
+            train.class_counts,
+            steps_per_epoch=pipeline.steps_per_epoch(train, config.optim.batch_size),
+            feature_dim=features.shape[-1],
+        )
+    except ValueError as error:
+        raise errors.UserError(_as_config_key(str(error), config)) from None
     return model, method
+
+
+def _as_config_key(message: str, config: ml_collections.ConfigDict) -> str:
+    """``message`` with a leading parameter name of lpjax (``step_size must be ...``)
+    written as the config key the method reads it from (``config.lpl.step_size``)."""
+    first = message.split(" ", 1)[0]
+    for block in methods.entry(config.method.name).blocks:
+        if first in config[block]:
+            return f"config.{block}.{message}"
+    return message
 
 
 def _train(config, workdir, splits, model, method, stop, data, config_json) -> dict:

@@ -13,6 +13,7 @@ a config shipped with the package, so the trainer runs from any directory.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import json
@@ -104,9 +105,9 @@ def _config_file_error(name: str, stage: str, error: BaseException):
             ) from None
     if isinstance(error, TypeError) and stage == "in get_config()":  # a value of another type
         raise ValueError(f"Config file {name}: {one_line(error, 150)}") from None
-    raise ValueError(
-        f"Config file {name} raised {type(error).__name__} {stage}: {one_line(error, 120).rstrip('.')}."
-    ) from None
+    message = one_line(error, 120).rstrip(".")
+    kind = type(error).__name__
+    raise ValueError(f"Config file {name} raised {kind} {stage}: {message}.") from None
 
 
 def load_config(path: str | pathlib.Path | None = None) -> ml_collections.ConfigDict:
@@ -274,6 +275,18 @@ def _parse(define, argv: list[str], config_fn) -> tuple[flags.FlagValues, list[s
     return flag_values, positional
 
 
+def _nearest(key: str, valid) -> str:
+    """The valid keys nearest to ``key`` (difflib), as a suggestion, and where the rest are."""
+    near = difflib.get_close_matches(key, list(valid), n=3, cutoff=0.6)
+    if not near:  # the field's name in any block, or the block's fields
+        field, block = key.rpartition(".")[2], key.partition(".")[0]
+        near = difflib.get_close_matches(field, [k.rpartition(".")[2] for k in valid], n=3)
+        near = [k for k in valid if k.rpartition(".")[2] in near][:3]
+        near = near or [k for k in sorted(valid) if k.startswith(f"{block}.")][:3]
+    hint = f"did you mean {' or '.join(near)}? " if near else ""
+    return f"{hint}--help lists every key."
+
+
 def _explain(argv: list[str], config: ml_collections.ConfigDict, error: Exception) -> str:
     """A sentence naming the argument absl refused: an unknown key, value or flag."""
     valid = flat_items(config)
@@ -287,7 +300,7 @@ def _explain(argv: list[str], config: ml_collections.ConfigDict, error: Exceptio
         if key not in valid and names.renamed(key):
             return f"Unknown config key {key!r}: it is now {names.renamed(key)!r}."
         if key not in valid:
-            return f"Unknown config key {key!r}. Valid keys: {', '.join(sorted(valid))}."
+            return f"Unknown config key {key!r}; {_nearest(key, valid)}"
         if has_value and key in str(error):
             kind = type(valid[key]).__name__
             return f"Cannot parse {text!r} for config key {key!r} (a {kind}): {error}"

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import pathlib
-import shutil
 import signal
 import threading
 import time
@@ -440,7 +439,8 @@ def restore(manager, state, workdir: pathlib.Path, config, data=None, *, config_
         if not recorded:
             console.note(f"checkpoint {step} predates checkpoint digests: restored unverified.")
         elif not (workdir / "config.json").exists():
-            _write_config_record(workdir, {**record, **({DATA_KEY: saved_data} if saved_data else {})})
+            recorded_data = {DATA_KEY: saved_data} if saved_data is not None else {}
+            _write_config_record(workdir, {**record, **recorded_data})
             was = "damaged" if config_json == "damaged" else "missing"
             console.note(f"config.json was {was}; rewritten from checkpoint {step}'s copy.")
         return manager, restored.state, dict(restored.history)
