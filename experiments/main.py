@@ -145,7 +145,9 @@ def main(argv: list[str]) -> int:
         for name in names:
             if name in results:
                 value = results[name]
-                print(f"  {name:22s} {'-' if value is None else f'{100 * value:.2f}%'}")
+                why = metrics.EMPTY_GROUP.get(name, "no value")
+                shown = f"-  ({why}: the group is empty)" if value is None else f"{100 * value:.2f}%"
+                print(f"  {name:22s} {shown}")
     return 0
 
 

@@ -164,7 +164,6 @@ def _train(config, workdir, splits, model, method, stop, data, config_json) -> d
     window_start = time.perf_counter()
     eval_results = None
     progress = tqdm(
-        range(start_step, total_steps),
         initial=start_step,
         total=total_steps,
         desc=f"{config.method.name} on {config.data.name}",
@@ -182,7 +181,7 @@ def _train(config, workdir, splits, model, method, stop, data, config_json) -> d
         process_count=jax.process_count(),
         options=_loader_options(config),
     )
-    for step_index in progress:
+    for step_index in range(start_step, total_steps):
         batch = next(batches)
         mask = np.ones(len(batch["label"]), bool)  # training batches have no padding
         inputs = step.global_batch(mesh, (batch["image"], batch["label"], mask))
@@ -190,6 +189,10 @@ def _train(config, workdir, splits, model, method, stop, data, config_json) -> d
         if extras is not None:
             extras = step.global_batch(mesh, extras)
         state, step_metrics = update_fn(state, *inputs, step_key, extras)
+        if step_index == start_step:  # the first step compiles: the ETA counts after it
+            start_clock(progress, step_index + 1)
+        else:
+            progress.update(1)
         window.append(step_metrics)
         done = step_index + 1
         if done % config.run.log_every_steps == 0 or done == total_steps:
@@ -226,6 +229,14 @@ def _train(config, workdir, splits, model, method, stop, data, config_json) -> d
         _write_outputs(workdir, config, train, results, method.tracked)
     writer.close()
     return results
+
+
+def start_clock(progress: tqdm, done: int) -> None:
+    """Restarts ``progress``'s clock at ``done`` steps: its rate, elapsed time and ETA then
+    count from now, leaving out what came before (the first step's compilation)."""
+    progress.reset()
+    progress.n = progress.last_print_n = progress.initial = done
+    progress.refresh()
 
 
 def _check_finite(summary: dict, first: int, last: int, manager, workdir, restored: int) -> None:
