@@ -90,7 +90,7 @@ def _refuse_other_config(workdir, previous: dict, current: dict, where: str) -> 
     differences, tolerated = config_differences(previous, current)
     if differences:
         raise WorkdirConfigMismatchError(
-            f"{str(workdir)!r} holds a run made with another config ({_listed(differences)}; "
+            f"{str(workdir)!r} holds a run made with another config ({_listed(differences, 2)}; "
             f"{where}); use another --workdir, or delete it to start over."
         )
     return tolerated
