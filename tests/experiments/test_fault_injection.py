@@ -784,7 +784,7 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(referenc
         process = subprocess.run(
             ["unshare", "--user", *command],
             cwd=REPO,
-            env=_env(JAX_ENABLE_COMPILATION_CACHE="false"),
+            env=_env(),  # the compilation cache: read, not written
             capture_output=True,
             text=True,
             timeout=600,
@@ -925,3 +925,47 @@ def test_real_signals_through_the_command_line_resume_to_identical_results(refer
     assert process.returncode == 0, process.stderr[-3000:]
     assert _lines(process.stderr) == []
     assert _results(workdir) == _results(reference)
+
+
+# ------------------------------------------------------------- 10. newcomer comfort
+
+
+def test_the_progress_bar_counts_from_after_the_first_compile():
+    """A 10 s compile and then 0.1 s steps: the ETA is that of the steps alone."""
+    import io
+
+    from tqdm import tqdm
+
+    now = [100.0]
+    bar = tqdm(total=1000, initial=0, file=io.StringIO(), mininterval=0)
+    bar._time = lambda: now[0]
+    bar.reset()
+    now[0] += 10.0  # the first step: compilation
+    train_lib.start_clock(bar, 1)
+    for _ in range(10):
+        now[0] += 0.1
+        bar.update(1)
+    info = bar.format_dict
+    assert info["n"] == 11 and info["elapsed"] == pytest.approx(1.0)
+    remaining = (info["total"] - info["n"]) / info["rate"]
+    assert remaining == pytest.approx(98.9, rel=0.01)  # 989 steps of 0.1 s, no compile in it
+
+
+def test_help_is_plain_text_and_shows_the_named_config(capsys):
+    with pytest.raises(SystemExit) as info:
+        main_lib.main(["--config", "fashion_mnist_lt_r100", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and ":func:" not in out and ":mod:" not in out
+    assert "--config.data.name='fashion_mnist_lt'" in out
+    assert "--config.data.imbalance_ratio=100.0" in out
+    assert "the values of fashion_mnist_lt_r100" in out
+
+
+def test_an_empty_shot_group_is_explained_in_the_results(tmp_path, capsys, monkeypatch):
+    results = {"accuracy": 0.5, "many_shot_accuracy": None, "medium_shot_accuracy": 0.25}
+    monkeypatch.setattr(train_lib, "train_and_evaluate", lambda *a, **k: results)
+    assert main_lib.main(["--workdir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "  many_shot_accuracy     -  (no class has more than 100 training images: the " in out
+    assert "  medium_shot_accuracy   25.00%" in out
