@@ -5,15 +5,16 @@
 
 e.g. ``--config.method.name=la --config.la.tau=1.5`` (the manual: experiments/README.md).
 
-With no ``--config`` it trains LA + LPL on long-tailed scikit-learn digits
-(offline; a fresh run took 19 s on two shared CPU cores, start-up and compilation included). ``--config`` takes a path (relative to the current
-directory) or the name of a shipped config (``--config fashion_mnist_lt_r100``). A work
-directory receives ``config.json``, ``metrics.jsonl`` and TensorBoard events, orbax
-checkpoints, plots, ``results.json`` and ``details.log`` (third-party logging); running
-again on it resumes from the latest checkpoint. The default work directory is
-``workdirs/<config>_<method>_seed<seed>``, with ``_<hash>`` appended when the overrides
-change anything else (8 hex digits of the resolved config's sha256; the keys that never
-change results, e.g. ``data.threads``, are left out).
+With no ``--config`` it trains LA + LPL on long-tailed scikit-learn digits (offline; a
+fresh run took 19 s on two shared CPU cores, start-up and compilation included).
+``--config`` takes a path (relative to the current directory) or the name of a shipped
+config (``--config fashion_mnist_lt_r100``). A work directory receives ``config.json``,
+``metrics.jsonl`` and TensorBoard events, orbax checkpoints, plots, ``results.json`` and
+``details.log`` (third-party logging); running again on it resumes from the latest
+checkpoint. The default work directory is ``workdirs/<config>_<method>_seed<seed>``,
+with ``_<hash>`` appended when the overrides change anything else (8 hex digits of the
+resolved config's sha256; the keys that never change results, e.g. ``data.threads``,
+are left out).
 
 Exit status: 0 done; 2 a mistake in the command line, config, work directory or data
 (one ``error:`` line); 1 the run failed (a non-finite loss, a full disk, an unexpected
@@ -146,7 +147,7 @@ def main(argv: list[str]) -> int:
             if name in results:
                 value = results[name]
                 why = metrics.EMPTY_GROUP.get(name, "no value")
-                shown = f"-  ({why}: the group is empty)" if value is None else f"{100 * value:.2f}%"
+                shown = f"{100 * value:.2f}%" if value is not None else f"-  ({why}: no class)"
                 print(f"  {name:22s} {shown}")
     return 0
 

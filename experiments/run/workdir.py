@@ -21,6 +21,7 @@ from the checkpoint's copy when it is missing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import hashlib
@@ -418,21 +419,19 @@ def restore(manager, state, workdir: pathlib.Path, config, data=None, *, config_
         except Exception as error:  # noqa: BLE001 - any failure: fall back to an older one
             gc.collect()  # orbax's orphaned futures report now, into the log, not later
             what = f"{type(error).__name__}: {one_line(error, 80)}"
-            aside = broken / f"{step}.{time.time_ns()}"
-            moved = jax.process_index() != 0
-            if not moved:
-                try:
+            if jax.process_index() == 0:
+                with contextlib.suppress(OSError):  # e.g. no permission: left in place
                     broken.mkdir(exist_ok=True)
-                    os.rename(workdir / "checkpoints" / str(step), aside)
-                    moved = True
-                except OSError:
-                    skipped.add(step)
+                    os.rename(directory, broken / f"{step}.{time.time_ns()}")
+            multihost_utils.sync_global_devices(f"moved broken checkpoint {step}")
+            moved = not (directory.exists() or directory.is_symlink())
+            if not moved:
+                skipped.add(step)
             where = f"moved to {broken.name}/" if moved else "left in place (it cannot be moved)"
             console.warning(
                 f"checkpoint {step} in {workdir} cannot be restored ({what}); {where}, trying "
                 "an older one."
             )
-            multihost_utils.sync_global_devices(f"moved broken checkpoint {step}")
             manager.close()
             manager = checkpoint_manager(workdir, config)
             continue

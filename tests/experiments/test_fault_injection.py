@@ -967,5 +967,5 @@ def test_an_empty_shot_group_is_explained_in_the_results(tmp_path, capsys, monke
     monkeypatch.setattr(train_lib, "train_and_evaluate", lambda *a, **k: results)
     assert main_lib.main(["--workdir", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert "  many_shot_accuracy     -  (no class has more than 100 training images: the " in out
+    assert "  many_shot_accuracy     -  (no class has more than 100 training images: no " in out
     assert "  medium_shot_accuracy   25.00%" in out
