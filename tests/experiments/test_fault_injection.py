@@ -826,7 +826,7 @@ def test_a_work_directory_removed_under_a_running_run_is_one_line(
 # ------------------------------------------------------------- 9. real signals
 
 
-# Runs the command line with each step paced (0.2 s) and written to PROGRESS, so that a
+# Runs the command line with each step paced (0.3 s) and written to PROGRESS, so that a
 # signal lands on a known step; KILL_SAVE: SIGKILL from inside the save of that step.
 _PACED = """
 import os, pathlib, signal, sys, time
@@ -844,7 +844,7 @@ saving = []
 def paced(split, *, start_step, **kwargs):
     for step, batch in enumerate(batches(split, start_step=start_step, **kwargs), start_step):
         progress.write_text(str(step))
-        time.sleep(0.2)
+        time.sleep(0.3)
         yield batch
 
 def killing_save(manager, step, *args, **kwargs):
@@ -894,7 +894,8 @@ def test_real_signals_through_the_command_line_resume_to_identical_results(refer
 
     process, progress = _paced_run(tmp_path, workdir)
     _wait_for_step(process, progress, 10)  # after checkpoint 8
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)  # lands in the step's pause (0.3 s left)
+    time.sleep(0.1)  # two signals sent at once merge into one
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=300)
     assert process.returncode == 130, err
