@@ -827,7 +827,9 @@ def test_a_work_directory_removed_under_a_running_run_is_one_line(
 
 
 # Runs the command line with each step paced (0.3 s) and written to PROGRESS, so that a
-# signal lands on a known step; KILL_SAVE: SIGKILL from inside the save of that step.
+# signal lands on a known step; the signals received are counted in PROGRESS.signals;
+# AWAIT_SECOND: after one signal, wait for the next; KILL_SAVE: SIGKILL from inside the
+# save of that step.
 _PACED = """
 import os, pathlib, signal, sys, time
 import orbax.checkpoint as ocp
@@ -839,13 +841,21 @@ progress = pathlib.Path(os.environ["PROGRESS"])
 kill_save = int(os.environ.get("KILL_SAVE", "-1"))
 batches, save = pipeline.train_batches, workdir_lib.save
 json_save = ocp.handlers.JsonCheckpointHandler.async_save
-saving = []
+handle = workdir_lib.StopSignals._handle
+saving, received = [], []
 
 def paced(split, *, start_step, **kwargs):
     for step, batch in enumerate(batches(split, start_step=start_step, **kwargs), start_step):
         progress.write_text(str(step))
         time.sleep(0.3)
+        while os.environ.get("AWAIT_SECOND") and len(received) == 1:  # the second Ctrl-C
+            time.sleep(0.01)
         yield batch
+
+def noting_handle(self, signum, frame):
+    received.append(signum)
+    pathlib.Path(str(progress) + ".signals").write_text(str(len(received)))
+    return handle(self, signum, frame)
 
 def killing_save(manager, step, *args, **kwargs):
     saving[:] = [step]
@@ -857,16 +867,20 @@ def killing_json_save(self, directory, *args, **kwargs):
     return json_save(self, directory, *args, **kwargs)
 
 pipeline.train_batches, workdir_lib.save = paced, killing_save
+workdir_lib.StopSignals._handle = noting_handle
 ocp.handlers.JsonCheckpointHandler.async_save = killing_json_save
 sys.argv[0] = "experiments.train"
 main.entry_point()
 """
 
 
-def _paced_run(tmp_path, workdir, *, kill_save=None):
+def _paced_run(tmp_path, workdir, *, kill_save=None, await_second=False):
     progress = tmp_path / "progress"
     progress.unlink(missing_ok=True)
+    pathlib.Path(f"{progress}.signals").unlink(missing_ok=True)
     env = _env(PROGRESS=str(progress), **({"KILL_SAVE": str(kill_save)} if kill_save else {}))
+    if await_second:  # after one signal, the run waits for the second
+        env["AWAIT_SECOND"] = "1"
     process = subprocess.Popen(
         [sys.executable, "-c", _PACED, *SHORT, "--workdir", str(workdir)],
         cwd=REPO,
@@ -892,10 +906,13 @@ def test_real_signals_through_the_command_line_resume_to_identical_results(refer
     save, then the plain command: the results of the uninterrupted run, exactly."""
     workdir = tmp_path / "run"
 
-    process, progress = _paced_run(tmp_path, workdir)
+    process, progress = _paced_run(tmp_path, workdir, await_second=True)
     _wait_for_step(process, progress, 10)  # after checkpoint 8
-    process.send_signal(signal.SIGINT)  # lands in the step's pause (0.3 s left)
-    time.sleep(0.1)  # two signals sent at once merge into one
+    process.send_signal(signal.SIGINT)
+    signals = pathlib.Path(f"{progress}.signals")  # two signals sent at once merge into one
+    while not signals.exists() or not signals.read_text():
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.01)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=300)
     assert process.returncode == 130, err
