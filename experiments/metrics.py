@@ -21,6 +21,14 @@ MANY_SHOT_MIN = 101  # many-shot: more than 100 training images
 FEW_SHOT_MAX = 19  # few-shot: fewer than 20; medium-shot: 20 to 100
 
 
+# Why a group's metric is None (printed as "-"): the group holds no class.
+EMPTY_GROUP = {
+    "many_shot_accuracy": f"no class has more than {MANY_SHOT_MIN - 1} training images",
+    "medium_shot_accuracy": f"no class has {FEW_SHOT_MAX + 1}-{MANY_SHOT_MIN - 1} training images",
+    "few_shot_accuracy": f"no class has fewer than {FEW_SHOT_MAX + 1} training images",
+}
+
+
 def shot_groups(class_counts: np.ndarray) -> dict[str, np.ndarray]:
     """Boolean class masks ``many`` (> 100 images), ``medium`` (20-100), ``few`` (< 20)."""
     counts = np.asarray(class_counts)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from experiments import methods, metrics, models, optimizers, plots, step
 from experiments.config.rules import validate_config
-from experiments.data import pipeline, registry
+from experiments.data import fingerprint, pipeline, registry
 from experiments.run import console, errors, lock, metric_writer
 from experiments.run import workdir as workdir_lib
 
@@ -64,20 +64,24 @@ def train_and_evaluate(
     if single_process:  # refused at once, before the data and the model are loaded
         lock.refuse_if_locked(workdir)
     _initialize_distributed(config)
+    _check_platform()
     for note in validate_config(config, reference=reference):
         console.note(note)
     workdir_lib.check_path(workdir)
+    workdir_lib.check_files(workdir)
     if not single_process and jax.process_index() == 0:
         lock.refuse_if_locked(workdir)
     # Hyperparameters are chosen on the validation split where there is one, never on test.
-    splits = _user_errors(methods.prepare_data, config, registry.load(config))
+    splits = _user_errors(lambda: methods.prepare_data(config, registry.load(config)))
     _check_data(config, splits.train)
+    data = fingerprint.fingerprint(splits)  # what the run trains on, never where it is
     model, method = _model_and_method(config, splits.train)
     is_chief = jax.process_index() == 0
     with lock.lock(workdir, enabled=is_chief), workdir_lib.StopSignals() as stop:
+        # A run refused here (another config, other data) leaves the directory untouched.
+        config_json = workdir_lib.check_config(workdir, config, data)
         console.open_log(workdir, jax.process_index())
-        workdir_lib.check_config(workdir, config)
-        return _train(config, workdir, splits, model, method, stop)
+        return _train(config, workdir, splits, model, method, stop, data, config_json)
 
 
 def _user_errors(function, *args, **kwargs):
@@ -102,17 +106,29 @@ def _model_and_method(config: ml_collections.ConfigDict, train):
             jax.random.key(0), jnp.zeros((1, *train.image_shape)), train=False, return_features=True
         )[0]
     )
-    method = _user_errors(  # e.g. LPL bounds needing too many steps, ISDA too large
-        methods.make_method,
-        config,
-        train.class_counts,
-        steps_per_epoch=pipeline.steps_per_epoch(train, config.optim.batch_size),
-        feature_dim=features.shape[-1],
-    )
+    try:  # e.g. LPL bounds needing too many steps, ISDA too large
+        method = methods.make_method(
+            config,
+            train.class_counts,
+            steps_per_epoch=pipeline.steps_per_epoch(train, config.optim.batch_size),
+            feature_dim=features.shape[-1],
+        )
+    except ValueError as error:
+        raise errors.UserError(_as_config_key(str(error), config)) from None
     return model, method
 
 
-def _train(config, workdir, splits: registry.Splits, model, method, stop) -> dict:
+def _as_config_key(message: str, config: ml_collections.ConfigDict) -> str:
+    """``message`` with a leading parameter name of lpjax (``step_size must be ...``)
+    written as the config key the method reads it from (``config.lpl.step_size``)."""
+    first = message.split(" ", 1)[0]
+    for block in methods.entry(config.method.name).blocks:
+        if first in config[block]:
+            return f"config.{block}.{message}"
+    return message
+
+
+def _train(config, workdir, splits, model, method, stop, data, config_json) -> dict:
     train = splits.train
     is_chief = jax.process_index() == 0
     mesh = step.make_data_mesh()
@@ -126,7 +142,9 @@ def _train(config, workdir, splits: registry.Splits, model, method, stop) -> dic
     model_fns = models.classifier_model_fns(model, input_shape=input_shape)
     state = step.create_train_state(model_fns, tx, method.transform, key=init_key, mesh=mesh)
     manager = workdir_lib.checkpoint_manager(workdir, config)
-    manager, state, history = workdir_lib.restore(manager, state, workdir, config)
+    manager, state, history = workdir_lib.restore(
+        manager, state, workdir, config, data, config_json=config_json
+    )
     start_step = int(state.step)
 
     writer = metric_writer.MetricWriter(workdir, resume_step=start_step, enabled=is_chief)
@@ -146,7 +164,6 @@ def _train(config, workdir, splits: registry.Splits, model, method, stop) -> dic
     window_start = time.perf_counter()
     eval_results = None
     progress = tqdm(
-        range(start_step, total_steps),
         initial=start_step,
         total=total_steps,
         desc=f"{config.method.name} on {config.data.name}",
@@ -164,7 +181,7 @@ def _train(config, workdir, splits: registry.Splits, model, method, stop) -> dic
         process_count=jax.process_count(),
         options=_loader_options(config),
     )
-    for step_index in progress:
+    for step_index in range(start_step, total_steps):
         batch = next(batches)
         mask = np.ones(len(batch["label"]), bool)  # training batches have no padding
         inputs = step.global_batch(mesh, (batch["image"], batch["label"], mask))
@@ -172,6 +189,10 @@ def _train(config, workdir, splits: registry.Splits, model, method, stop) -> dic
         if extras is not None:
             extras = step.global_batch(mesh, extras)
         state, step_metrics = update_fn(state, *inputs, step_key, extras)
+        if step_index == start_step:  # the first step compiles: the ETA counts after it
+            start_clock(progress, step_index + 1)
+        else:
+            progress.update(1)
         window.append(step_metrics)
         done = step_index + 1
         if done % config.run.log_every_steps == 0 or done == total_steps:
@@ -192,7 +213,7 @@ def _train(config, workdir, splits: registry.Splits, model, method, stop) -> dic
         stopping = done < total_steps and stop.requested(done)
         if done % config.run.checkpoint_every_steps == 0 or done == total_steps or stopping:
             pending = [metric_writer.jsonable_tree(m) for m in jax.device_get(window)]
-            workdir_lib.save(manager, done, state, {**history, "pending": pending}, config)
+            workdir_lib.save(manager, done, state, {**history, "pending": pending}, config, data)
         if stopping:
             manager.wait_until_finished()
             writer.close()
@@ -208,6 +229,14 @@ def _train(config, workdir, splits: registry.Splits, model, method, stop) -> dic
         _write_outputs(workdir, config, train, results, method.tracked)
     writer.close()
     return results
+
+
+def start_clock(progress: tqdm, done: int) -> None:
+    """Restarts ``progress``'s clock at ``done`` steps: its rate, elapsed time and ETA then
+    count from now, leaving out what came before (the first step's compilation)."""
+    progress.reset()
+    progress.n = progress.last_print_n = progress.initial = done
+    progress.refresh()
 
 
 def _check_finite(summary: dict, first: int, last: int, manager, workdir, restored: int) -> None:
@@ -354,6 +383,25 @@ def _write_outputs(workdir: pathlib.Path, config, train, results: dict, tracked)
     tmp = workdir / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, workdir / "results.json")
+
+
+def _check_platform() -> None:
+    """Refuses, in one line, a platform that JAX cannot start (``JAX_PLATFORMS=cuda`` on a
+    machine without CUDA): JAX's own error is a traceback on first use."""
+    try:
+        jax.devices()
+    except Exception as error:  # noqa: BLE001 - RuntimeError, or AssertionError when retried
+        asked = os.environ.get("JAX_PLATFORMS") or jax.config.jax_platforms or "the default"
+        raise errors.UserError(
+            f"JAX cannot start the platform {asked!r} ({_what(error)}); set "
+            "JAX_PLATFORMS to one this machine has (e.g. cpu), or install its jaxlib plugin."
+        ) from None
+
+
+def _what(error: BaseException) -> str:
+    """``Type: message`` on one short line (the type alone when there is no message)."""
+    text = errors.one_line(error, 90)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _check_data(config: ml_collections.ConfigDict, train) -> None:

@@ -13,6 +13,7 @@ a config shipped with the package, so the trainer runs from any directory.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import json
@@ -26,6 +27,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments.config import names
+from experiments.run.errors import one_line
 from experiments.run.records import (  # noqa: F401 - part of this module's interface
     RESUME_TOLERANT_KEYS,
     canonical_items,
@@ -59,29 +61,72 @@ def resolve_config_path(path: str | pathlib.Path) -> pathlib.Path:
     )
 
 
-def load_config(path: str | pathlib.Path | None = None) -> ml_collections.ConfigDict:
-    """Runs ``get_config()`` of the config file at ``path`` (the default config if None;
-    a shipped config's name or ``experiments/configs/NAME.py`` from any directory)."""
-    path = resolve_config_path(path) if path else DEFAULT_CONFIG
+def _run_config_file(path: pathlib.Path) -> object:
+    """The value of the config file's ``get_config()``; a file that does not import, has
+    no ``get_config``, raises or exits is one ``ValueError`` naming the file."""
+    name = repr(str(path))
     spec = importlib.util.spec_from_file_location(f"_lpjax_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ValueError(f"Config file {str(path)!r} defines no get_config().")
+    stage = "importing it"
     try:
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise ValueError(f"Config file {name} defines no get_config().")
+        stage = "in get_config()"
         return module.get_config()
-    except (AttributeError, KeyError) as error:  # a field the locked base config lacks
-        found = re.search(r'Key "([^"]+)" does not exist', str(error))
-        if not found:
+    except ValueError as error:
+        if str(error).startswith("Config file "):
             raise
-        key = found.group(1)
-        new = names.renamed(key)
-        hint = f"it is now config.{new}" if new else "a misspelt name? --help lists every field"
+        return _config_file_error(name, stage, error)
+    except SyntaxError as error:
         raise ValueError(
-            f"Config file {str(path)!r} sets {key!r}, which is not a config field ({hint})."
+            f"Config file {name} does not parse: {error.msg} (line {error.lineno})."
         ) from None
-    except TypeError as error:  # a value of another type than the base config's
-        raise ValueError(f"Config file {str(path)!r}: {' '.join(str(error).split())}") from None
+    except SystemExit as error:
+        raise ValueError(
+            f"Config file {name} called sys.exit({error.code!r}) {stage}; a config file "
+            "only defines get_config()."
+        ) from None
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except BaseException as error:  # noqa: BLE001 - a config file's own failure: one line
+        return _config_file_error(name, stage, error)
+
+
+def _config_file_error(name: str, stage: str, error: BaseException):
+    if isinstance(error, AttributeError | KeyError):  # a field the locked base config lacks
+        found = re.search(r'Key "([^"]+)" does not exist', str(error))
+        if found:
+            key = found.group(1)
+            new = names.renamed(key)
+            hint = f"it is now config.{new}" if new else "a misspelt name? --help lists every field"
+            raise ValueError(
+                f"Config file {name} sets {key!r}, which is not a config field ({hint})."
+            ) from None
+    if isinstance(error, TypeError) and stage == "in get_config()":  # a value of another type
+        raise ValueError(f"Config file {name}: {one_line(error, 150)}") from None
+    message = one_line(error, 120).rstrip(".")
+    kind = type(error).__name__
+    raise ValueError(f"Config file {name} raised {kind} {stage}: {message}.") from None
+
+
+def load_config(path: str | pathlib.Path | None = None) -> ml_collections.ConfigDict:
+    """Runs ``get_config()`` of the config file at ``path`` (the default config if None;
+    a shipped config's name or ``experiments/configs/NAME.py`` from any directory).
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: the file does not import, defines no ``get_config``, raises or exits in
+        it, or returns something other than an ``ml_collections.ConfigDict``.
+    """
+    path = resolve_config_path(path) if path else DEFAULT_CONFIG
+    config = _run_config_file(path)
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ValueError(
+            f"Config file {str(path)!r}: get_config() returned {type(config).__name__}, not an "
+            "ml_collections.ConfigDict (start from base.get_base_config())."
+        )
+    return config
 
 
 class CommandLine(NamedTuple):
@@ -103,6 +148,12 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
       FileNotFoundError: the config file does not exist.
     """
     argv = list(argv)
+    given = _values_of("--config", argv)
+    if len(given) > 1:
+        raise ValueError(
+            f"--config is given {len(given)} times ({', '.join(given)}); give one config file "
+            "(and --config.KEY=VALUE overrides)."
+        )
     config_path = _value_of("--config", argv)
     if config_path:  # absl reads the file again: give it the path that was found
         resolved = str(resolve_config_path(config_path))
@@ -186,6 +237,17 @@ def _set_value_of(name: str, value: str, argv: list[str]) -> list[str]:
     return argv
 
 
+def _values_of(name: str, argv: list[str]) -> list[str]:
+    """Every value of ``name`` in ``argv`` (both forms of :func:`_value_of`)."""
+    values = []
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"{name}="):
+            values.append(arg.partition("=")[2])
+        elif arg == name and i + 1 < len(argv):
+            values.append(argv[i + 1])
+    return values
+
+
 def _value_of(name: str, argv: list[str]) -> str | None:
     """The value of ``name`` in ``argv`` (``--name=value`` or ``--name value``), else None."""
     for i, arg in enumerate(argv):
@@ -213,6 +275,18 @@ def _parse(define, argv: list[str], config_fn) -> tuple[flags.FlagValues, list[s
     return flag_values, positional
 
 
+def _nearest(key: str, valid) -> str:
+    """The valid keys nearest to ``key`` (difflib), as a suggestion, and where the rest are."""
+    near = difflib.get_close_matches(key, list(valid), n=3, cutoff=0.6)
+    if not near:  # the field's name in any block, or the block's fields
+        field, block = key.rpartition(".")[2], key.partition(".")[0]
+        near = difflib.get_close_matches(field, [k.rpartition(".")[2] for k in valid], n=3)
+        near = [k for k in valid if k.rpartition(".")[2] in near][:3]
+        near = near or [k for k in sorted(valid) if k.startswith(f"{block}.")][:3]
+    hint = f"did you mean {' or '.join(near)}? " if near else ""
+    return f"{hint}--help lists every key."
+
+
 def _explain(argv: list[str], config: ml_collections.ConfigDict, error: Exception) -> str:
     """A sentence naming the argument absl refused: an unknown key, value or flag."""
     valid = flat_items(config)
@@ -226,7 +300,7 @@ def _explain(argv: list[str], config: ml_collections.ConfigDict, error: Exceptio
         if key not in valid and names.renamed(key):
             return f"Unknown config key {key!r}: it is now {names.renamed(key)!r}."
         if key not in valid:
-            return f"Unknown config key {key!r}. Valid keys: {', '.join(sorted(valid))}."
+            return f"Unknown config key {key!r}; {_nearest(key, valid)}"
         if has_value and key in str(error):
             kind = type(valid[key]).__name__
             return f"Cannot parse {text!r} for config key {key!r} (a {kind}): {error}"

@@ -47,8 +47,9 @@ _NON_NEGATIVE_FIELDS = (
     "data.workers",
     "data.threads",
     "data.prefetch_batches",
-    "optim.momentum",
 )
+# JAX's PRNG key takes a signed 64-bit seed (jax.random.key(2**63) overflows).
+SEED_LIMIT = 2**63
 
 
 def _is_number(value) -> bool:
@@ -150,6 +151,10 @@ def validate_config(
         if names.get(config, field) < 0:
             fail(f"config.{field} must be >= 0; got {names.get(config, field)}.")
     run, optim = config.run, config.optim
+    if config.seed >= SEED_LIMIT:
+        fail(f"config.seed must be < 2**63 (JAX's PRNG key holds 64 bits); got {config.seed}.")
+    if not 0 <= optim.momentum < 1:
+        fail(f"config.optim.momentum must be in [0, 1); got {optim.momentum}.")
     if run.checkpoint_every_steps % run.log_every_steps:
         fail(
             "config.run.checkpoint_every_steps must be a multiple of config.run.log_every_steps "

@@ -7,5 +7,7 @@
   tensorflow-datasets ``array_record`` files (ImageNet-LT, iNaturalist 2018, COCO), with
   :mod:`~experiments.data.image_transforms` (JPEG decoding and augmentation);
 * :mod:`~experiments.data.pipeline` -- the grain pipeline: batches pure in (seed, step),
-  per-host rows, threads or worker processes, prefetch.
+  per-host rows, threads or worker processes, prefetch;
+* :mod:`~experiments.data.fingerprint` -- what a run trains on, recorded in its work
+  directory so that a resume on other data is refused.
 """

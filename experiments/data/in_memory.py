@@ -191,6 +191,15 @@ def longtail_class_counts(n_max: int, num_classes: int, imbalance_ratio: float) 
     return np.asarray(counts, dtype=np.int64)
 
 
+def max_imbalance_ratio(n_max: int, num_classes: int) -> float:
+    """The largest ratio whose profile (:func:`longtail_class_counts`) keeps an image in
+    every class: ``n_max``, or just below it where rounding takes the last image."""
+    ratio = float(n_max)
+    while longtail_class_counts(n_max, num_classes, ratio).min() < 1:
+        ratio = float(np.nextafter(ratio, 0.0))
+    return ratio
+
+
 def make_longtail(dataset: Dataset, imbalance_ratio: float, *, seed: int) -> Dataset:
     """Subsamples a single-label data set to the exponential long-tailed profile.
 
@@ -211,10 +220,15 @@ def make_longtail(dataset: Dataset, imbalance_ratio: float, *, seed: int) -> Dat
     targets = np.minimum(targets, available)
     if np.any(targets == 0):
         empty = np.flatnonzero(targets == 0).tolist()
+        n_max = int(available.max())
+        most = max_imbalance_ratio(n_max, dataset.num_classes)
+        can = f"at most {n_max}" if most == n_max else f"just below {n_max} ({most!r})"
+        if available.min() == 0:
+            can = "none: a class has no image"
         raise ValueError(
-            f"Imbalance ratio {imbalance_ratio:g} with at most {int(available.max())} images per "
-            f"class leaves classes {empty} of {dataset.name!r} without any image; use a lower "
-            "ratio or more data."
+            f"config.data.imbalance_ratio = {imbalance_ratio:g} leaves classes {empty} of "
+            f"{dataset.name!r} without any image (at most {n_max} per class); the ratio it can "
+            f"hold: {can}."
         )
     order = np.random.default_rng(seed).permutation(len(dataset))
     ordered_labels = dataset.labels[order]

@@ -50,3 +50,39 @@ def to_json(config) -> str:
 def canonical_items(config) -> dict:
     """``{dotted.key: value}`` of a config as its JSON record holds it (tuples as lists)."""
     return flat_items(json.loads(json.dumps(_as_dict(config), sort_keys=True)))
+
+
+DATA_KEY = "data_fingerprint"  # config.json's record of the data, beside the config's keys
+
+
+def config_of_record(record: Mapping) -> dict:
+    """A ``config.json`` record without the data fingerprint: the config alone."""
+    return {k: v for k, v in record.items() if k != DATA_KEY}
+
+
+def _short(value) -> str:
+    if isinstance(value, str) and len(value) == 64:  # a sha256
+        return value[:8]
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def data_differences(previous: Mapping | None, current: Mapping | None) -> list[str]:
+    """What differs between two data fingerprints (:mod:`experiments.data.fingerprint`),
+    as ``split field old -> new`` texts (digests shortened to 8 hex digits); ``[]`` when
+    either is unknown (a run recorded before fingerprints)."""
+    if not isinstance(previous, Mapping) or not isinstance(current, Mapping):
+        return []
+    differences = []
+    for split in sorted(set(previous) | set(current)):
+        old, new = previous.get(split), current.get(split)
+        if old == new:
+            continue
+        if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+            differences.append(f"{split}: {_short(old)} -> {_short(new)}")
+            continue
+        for field in sorted(set(old) | set(new)):
+            if old.get(field) != new.get(field):
+                what = f"{split} {field}"
+                differences.append(f"{what} {_short(old.get(field))} -> {_short(new.get(field))}")
+    return differences

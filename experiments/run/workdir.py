@@ -21,13 +21,13 @@ from the checkpoint's copy when it is missing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import hashlib
 import json
 import os
 import pathlib
-import shutil
 import signal
 import threading
 import time
@@ -47,11 +47,29 @@ from experiments.run.errors import (  # noqa: F401 - the work directory's errors
     one_line,
 )
 from experiments.run.lock import lock, refuse_if_locked  # noqa: F401
-from experiments.run.records import RESUME_TOLERANT_KEYS, canonical_items, flat_items, to_json
+from experiments.run.records import (
+    DATA_KEY,
+    RESUME_TOLERANT_KEYS,
+    canonical_items,
+    config_of_record,
+    data_differences,
+    flat_items,
+    to_json,
+)
 
 
 class CheckpointCorruptError(RuntimeError):
     """A checkpoint restored, but its contents do not match its digest."""
+
+
+class WorkdirDataMismatchError(UserError):
+    """The work directory holds a run trained on other data."""
+
+
+def _listed(items: list[str], most: int = 3) -> str:
+    """The first ``most`` of ``items``, and how many more there are."""
+    more = f"; and {len(items) - most} more" if len(items) > most else ""
+    return "; ".join(items[:most]) + more
 
 
 def config_differences(previous: dict, current: dict) -> tuple[list[str], list[str]]:
@@ -73,15 +91,50 @@ def _refuse_other_config(workdir, previous: dict, current: dict, where: str) -> 
     differences, tolerated = config_differences(previous, current)
     if differences:
         raise WorkdirConfigMismatchError(
-            f"Work directory {str(workdir)!r} holds a run made with a different config "
-            f"({'; '.join(differences)}; {where}). Use another --workdir, or delete this one "
-            "to start over."
+            f"{str(workdir)!r} holds a run made with another config ({_listed(differences, 2)}; "
+            f"{where}); use another --workdir, or delete it to start over."
         )
     return tolerated
 
 
+def _refuse_other_data(workdir, previous, current, where: str) -> None:
+    """Raises if the data fingerprints ``previous`` (the run's record) and ``current``
+    differ (:func:`experiments.run.records.data_differences`)."""
+    differences = data_differences(previous, current)
+    if differences:
+        raise WorkdirDataMismatchError(
+            f"{str(workdir)!r} was trained on other data ({_listed(differences, 2)}; {where}); "
+            "give it that data again, or use another --workdir."
+        )
+
+
 def has_checkpoints(workdir: pathlib.Path) -> bool:
     return bool(complete_checkpoints(workdir))
+
+
+def _record(config, data: dict | None) -> dict:
+    """``config.json``'s record: the config's canonical JSON and the data fingerprint."""
+    record = json.loads(to_json(config))
+    if data is not None:
+        record[DATA_KEY] = data
+    return record
+
+
+def check_files(workdir: pathlib.Path) -> None:
+    """Refuses a work directory whose ``checkpoints`` or ``config.json`` is of the wrong
+    kind (a file, a directory) or unreadable: one line, before anything is written."""
+    for name, kind in (("checkpoints", "a directory"), ("config.json", "a file")):
+        path = workdir / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        right = path.is_dir() if kind == "a directory" else path.is_file()
+        if not right:
+            raise UserError(
+                f"{str(path)!r} is not {kind}; move it away (or delete it) and run again."
+            )
+        readable = os.R_OK | (os.X_OK if kind == "a directory" else 0)
+        if not os.access(path, readable):
+            raise UserError(f"{str(path)!r} cannot be read (permissions); fix them and run again.")
 
 
 def _write_config_record(workdir: pathlib.Path, record: dict) -> None:
@@ -93,42 +146,56 @@ def _write_config_record(workdir: pathlib.Path, record: dict) -> None:
         os.replace(tmp, path)
 
 
-def check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
-    """Refuses a work directory made with another config; records the config otherwise.
+def check_config(
+    workdir: pathlib.Path, config: ml_collections.ConfigDict, data: dict | None = None
+) -> str:
+    """Refuses a work directory made with another config or trained on other data;
+    records the config and the data's fingerprint otherwise.
 
     ``config.json`` is the record; keys that never change results
-    (:data:`RESUME_TOLERANT_KEYS`) may differ (a ``note:`` names them). A
-    damaged ``config.json`` is moved aside (``config.json.damaged.<time>``); without a
-    readable one, a work directory with checkpoints is judged by the checkpoints' own copy
-    of the config (:func:`restore`, which rewrites ``config.json``).
+    (:data:`RESUME_TOLERANT_KEYS`) may differ (a ``note:`` names them), the data
+    fingerprint ``data`` (:mod:`experiments.data.fingerprint`) may not. A damaged
+    ``config.json`` is moved aside (``config.json.damaged.<time>``); without a readable
+    one, a work directory with checkpoints is judged by the checkpoints' own copy of the
+    config (:func:`restore`, which rewrites ``config.json``).
+
+    Returns:
+      What ``config.json`` was: ``"kept"`` (read and matching), ``"written"`` (a new
+      run), ``"missing"`` or ``"damaged"`` (to be rewritten from a checkpoint).
     """
     path = workdir / "config.json"
     current = canonical_items(config)
     previous = None
+    status = "missing"
     if path.exists():
         try:
-            record = json.loads(path.read_text())
-            if not isinstance(record, dict) or not record:
+            record = json.loads(path.read_bytes())
+            if not isinstance(record, dict) or not config_of_record(record):
                 raise ValueError("not a config")
-            previous = flat_items(record)
+            previous = flat_items(config_of_record(record))
         except (ValueError, UnicodeDecodeError) as error:
+            status = "damaged"
             aside = workdir / f"config.json.damaged.{time.time_ns()}"
             if jax.process_index() == 0:
                 os.replace(path, aside)
             judge = "the checkpoints' copy" if has_checkpoints(workdir) else "none (no checkpoint)"
             console.warning(
-                f"{path} is damaged ({type(error).__name__}: {one_line(error, 80)}); moved to "
-                f"{aside.name}; the run's config is checked against {judge}."
+                f"{path} is damaged ({type(error).__name__}: {one_line(error, 60)}); moved to "
+                f"{aside.name}; the config is checked against {judge}."
             )
     if previous is not None:
+        _refuse_other_data(workdir, record.get(DATA_KEY), data, "config.json")
         tolerated = _refuse_other_config(workdir, previous, current, "config.json")
         if tolerated:
             console.note(
                 f"resuming with other values of keys that do not change results: "
-                f"{'; '.join(tolerated)} (config.json keeps the run's first values)."
+                f"{_listed(tolerated)} (config.json keeps the run's first values)."
             )
-    elif not has_checkpoints(workdir):
-        _write_config_record(workdir, json.loads(to_json(config)))
+        return "kept"
+    if not has_checkpoints(workdir):
+        _write_config_record(workdir, _record(config, data))
+        return "written"
+    return status
 
 
 def disk_full(error: BaseException) -> str | None:
@@ -243,9 +310,16 @@ def _json_digest(item) -> str:
     return hashlib.sha256(json.dumps(item, sort_keys=True).encode()).hexdigest()
 
 
-def save(manager, step: int, state, history: dict, config: ml_collections.ConfigDict) -> None:
-    """Saves the train state, the run's history (what results.json needs) and config,
-    with their digest, atomically."""
+def save(
+    manager,
+    step: int,
+    state,
+    history: dict,
+    config: ml_collections.ConfigDict,
+    data: dict | None = None,
+) -> None:
+    """Saves the train state, the run's history (what results.json needs), config and
+    data fingerprint (``data``, if given), with their digest, atomically."""
     if step in manager.all_steps():
         return
     history = json.loads(json.dumps(history))  # as it reads back
@@ -256,15 +330,16 @@ def save(manager, step: int, state, history: dict, config: ml_collections.Config
         "history": _json_digest(history),
         "config": _json_digest(record),
     }
-    manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            history=ocp.args.JsonSave(history),
-            config=ocp.args.JsonSave(record),
-            digest=ocp.args.JsonSave(digest),
-        ),
+    items = dict(
+        state=ocp.args.StandardSave(state),
+        history=ocp.args.JsonSave(history),
+        config=ocp.args.JsonSave(record),
     )
+    if data is not None:
+        data = json.loads(json.dumps(data))
+        digest["data"] = _json_digest(data)
+        items["data"] = ocp.args.JsonSave(data)
+    manager.save(step, args=ocp.args.Composite(**items, digest=ocp.args.JsonSave(digest)))
 
 
 def _verify(digest, name: str, actual) -> None:
@@ -284,33 +359,46 @@ def _verify(digest, name: str, actual) -> None:
         raise CheckpointCorruptError(f"its {name} record differs from the digest written with it")
 
 
-def restore(manager, state, workdir: pathlib.Path, config):
+def restore(manager, state, workdir: pathlib.Path, config, data=None, *, config_json="kept"):
     """``(manager, state, history)`` from the newest checkpoint that restores and verifies.
 
-    A checkpoint that cannot be restored (torn, corrupt, or written by an incompatible
-    version) or whose contents differ from its digest is reported and moved to
-    ``WORKDIR/broken_checkpoints`` (never deleted), and the previous one is tried, so at
-    most one checkpoint interval is lost; if none restores, a one-line error. A checkpoint
-    whose config differs from ``config`` (beyond the resume-tolerant keys) is refused
-    (:class:`WorkdirConfigMismatchError`), before its state is read. Checkpoints written
-    before checkpoints carried a digest are restored unverified, judged by ``config.json``.
+    A checkpoint that cannot be restored (torn, corrupt, unreadable, or written by an
+    incompatible version) or whose contents differ from its digest is reported and moved
+    to ``WORKDIR/broken_checkpoints`` (never deleted; one that cannot be moved is left in
+    place and skipped), and the previous one is tried, so at most one checkpoint interval
+    is lost; if none restores, a one-line error. A checkpoint whose config differs from
+    ``config`` (beyond the resume-tolerant keys), or whose data fingerprint differs from
+    ``data``, is refused (a :class:`UserError`), before its state is read. Checkpoints
+    written before checkpoints carried a digest are restored unverified, judged by
+    ``config.json``. ``config_json`` is what :func:`check_config` found (``"missing"``
+    or ``"damaged"``: it is rewritten from the checkpoint's copy).
     """
     broken = workdir / "broken_checkpoints"
     current = canonical_items(config)
-    for step in sorted(manager.all_steps(), reverse=True):
-        recorded = (workdir / "checkpoints" / str(step) / "digest").is_dir()
+    skipped = set()
+    while True:
+        steps = [s for s in sorted(manager.all_steps(), reverse=True) if s not in skipped]
+        if not steps:
+            break
+        step = steps[0]
+        saved_data = None
         try:
+            directory = workdir / "checkpoints" / str(step)
+            recorded = (directory / "digest").is_dir()
             digest = None
             if recorded:
-                saved = manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        config=ocp.args.JsonRestore(), digest=ocp.args.JsonRestore()
-                    ),
-                )
+                items = dict(config=ocp.args.JsonRestore(), digest=ocp.args.JsonRestore())
+                if (directory / "data").is_dir():
+                    items["data"] = ocp.args.JsonRestore()
+                saved = manager.restore(step, args=ocp.args.Composite(**items))
                 digest, record = saved.digest, saved.config
                 _verify(digest, "config", _json_digest(record))
+                if "data" in items:
+                    saved_data = saved.data
+                    _verify(digest, "data", _json_digest(saved_data))
                 _check_checkpoint_config(workdir, record, current, step)
+                where = f"checkpoint {step}'s record of its data"
+                _refuse_other_data(workdir, saved_data, data, where)
             elif not (workdir / "config.json").exists():
                 raise UserError(
                     f"{str(workdir)!r} has checkpoints without a copy of their config, and "
@@ -330,33 +418,38 @@ def restore(manager, state, workdir: pathlib.Path, config):
             raise
         except Exception as error:  # noqa: BLE001 - any failure: fall back to an older one
             gc.collect()  # orbax's orphaned futures report now, into the log, not later
-            console.warning(
-                f"checkpoint {step} in {workdir / 'checkpoints'} cannot be restored "
-                f"({type(error).__name__}: {one_line(error, 200)}); moved to {broken}, trying an "
-                "older one."
-            )
+            what = f"{type(error).__name__}: {one_line(error, 80)}"
             if jax.process_index() == 0:
-                broken.mkdir(exist_ok=True)
-                shutil.move(
-                    workdir / "checkpoints" / str(step), broken / f"{step}.{time.time_ns()}"
-                )
+                with contextlib.suppress(OSError):  # e.g. no permission: left in place
+                    broken.mkdir(exist_ok=True)
+                    os.rename(directory, broken / f"{step}.{time.time_ns()}")
             multihost_utils.sync_global_devices(f"moved broken checkpoint {step}")
+            moved = not (directory.exists() or directory.is_symlink())
+            if not moved:
+                skipped.add(step)
+            where = f"moved to {broken.name}/" if moved else "left in place (it cannot be moved)"
+            console.warning(
+                f"checkpoint {step} in {workdir} cannot be restored ({what}); {where}, trying "
+                "an older one."
+            )
             manager.close()
             manager = checkpoint_manager(workdir, config)
             continue
         if not recorded:
             console.note(f"checkpoint {step} predates checkpoint digests: restored unverified.")
         elif not (workdir / "config.json").exists():
-            _write_config_record(workdir, record)
-            console.note(f"config.json was missing; rewritten from checkpoint {step}'s copy.")
+            recorded_data = {DATA_KEY: saved_data} if saved_data is not None else {}
+            _write_config_record(workdir, {**record, **recorded_data})
+            was = "damaged" if config_json == "damaged" else "missing"
+            console.note(f"config.json was {was}; rewritten from checkpoint {step}'s copy.")
         return manager, restored.state, dict(restored.history)
-    if broken.exists():
+    if broken.exists() or skipped:
         raise UserError(
-            f"no checkpoint in {str(workdir / 'checkpoints')!r} can be restored (they are in "
+            f"no checkpoint in {str(workdir / 'checkpoints')!r} can be restored (see "
             f"{str(broken)!r}); use another --workdir, or delete this one to start over."
         )
     if not (workdir / "config.json").exists():  # every checkpoint is gone: a fresh start
-        _write_config_record(workdir, json.loads(to_json(config)))
+        _write_config_record(workdir, _record(config, data))
     return manager, state, {"windows": [], "final_train_loss": None, "pending": []}
 
 

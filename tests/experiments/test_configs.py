@@ -264,7 +264,7 @@ def test_unknown_override_key_lists_valid_keys():
     config = _load("cifar10_lt_r100")
     with pytest.raises(ValueError, match="Unknown config key 'lpl.epsilonn'") as info:
         configuration.apply_overrides(config, {"lpl.epsilonn": "0.1"})
-    assert "lpl.epsilon" in str(info.value) and "num_epochs" in str(info.value)
+    assert "did you mean lpl.epsilon" in str(info.value) and len(str(info.value)) < 200
     changed = configuration.apply_overrides(
         config, {"method.name": "ldam_drw", "lpl.epsilon": "0.15"}
     )
