@@ -86,8 +86,10 @@ def lpl_mean(config, inputs: MethodInputs) -> Method:
 
 
 def la_lpl(config, inputs: MethodInputs) -> Method:
-    transform = lpjax.chain(_logit_adjustment(config, inputs), _lpl(config.lpl, inputs))
-    return _softmax_cross_entropy(transform)
+    adjustment = _logit_adjustment(config, inputs)
+    transform = lpjax.chain(adjustment, _lpl(config.lpl, inputs))
+    # Logs what LPL's delta does to the LA-adjusted logits (no change to training).
+    return _softmax_cross_entropy(transform, reference_transform=adjustment)
 
 
 def lpl_adaptive(config, inputs: MethodInputs) -> Method:

@@ -325,3 +325,23 @@ def test_the_step_runs_lpl_class_sharded_on_eight_devices():
     assert [c.kind for c in in_loop] == ["all-reduce"], in_loop
     assert in_loop[0].nbytes == 2 * 4 * len(batch["label"])
     assert any(c.kind == "all-to-all" for c in found)
+
+
+def test_perturbation_metrics_against_numpy():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(7, 4)).astype(np.float32)
+    delta = (0.3 * rng.normal(size=(7, 4))).astype(np.float32)
+    labels = rng.integers(0, 4, size=7)
+    mask = np.array([True] * 6 + [False])
+    got = train_step.perturbation_metrics(
+        jnp.asarray(reference), jnp.asarray(reference + delta), jnp.asarray(labels), mask
+    )
+    real = mask
+    margins = []
+    for row, y in zip(reference[real], labels[real], strict=True):
+        others = np.delete(row, y)
+        margins.append(abs(row[y] - others.max()))
+    flipped = np.argmax(reference + delta, -1) != np.argmax(reference, -1)
+    np.testing.assert_allclose(got["delta_l1"], np.abs(delta[real]).sum(-1).mean(), rtol=1e-5)
+    np.testing.assert_allclose(got["reference_margin"], np.median(margins), rtol=1e-5)
+    assert float(got["flips"]) == flipped[real].sum()
