@@ -159,9 +159,38 @@ def test_comparison_pairs_each_method_with_la_on_the_same_seed(tmp_path, monkeyp
         (run.workdir / "results.json").write_text(json.dumps(result))
     study.write_comparison(s, runs, pathlib.Path(tmp_path) / "comparison.md")
     text = (pathlib.Path(tmp_path) / "comparison.md").read_text()
-    # Paired differences -9, -8, -11: mean -9.33, sd 1.528, standard error 0.88.
-    assert "| 100 | ce | `default` | 3 | 65.67 ± 4.73 | -9.33 ± 0.88 | 53.3 |" in text
-    assert "| 100 | la | `tau1` | 3 | 75.00 ± 5.00 | - | 53.3 |" in text
+    # Paired differences -9, -8, -11: mean -9.33, sd 1.528, standard error 0.88; the 95 %
+    # interval is -9.33 ± t(0.975, 2) 0.88 = -9.33 ± 4.303 x 0.882.
+    assert (
+        "| 100 | ce | `default` | 3 | 65.67 ± 4.73 | -9.33 ± 0.88 | [-13.13, -5.54] | loss | 53.3 |"
+        in text
+    )
+    assert "| 100 | la | `tau1` | 3 | 75.00 ± 5.00 | - |  |  | 53.3 |" in text
+    assert "**1 comparisons** with LA" in text
+    assert "0 exclude 0 above it, 1 below it." in text
+
+
+def test_provenance_lists_the_runs_of_the_earlier_trainer(tmp_path):
+    runs = tmp_path / "runs"
+    flat = {"la_tau": 1.0, "method": "la", "batch_size": 128}  # the earlier flat keys
+    nested = {"method": {"name": "la"}, "la": {"tau": 1.0}}
+    for where, config in (
+        ("test/r100/la/tau1/seed1", flat),
+        ("test/r100/la/tau1/seed2", flat),
+        ("test/r10/la/tau1/seed1", nested),
+        ("validation/r100/ce/default/seed0", flat),
+    ):
+        (runs / where).mkdir(parents=True)
+        (runs / where / "config.json").write_text(json.dumps(config))
+        (runs / where / "results.json").write_text("{}")
+    (runs / "test/r100/ce/default/seed9").mkdir(parents=True)  # unfinished: not listed
+    (runs / "test/r100/ce/default/seed9/config.json").write_text(json.dumps(flat))
+    study.write_provenance(tmp_path, tmp_path / "old.md")
+    text = (tmp_path / "old.md").read_text()
+    assert "3 committed runs" in text
+    assert "| test | 100 | la | `tau1` | 1, 2 |" in text
+    assert "| validation | 100 | ce | `default` | 0 |" in text
+    assert "r10" not in text and "| test | 10 |" not in text and "seed9" not in text
 
 
 def test_report_stage_needs_a_complete_validation_round(tmp_path, capsys):
