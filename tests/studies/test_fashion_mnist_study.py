@@ -196,3 +196,46 @@ def test_provenance_lists_the_runs_of_the_earlier_trainer(tmp_path):
 def test_report_stage_needs_a_complete_validation_round(tmp_path, capsys):
     assert study.main(["--root", str(tmp_path), "--stage", "report"]) == 1
     assert "runs are missing" in capsys.readouterr().err
+
+
+def test_emulation_sets_the_three_selections_side_by_side(tmp_path, monkeypatch):
+    execute, _ = _fake_execute(_accuracy)
+    monkeypatch.setattr(sweep, "execute", execute)
+    s = study.Study(pathlib.Path(tmp_path), [100], ["la", "la_lpl"], processes=1)
+    s.validate()
+    runs = study.emulation_runs(s)
+    assert len(runs) == 3 * 5 and {r.seed for r in runs} == {1, 2, 3}
+    assert all("--config.run.eval_test_every_epoch=True" in r.settings for r in runs)
+    assert all("--config.optim.num_epochs=60" in r.settings for r in runs)
+    assert all("/emulation/r100/" in str(r.workdir) for r in runs)
+    # LA: final 80 + seed, best epoch 81 + seed. The points: final test 80 + seed + bump,
+    # best epoch one point above that; validation prefers T0.3_h0.3, test prefers T3_h1.
+    bump = {"tau1_T0.3_h0.3_paper": 0.0, "tau1_T0.3_h1_paper": 0.1,
+            "tau1_T3_h0.3_paper": 0.2, "tau1_T3_h1_paper": 0.5}  # fmt: skip
+    for run in runs:
+        label = run.workdir.parent.name
+        final = 80 + run.seed + bump.get(label, 0.0) + (0.01 * run.seed if label in bump else 0)
+        best = final + 1
+        validation = 70 + (1 if label == "tau1_T0.3_h0.3_paper" else 0)
+        run.workdir.mkdir(parents=True)
+        history = [{"epoch": 1, "accuracy": best / 100}, {"epoch": 2, "accuracy": final / 100}]
+        windows = [{"delta_l1": 0.02, "reference_margin": 4.0, "flips": 0.25}] * 3
+        result = {
+            "accuracy": final / 100,
+            "validation_accuracy": validation / 100,
+            "epoch_history": history,
+            **({"perturbation_history": windows} if label in bump else {}),
+        }
+        (run.workdir / "results.json").write_text(json.dumps(result))
+    study.write_emulation_report(s, runs, pathlib.Path(tmp_path))
+    text = (pathlib.Path(tmp_path) / "emulation.md").read_text()
+    # Differences per seed: 0.01 s (+ bump), so mean 0.02, SE 0.01 / sqrt(3) = 0.006.
+    assert "| ours: chosen on validation, final epoch | `tau1_T0.3_h0.3_paper` |" in text
+    assert "| +0.02 ± 0.01 | [-0.00, +0.04] |  |" in text
+    assert "| best epoch on test, the validation-chosen point | `tau1_T0.3_h0.3_paper` |" in text
+    assert "| +1.02 ± 0.01 | [+1.00, +1.04] | +1.00 |" in text
+    assert "(the authors' selection) | `tau1_T3_h1_paper` |" in text
+    assert "| +1.52 ± 0.01 | [+1.50, +1.54] | +1.50 |" in text
+    assert "not valid estimates" in text
+    assert "| `tau1_T3_h1_paper` | 0.020 | 4.00 | 0.5 % | 0.25 |" in text
+    assert (pathlib.Path(tmp_path) / "logit_effect.png").read_bytes()[:4] == b"\x89PNG"
