@@ -183,6 +183,16 @@ _REGISTRY: dict[str, MethodEntry] = {
         "logit adjustment, then LPL on the adjusted logits",
         blocks=("la", "lpl"),
     ),
+    "lpl_authors": MethodEntry(
+        single_label.lpl_authors,
+        "ablation: LPL as the authors' long-tail scripts (lpjax.lpl_authors_longtail_transform)",
+        blocks=("lpl",),
+    ),
+    "la_lpl_authors": MethodEntry(
+        single_label.la_lpl_authors,
+        "ablation: logit adjustment, then the authors' scripts' LPL",
+        blocks=("la", "lpl"),
+    ),
     "lpl_adaptive": MethodEntry(
         single_label.lpl_adaptive,
         "adaptive LPL: bounds steered to a target loss ratio (docs/method.md 8)",

@@ -92,6 +92,40 @@ def la_lpl(config, inputs: MethodInputs) -> Method:
     return _softmax_cross_entropy(transform, reference_transform=adjustment)
 
 
+def lpl_authors(config, inputs: MethodInputs) -> Method:
+    return _softmax_cross_entropy(_authors_lpl(config.lpl, inputs.class_counts))
+
+
+def la_lpl_authors(config, inputs: MethodInputs) -> Method:
+    adjustment = _logit_adjustment(config, inputs)
+    transform = lpjax.chain(adjustment, _authors_lpl(config.lpl, inputs.class_counts))
+    return _softmax_cross_entropy(transform, reference_transform=adjustment)
+
+
+def _authors_lpl(lpl: ml_collections.ConfigDict, counts: np.ndarray) -> lpjax.LogitTransform:
+    """The authors' scripts' LPL (an ablation; lpjax.lpl_authors_longtail_transform).
+
+    In the lpl block's terms: the rarest class takes ``S = floor((epsilon +
+    delta_epsilon) / step_size)`` steps (the tail budget over alpha), the other classes
+    the scripts' shares of ``S``; ``head_scale`` and ``num_head_classes`` as for LPL. The
+    authors' CIFAR-10-LT point: tail budget 1.5, step 0.15 (S = 10), h = 0.6, 4 heads.
+    """
+    tail_budget = lpl.epsilon + lpl.delta_epsilon
+    num_steps = int(lpjax.num_inner_steps(np.float32(tail_budget), np.float32(lpl.step_size)))
+    if num_steps < 1:
+        raise ValueError(
+            "lpl_authors needs (lpl.epsilon + lpl.delta_epsilon) / lpl.step_size >= 1 (the "
+            f"rarest class's steps); got {tail_budget:g} / {lpl.step_size:g}."
+        )
+    return lpjax.lpl_authors_longtail_transform(
+        counts,
+        num_head_classes=lpl.num_head_classes,
+        num_steps=num_steps,
+        step_size=lpl.step_size,
+        head_scale=lpl.head_scale,
+    )
+
+
 def lpl_adaptive(config, inputs: MethodInputs) -> Method:
     return _softmax_cross_entropy(_adaptive_lpl(config.lpl, inputs.class_counts))
 

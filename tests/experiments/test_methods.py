@@ -149,3 +149,33 @@ def test_method_blocks_of_the_base_config_are_the_registry_defaults():
     for name, block in methods.default_blocks().items():
         assert base[name].to_dict() == block.to_dict()
     assert base.lpl.split_rule in methods.SIGNS_AND_BOUNDS_RULES == methods.SPLIT_RULES
+
+
+def test_the_authors_lpl_methods_take_the_scripts_steps_from_the_lpl_block():
+    config = configuration.apply_overrides(
+        configuration.load_config(),
+        {
+            "method.name": "la_lpl_authors",
+            "lpl.epsilon": "0.5",
+            "lpl.delta_epsilon": "1.0",
+            "lpl.step_size": "0.15",  # tail budget 1.5: the rarest class takes 10 steps
+            "lpl.head_scale": "0.6",
+            "lpl.num_head_classes": "4",
+        },
+    )
+    built = methods.make_method(config, COUNTS, steps_per_epoch=8)
+    logits = jnp.asarray(np.random.default_rng(2).normal(size=(20, 10)), jnp.float32)
+    labels = jnp.asarray(np.arange(20) % 10)
+    got, _ = built.transform.apply(logits, labels, built.transform.init())
+    adjusted = logits + jnp.log(COUNTS / COUNTS.sum())  # LA, tau = 1
+    signs, steps = lpjax.authors_step_counts(
+        COUNTS, num_head_classes=4, num_steps=10, head_scale=0.6
+    )
+    expected = lpjax.authors_lpl_perturbation(adjusted, labels, signs, steps, step_size=0.15)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert built.reference_transform is not None  # logs delta against LA's logits
+    too_small = configuration.apply_overrides(
+        config, {"method.name": "lpl_authors", "lpl.step_size": "2.0"}
+    )
+    with pytest.raises(ValueError, match="lpl_authors needs"):
+        methods.make_method(too_small, COUNTS, steps_per_epoch=8)
