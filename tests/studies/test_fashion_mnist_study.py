@@ -239,3 +239,11 @@ def test_emulation_sets_the_three_selections_side_by_side(tmp_path, monkeypatch)
     assert "not valid estimates" in text
     assert "| `tau1_T3_h1_paper` | 0.020 | 4.00 | 0.5 % | 0.25 |" in text
     assert (pathlib.Path(tmp_path) / "logit_effect.png").read_bytes()[:4] == b"\x89PNG"
+    # With one seed so far: the differences without intervals; the pooled best-epoch gain
+    # over the five runs of that seed (each exactly 1 point) has one.
+    one = pathlib.Path(tmp_path) / "one_seed"
+    one.mkdir()
+    study.write_emulation_report(s, [r for r in runs if r.seed == 1], one)
+    text = (one / "emulation.md").read_text()
+    assert "one seed so far: no interval" in text and "+0.01 (1 seed)" in text
+    assert "over all 5 finished runs" in text and "+1.00 ± 0.00 points [+1.00, +1.00]" in text
