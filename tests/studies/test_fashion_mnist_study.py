@@ -139,6 +139,16 @@ def test_choices_use_three_validation_seeds_and_tests_use_fresh_ones(tmp_path, m
     assert "| 100 | la | tau1 | `la.tau=1` | **78.00** | **78.00** |" in text
     assert (pathlib.Path(tmp_path) / "validation_landscape.png").read_bytes()[:4] == b"\x89PNG"
     assert in_memory.FASHION_MNIST_VALIDATION_PER_CLASS == 500
+    # Choosing on test instead: make one point that validation did not choose best on test.
+    other = dict(s.choices["la_lpl", 100].tried)[study.lpl_budget(3.0, 1.0, "unit").chained(la)]
+    result = json.loads((other[0].workdir / "results.json").read_text())
+    (other[0].workdir / "results.json").write_text(json.dumps({**result, "accuracy": 0.6}))
+    study.write_grid_selection(s, pathlib.Path(tmp_path) / "grid.md")
+    text = (pathlib.Path(tmp_path) / "grid.md").read_text()
+    assert (
+        "| 100 | la_lpl | 36 | 50.00 | `tau1_T1_h0.3_paper_heads6` | 50.00 | +0.00 | "
+        "`tau1_T3_h1_unit` | 60.00 | +10.00 | +10.00 |"
+    ) in text
 
 
 def test_comparison_pairs_each_method_with_la_on_the_same_seed(tmp_path, monkeypatch):
