@@ -169,6 +169,12 @@ _REGISTRY: dict[str, MethodEntry] = {
     "ldam_drw": MethodEntry(
         single_label.ldam_drw, "LDAM + deferred class-balanced re-weighting", **_ldam
     ),
+    "ldam_drw_lpl": MethodEntry(
+        single_label.ldam_drw_lpl,
+        "LDAM-DRW, then LPL on its logits (budgets in cosine units, scaled by ldam.scale)",
+        blocks=("ldam", "lpl"),
+        model_options=single_label.cosine_classifier,
+    ),
     "lpl_fixed": MethodEntry(
         single_label.lpl_fixed, "LPL, fixed bounds (lpl.delta_epsilon ignored)", blocks=("lpl",)
     ),

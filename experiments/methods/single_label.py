@@ -67,6 +67,30 @@ def ldam_drw(config, inputs: MethodInputs) -> Method:
     return _softmax_cross_entropy(_ldam_margins(config, inputs), example_weights_fn=weights)
 
 
+def ldam_drw_lpl(config, inputs: MethodInputs) -> Method:
+    """LDAM-DRW, then LPL on its margin-adjusted logits (LPL as a plug-in).
+
+    LDAM's logits are ``s cos``, so LPL's budgets are taken in cosine units and scaled by
+    ``ldam.scale``: ``lpl.epsilon``, ``lpl.delta_epsilon`` and ``lpl.step_size`` are
+    multiplied by ``s`` (the step counts ``K_c`` are unchanged).
+    """
+    scaled = {
+        f: config.lpl[f] * config.ldam.scale for f in ("epsilon", "delta_epsilon", "step_size")
+    }
+    lpl = ml_collections.ConfigDict({**config.lpl.to_dict(), **scaled})
+    weights = _deferred_reweighting(
+        inputs.class_counts,
+        beta=config.ldam.drw_beta,
+        start_step=config.ldam.drw_start_epoch * inputs.steps_per_epoch,
+    )
+    margins = _ldam_margins(config, inputs)
+    return _softmax_cross_entropy(
+        lpjax.chain(margins, _lpl(lpl, inputs)),
+        example_weights_fn=weights,
+        reference_transform=margins,
+    )
+
+
 def lpl_fixed(config, inputs: MethodInputs) -> Method:
     if config.lpl.epsilon <= 0:  # its only bound: 0 would be plain cross-entropy
         raise ValueError("lpl_fixed needs config.lpl.epsilon > 0 (it ignores delta_epsilon).")
