@@ -161,13 +161,16 @@ def train_step_fn(
     *,
     example_weights_fn: ExampleWeights | None = None,
     reference_transform: lpjax.LogitTransform | None = None,
+    deferred: tuple[lpjax.LogitTransform, int] | None = None,
 ) -> Callable[..., tuple[TrainState, dict]]:
     """The plain step, not jitted: ``step(state, inputs, labels, mask, key) -> (state,
     metrics)`` (see :func:`make_train_step`); a method's own step may wrap it.
 
     ``reference_transform`` (stateless, optional) gives the logits the method's last
     perturbation starts from (LA + LPL: the LA-adjusted logits); the step then also logs
-    what the perturbation does to them (:func:`perturbation_metrics`).
+    what the perturbation does to them (:func:`perturbation_metrics`). ``deferred``
+    (optional ``(before, start_step)``, both transforms stateless) trains on ``before``'s
+    logits until ``start_step`` and on ``transform``'s from it.
     """
 
     def train_step(state: TrainState, inputs, labels, mask, key):
@@ -184,6 +187,10 @@ def train_step_fn(
             perturbed, new_transform_state = transform.apply(
                 logits, labels, state.transform_state, where=mask, **transform_extras
             )
+            if deferred is not None:
+                before, start_step = deferred
+                early, _ = before.apply(logits, labels, before.init(), where=mask)
+                perturbed = jnp.where(state.step >= start_step, perturbed, early)
             loss = jnp.sum(weights * loss_fn(perturbed, labels, where=mask)) / total_weight
             return loss, (logits, perturbed, new_transform_state, model_state)
 
@@ -264,6 +271,7 @@ def make_train_step(
     example_weights_fn: ExampleWeights | None = None,
     compiler_options: Mapping[str, Any] | None = None,
     reference_transform: lpjax.LogitTransform | None = None,
+    deferred: tuple[lpjax.LogitTransform, int] | None = None,
 ) -> Callable[..., tuple[TrainState, dict]]:
     """Builds the plain ``train_step(state, inputs, labels, mask, key, extras=None) ->
     (state, metrics)``.
@@ -294,6 +302,7 @@ def make_train_step(
         ``compiler_options``).
       reference_transform: optional stateless transform giving the logits the last
         perturbation starts from; adds :func:`perturbation_metrics` to ``metrics``.
+      deferred: optional ``(before, start_step)``: ``before``'s logits until ``start_step``.
 
     Returns:
       The jitted step. ``metrics`` (replicated) holds ``loss`` (the objective: the
@@ -308,6 +317,7 @@ def make_train_step(
         loss_fn,
         example_weights_fn=example_weights_fn,
         reference_transform=reference_transform,
+        deferred=deferred,
     )
 
     def train_step(state: TrainState, inputs, labels, mask, key, extras=None):

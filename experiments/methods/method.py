@@ -39,6 +39,7 @@ def plain_step(method: Method, context: StepContext) -> Callable:
         example_weights_fn=method.example_weights_fn,
         compiler_options=context.compiler_options,
         reference_transform=method.reference_transform,
+        deferred=method.deferred,
     )
 
 
@@ -85,6 +86,9 @@ class Method:
         then logs the perturbation's size, the reference margin and the predictions it
         flips (:func:`experiments.step.perturbation_metrics`), kept per logging window in
         ``results.json`` (``perturbation_history``). It changes no training signal.
+      deferred: optional ``(before, start_step)``: the plain step trains on the stateless
+        ``before`` transform's logits until ``start_step``, on ``transform``'s from it
+        (a DRW-style deferred start; ``transform`` must be stateless too).
     """
 
     transform: lpjax.LogitTransform
@@ -97,6 +101,7 @@ class Method:
     tracked: tuple[str, ...] = ()
     logit_offsets: Callable[[Callable, Any], Any] = no_logit_offsets
     reference_transform: lpjax.LogitTransform | None = None
+    deferred: tuple[lpjax.LogitTransform, int] | None = None
 
 
 class MethodInputs(NamedTuple):

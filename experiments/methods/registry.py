@@ -64,6 +64,7 @@ class MethodEntry(NamedTuple):
 def _la_block() -> ml_collections.ConfigDict:
     la = ml_collections.ConfigDict()
     la.tau = 1.0  # logit adjustment temperature: u + tau log(pi) (la_posthoc: u - tau log(pi))
+    la.start_epoch = 0  # la: plain CE before this epoch, LA from it (the deferred-LPL control)
     return la
 
 
@@ -111,6 +112,7 @@ def _lpl_block() -> ml_collections.ConfigDict:
     lpl.num_head_classes = 4  # longtail rule: this many most frequent classes are head
     lpl.head_scale = 1.0  # longtail rule: factor of every head bound (authors' scripts: 0.2-0.6)
     lpl.normalize = False  # single-label inner step: the paper's (Eq. 11/12) or True: unit step
+    lpl.start_epoch = 0  # lpl_varied, la_lpl: LPL from this epoch on, DRW-style (before: CE / LA)
     # Adaptive LPL (lpl_adaptive, la_lpl_adaptive; docs/method.md, section 8): lpl.epsilon is
     # every class's initial bound; each bound then steers its class's log loss ratio
     # log(L'_c / L_c) toward s_c * adaptive_target (signs from lpl.split_rule).

@@ -29,7 +29,17 @@ def ce(config, inputs: MethodInputs) -> Method:
 
 
 def la(config, inputs: MethodInputs) -> Method:
-    return _softmax_cross_entropy(_logit_adjustment(config, inputs))
+    return _softmax_cross_entropy(
+        _logit_adjustment(config, inputs),
+        deferred=_deferred(lpjax.identity(), config.la.start_epoch, inputs),
+    )
+
+
+def _deferred(before: lpjax.LogitTransform, start_epoch: int, inputs: MethodInputs):
+    """``Method.deferred`` for a start at ``start_epoch`` (0: none); ``before`` until then."""
+    if start_epoch < 0:
+        raise ValueError(f"a start epoch must be >= 0; got {start_epoch}.")
+    return (before, start_epoch * inputs.steps_per_epoch) if start_epoch else None
 
 
 def la_posthoc(config, inputs: MethodInputs) -> Method:
@@ -102,7 +112,10 @@ def lpl_varied(config, inputs: MethodInputs) -> Method:
         raise ValueError("lpl_varied needs config.lpl.delta_epsilon > 0.")
     if config.lpl.split_rule == "mean":  # the paper's "LPL (varied)" on balanced data
         return lpl_mean(config, inputs)  # one run, one builder (a note says so)
-    return _softmax_cross_entropy(_lpl(config.lpl, inputs))
+    return _softmax_cross_entropy(
+        _lpl(config.lpl, inputs),
+        deferred=_deferred(lpjax.identity(), config.lpl.start_epoch, inputs),
+    )
 
 
 def lpl_mean(config, inputs: MethodInputs) -> Method:
@@ -113,7 +126,11 @@ def la_lpl(config, inputs: MethodInputs) -> Method:
     adjustment = _logit_adjustment(config, inputs)
     transform = lpjax.chain(adjustment, _lpl(config.lpl, inputs))
     # Logs what LPL's delta does to the LA-adjusted logits (no change to training).
-    return _softmax_cross_entropy(transform, reference_transform=adjustment)
+    return _softmax_cross_entropy(
+        transform,
+        reference_transform=adjustment,
+        deferred=_deferred(adjustment, config.lpl.start_epoch, inputs),
+    )
 
 
 def lpl_authors(config, inputs: MethodInputs) -> Method:

@@ -207,3 +207,25 @@ def test_ldam_drw_lpl_runs_lpl_on_ldams_logits_with_budgets_scaled_by_s():
     drw_step = config.ldam.drw_start_epoch * 8
     np.testing.assert_array_equal(built.example_weights_fn(labels, jnp.asarray(0)), 1.0)
     assert not np.allclose(built.example_weights_fn(labels, jnp.asarray(drw_step)), 1.0)
+
+
+def test_deferred_starts_of_la_lpl_lpl_varied_and_the_la_control():
+    config = configuration.load_config()
+    for name, field, before_is_la in (
+        ("la_lpl", "lpl.start_epoch", True),
+        ("lpl_varied", "lpl.start_epoch", False),
+        ("la", "la.start_epoch", False),
+    ):
+        built = methods.make_method(
+            configuration.apply_overrides(config, {"method.name": name, field: "3"}),
+            COUNTS,
+            steps_per_epoch=8,
+        )
+        before, start = built.deferred
+        assert start == 24, name
+        logits = jnp.zeros((2, 10))
+        early, _ = before.apply(logits, jnp.asarray([0, 9]), before.init())
+        expected = np.log(COUNTS / COUNTS.sum()) if before_is_la else 0.0
+        np.testing.assert_allclose(early, np.broadcast_to(expected, (2, 10)), rtol=1e-6)
+    plain = methods.make_method(config, COUNTS, steps_per_epoch=8)  # the default: la_lpl
+    assert plain.deferred is None

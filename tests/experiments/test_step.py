@@ -345,3 +345,39 @@ def test_perturbation_metrics_against_numpy():
     np.testing.assert_allclose(got["delta_l1"], np.abs(delta[real]).sum(-1).mean(), rtol=1e-5)
     np.testing.assert_allclose(got["reference_margin"], np.median(margins), rtol=1e-5)
     assert float(got["flips"]) == flipped[real].sum()
+
+
+def test_deferred_start_trains_on_the_before_transform_until_its_step():
+    counts = np.array([50, 20, 5])
+    la = lpjax.logit_adjustment_transform(counts, tau=1.0)
+    lpl = lpjax.chain(
+        la, lpjax.lpl_longtail_transform(counts, num_head_classes=1, epsilon=0.5, step_size=0.1)
+    )
+    model = train_step.ModelFns(
+        init=lambda key: ({"w": jax.random.normal(key, (4, 3))}, {}),
+        apply=lambda params, model_state, x, key: (x @ params["w"], model_state, {}),
+        predict=lambda params, model_state, x: x @ params["w"],
+    )
+    tx = optax.sgd(0.1)
+    loss = lpjax.softmax_cross_entropy_with_integer_labels
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
+    y = jnp.asarray([0, 1, 2, 0, 1, 2])
+    mask = jnp.ones(6, bool)
+    key = jax.random.key(0)
+
+    def run(transform, step, **options):
+        params, _ = model.init(jax.random.key(1))
+        state = train_step.TrainState(
+            step=jnp.asarray(step, jnp.int32),
+            params=params,
+            model_state={},
+            opt_state=tx.init(params),
+            transform_state=transform.init(),
+        )
+        fn = train_step.train_step_fn(model, tx, transform, loss, **options)
+        return fn(state, x, y, mask, key)[0].params["w"]
+
+    for step, same_as in ((2, la), (3, lpl), (7, lpl)):
+        np.testing.assert_allclose(run(lpl, step, deferred=(la, 3)), run(same_as, step), rtol=1e-6)
+    assert not np.allclose(run(la, 0), run(lpl, 0))  # the two differ: the test can fail
