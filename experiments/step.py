@@ -43,6 +43,7 @@ __all__ = [
     "make_data_mesh",
     "make_predict_step",
     "make_train_step",
+    "perturbation_metrics",
     "train_step_fn",
 ]
 
@@ -159,9 +160,18 @@ def train_step_fn(
     loss_fn: PerExampleLoss,
     *,
     example_weights_fn: ExampleWeights | None = None,
+    reference_transform: lpjax.LogitTransform | None = None,
+    deferred: tuple[lpjax.LogitTransform, int] | None = None,
 ) -> Callable[..., tuple[TrainState, dict]]:
     """The plain step, not jitted: ``step(state, inputs, labels, mask, key) -> (state,
-    metrics)`` (see :func:`make_train_step`); a method's own step may wrap it."""
+    metrics)`` (see :func:`make_train_step`); a method's own step may wrap it.
+
+    ``reference_transform`` (stateless, optional) gives the logits the method's last
+    perturbation starts from (LA + LPL: the LA-adjusted logits); the step then also logs
+    what the perturbation does to them (:func:`perturbation_metrics`). ``deferred``
+    (optional ``(before, start_step)``, both transforms stateless) trains on ``before``'s
+    logits until ``start_step`` and on ``transform``'s from it.
+    """
 
     def train_step(state: TrainState, inputs, labels, mask, key):
         step_key = jax.random.fold_in(key, state.step)
@@ -177,6 +187,10 @@ def train_step_fn(
             perturbed, new_transform_state = transform.apply(
                 logits, labels, state.transform_state, where=mask, **transform_extras
             )
+            if deferred is not None:
+                before, start_step = deferred
+                early, _ = before.apply(logits, labels, before.init(), where=mask)
+                perturbed = jnp.where(state.step >= start_step, perturbed, early)
             loss = jnp.sum(weights * loss_fn(perturbed, labels, where=mask)) / total_weight
             return loss, (logits, perturbed, new_transform_state, model_state)
 
@@ -196,6 +210,11 @@ def train_step_fn(
             "grad_norm": optax.tree.norm(grads),
             **_train_metrics(logits, perturbed, labels, mask),
         }
+        if reference_transform is not None:
+            reference, _ = reference_transform.apply(
+                logits, labels, reference_transform.init(), where=mask
+            )
+            metrics.update(perturbation_metrics(reference, perturbed, labels, mask))
         return new_state, metrics
 
     return train_step
@@ -251,6 +270,8 @@ def make_train_step(
     mesh: Mesh,
     example_weights_fn: ExampleWeights | None = None,
     compiler_options: Mapping[str, Any] | None = None,
+    reference_transform: lpjax.LogitTransform | None = None,
+    deferred: tuple[lpjax.LogitTransform, int] | None = None,
 ) -> Callable[..., tuple[TrainState, dict]]:
     """Builds the plain ``train_step(state, inputs, labels, mask, key, extras=None) ->
     (state, metrics)``.
@@ -279,6 +300,9 @@ def make_train_step(
       example_weights_fn: optional ``(labels, step) -> [batch]`` loss weights.
       compiler_options: XLA options for this executable only (``jax.jit``'s
         ``compiler_options``).
+      reference_transform: optional stateless transform giving the logits the last
+        perturbation starts from; adds :func:`perturbation_metrics` to ``metrics``.
+      deferred: optional ``(before, start_step)``: ``before``'s logits until ``start_step``.
 
     Returns:
       The jitted step. ``metrics`` (replicated) holds ``loss`` (the objective: the
@@ -286,13 +310,48 @@ def make_train_step(
       ``plain_loss`` and ``accuracy`` on the plain logits, and for single-label data
       ``relative_loss_variation`` ``[C]`` (NaN for classes absent from the batch).
     """
-    plain = train_step_fn(model, tx, transform, loss_fn, example_weights_fn=example_weights_fn)
+    plain = train_step_fn(
+        model,
+        tx,
+        transform,
+        loss_fn,
+        example_weights_fn=example_weights_fn,
+        reference_transform=reference_transform,
+        deferred=deferred,
+    )
 
     def train_step(state: TrainState, inputs, labels, mask, key, extras=None):
         del extras
         return plain(state, inputs, labels, mask, key)
 
     return jit_train_step(train_step, mesh, compiler_options)
+
+
+def perturbation_metrics(reference, perturbed, labels, mask) -> dict:
+    """What a perturbation ``delta = perturbed - reference`` does to single-label logits.
+
+    Over the real rows of the batch: ``delta_l1``, the mean per-row L1 norm of ``delta``
+    (logits moved per sample); ``reference_margin``, the median of ``|z_y - max_{j != y}
+    z_j|`` of the reference logits (how far a row is from changing its prediction);
+    ``flips``, the number of rows whose arg-max differs between the two (per batch).
+    """
+    delta = jax.lax.stop_gradient(perturbed - reference)
+    reference = jax.lax.stop_gradient(reference)
+    num_classes = reference.shape[-1]
+    target = jnp.take_along_axis(reference, labels[:, None], axis=-1)[:, 0]
+    others = jnp.where(jax.nn.one_hot(labels, num_classes, dtype=bool), -jnp.inf, reference)
+    margin = jnp.abs(target - others.max(-1))
+    flipped = jnp.argmax(perturbed, -1) != jnp.argmax(reference, -1)
+    real = mask.sum()
+    # Median over the real rows: padding rows sort last (+inf) and are not counted.
+    sorted_margin = jnp.sort(jnp.where(mask, margin, jnp.inf))
+    lower = sorted_margin[jnp.maximum((real - 1) // 2, 0)]
+    upper = sorted_margin[jnp.maximum(real // 2, 0)]
+    return {
+        "delta_l1": jnp.sum(jnp.where(mask, jnp.abs(delta).sum(-1), 0)) / real,
+        "reference_margin": (lower + upper) / 2,
+        "flips": jnp.sum(jnp.where(mask, flipped, False)).astype(jnp.float32),
+    }
 
 
 def _train_metrics(logits, perturbed, labels, mask) -> dict:

@@ -16,6 +16,11 @@ from lpjax._adaptive import (
     lpl_adaptive_longtail_transform,
     lpl_adaptive_transform,
 )
+from lpjax._authors import (
+    authors_lpl_perturbation,
+    authors_step_counts,
+    lpl_authors_longtail_transform,
+)
 from lpjax._checks import validate_labels
 from lpjax._diagnostics import relative_loss_variation
 from lpjax._isda import (
@@ -73,6 +78,8 @@ __all__ = (
     "TransformState",
     "adaptive_bounds_update",
     "asymmetric_loss",
+    "authors_lpl_perturbation",
+    "authors_step_counts",
     "balanced_softmax_transform",
     "chain",
     "class_balanced_weights",
@@ -85,6 +92,7 @@ __all__ = (
     "ldam_transform",
     "logit_adjustment",
     "logit_adjustment_transform",
+    "lpl_authors_longtail_transform",
     "longtail_signs_and_bounds",
     "lookahead_meta_gradient",
     "lpl_adaptive_longtail_transform",

@@ -31,6 +31,7 @@ SECTIONS = {
     "_multilabel": "Multi-label LPL",
     "_solver": "LPL solver",
     "_signs_and_bounds": "Signs and bounds",
+    "_authors": "The authors' scripts (an ablation)",
     "_meta": "Meta-LPL",
     "_losses": "Losses",
     "_priors": "Priors",
@@ -41,7 +42,7 @@ SECTIONS = {
 # Page (docs/api/<page>.rst) -> the private modules it documents.
 PAGES = {
     "transforms": ("_transforms", "_adaptive", "_isda", "_multilabel"),
-    "lpl": ("_solver", "_signs_and_bounds"),
+    "lpl": ("_solver", "_signs_and_bounds", "_authors"),
     "meta": ("_meta",),
     "losses": ("_losses",),
     "priors": ("_priors",),

@@ -38,6 +38,8 @@ def plain_step(method: Method, context: StepContext) -> Callable:
         mesh=context.mesh,
         example_weights_fn=method.example_weights_fn,
         compiler_options=context.compiler_options,
+        reference_transform=method.reference_transform,
+        deferred=method.deferred,
     )
 
 
@@ -79,6 +81,14 @@ class Method:
         ``<name>_history``) and plotted.
       logit_offsets: ``(predictions, splits) -> offsets`` added to every split's logits
         at evaluation, ``predictions(split) -> (logits, labels)``; default none.
+      reference_transform: optional stateless transform giving the logits the method's
+        last perturbation starts from (LA + LPL: the LA-adjusted logits). The plain step
+        then logs the perturbation's size, the reference margin and the predictions it
+        flips (:func:`experiments.step.perturbation_metrics`), kept per logging window in
+        ``results.json`` (``perturbation_history``). It changes no training signal.
+      deferred: optional ``(before, start_step)``: the plain step trains on the stateless
+        ``before`` transform's logits until ``start_step``, on ``transform``'s from it
+        (a DRW-style deferred start; ``transform`` must be stateless too).
     """
 
     transform: lpjax.LogitTransform
@@ -90,6 +100,8 @@ class Method:
     summarize_window: Callable[[list[dict]], dict] = metrics.summarize_window
     tracked: tuple[str, ...] = ()
     logit_offsets: Callable[[Callable, Any], Any] = no_logit_offsets
+    reference_transform: lpjax.LogitTransform | None = None
+    deferred: tuple[lpjax.LogitTransform, int] | None = None
 
 
 class MethodInputs(NamedTuple):

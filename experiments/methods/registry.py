@@ -64,6 +64,7 @@ class MethodEntry(NamedTuple):
 def _la_block() -> ml_collections.ConfigDict:
     la = ml_collections.ConfigDict()
     la.tau = 1.0  # logit adjustment temperature: u + tau log(pi) (la_posthoc: u - tau log(pi))
+    la.start_epoch = 0  # la: plain CE before this epoch, LA from it (the deferred-LPL control)
     return la
 
 
@@ -112,6 +113,7 @@ def _lpl_block() -> ml_collections.ConfigDict:
     lpl.num_head_classes = 4  # longtail rule: this many most frequent classes are head
     lpl.head_scale = 1.0  # longtail rule: factor of every head bound (authors' scripts: 0.2-0.6)
     lpl.normalize = False  # single-label inner step: the paper's (Eq. 11/12) or True: unit step
+    lpl.start_epoch = 0  # lpl_varied, la_lpl: LPL from this epoch on, DRW-style (before: CE / LA)
     # Adaptive LPL (lpl_adaptive, la_lpl_adaptive; docs/method.md, section 8): lpl.epsilon is
     # every class's initial bound; each bound then steers its class's log loss ratio
     # log(L'_c / L_c) toward s_c * adaptive_target (signs from lpl.split_rule).
@@ -170,6 +172,12 @@ _REGISTRY: dict[str, MethodEntry] = {
     "ldam_drw": MethodEntry(
         single_label.ldam_drw, "LDAM + deferred class-balanced re-weighting", **_ldam
     ),
+    "ldam_drw_lpl": MethodEntry(
+        single_label.ldam_drw_lpl,
+        "LDAM-DRW, then LPL on its logits (budgets in cosine units, scaled by ldam.scale)",
+        blocks=("ldam", "lpl"),
+        model_options=single_label.cosine_classifier,
+    ),
     "lpl_fixed": MethodEntry(
         single_label.lpl_fixed, "LPL, fixed bounds (lpl.delta_epsilon ignored)", blocks=("lpl",)
     ),
@@ -182,6 +190,16 @@ _REGISTRY: dict[str, MethodEntry] = {
     "la_lpl": MethodEntry(
         single_label.la_lpl,
         "logit adjustment, then LPL on the adjusted logits",
+        blocks=("la", "lpl"),
+    ),
+    "lpl_authors": MethodEntry(
+        single_label.lpl_authors,
+        "ablation: LPL as the authors' long-tail scripts (lpjax.lpl_authors_longtail_transform)",
+        blocks=("lpl",),
+    ),
+    "la_lpl_authors": MethodEntry(
+        single_label.la_lpl_authors,
+        "ablation: logit adjustment, then the authors' scripts' LPL",
         blocks=("la", "lpl"),
     ),
     "lpl_adaptive": MethodEntry(

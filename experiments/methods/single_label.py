@@ -30,7 +30,17 @@ def ce(config, inputs: MethodInputs) -> Method:
 
 
 def la(config, inputs: MethodInputs) -> Method:
-    return _softmax_cross_entropy(_logit_adjustment(config, inputs))
+    return _softmax_cross_entropy(
+        _logit_adjustment(config, inputs),
+        deferred=_deferred(lpjax.identity(), config.la.start_epoch, inputs),
+    )
+
+
+def _deferred(before: lpjax.LogitTransform, start_epoch: int, inputs: MethodInputs):
+    """``Method.deferred`` for a start at ``start_epoch`` (0: none); ``before`` until then."""
+    if start_epoch < 0:
+        raise ValueError(f"a start epoch must be >= 0; got {start_epoch}.")
+    return (before, start_epoch * inputs.steps_per_epoch) if start_epoch else None
 
 
 def la_posthoc(config, inputs: MethodInputs) -> Method:
@@ -68,6 +78,30 @@ def ldam_drw(config, inputs: MethodInputs) -> Method:
     return _softmax_cross_entropy(_ldam_margins(config, inputs), example_weights_fn=weights)
 
 
+def ldam_drw_lpl(config, inputs: MethodInputs) -> Method:
+    """LDAM-DRW, then LPL on its margin-adjusted logits (LPL as a plug-in).
+
+    LDAM's logits are ``s cos``, so LPL's budgets are taken in cosine units and scaled by
+    ``ldam.scale``: ``lpl.epsilon``, ``lpl.delta_epsilon`` and ``lpl.step_size`` are
+    multiplied by ``s`` (the step counts ``K_c`` are unchanged).
+    """
+    scaled = {
+        f: config.lpl[f] * config.ldam.scale for f in ("epsilon", "delta_epsilon", "step_size")
+    }
+    lpl = ml_collections.ConfigDict({**config.lpl.to_dict(), **scaled})
+    weights = _deferred_reweighting(
+        inputs.class_counts,
+        beta=config.ldam.drw_beta,
+        start_step=config.ldam.drw_start_epoch * inputs.steps_per_epoch,
+    )
+    margins = _ldam_margins(config, inputs)
+    return _softmax_cross_entropy(
+        lpjax.chain(margins, _lpl(lpl, inputs)),
+        example_weights_fn=weights,
+        reference_transform=margins,
+    )
+
+
 def lpl_fixed(config, inputs: MethodInputs) -> Method:
     if config.lpl.epsilon <= 0:  # its only bound: 0 would be plain cross-entropy
         raise ValueError("lpl_fixed needs config.lpl.epsilon > 0 (it ignores delta_epsilon).")
@@ -79,7 +113,10 @@ def lpl_varied(config, inputs: MethodInputs) -> Method:
         raise ValueError("lpl_varied needs config.lpl.delta_epsilon > 0.")
     if config.lpl.split_rule == "mean":  # the paper's "LPL (varied)" on balanced data
         return lpl_mean(config, inputs)  # one run, one builder (a note says so)
-    return _softmax_cross_entropy(_lpl(config.lpl, inputs))
+    return _softmax_cross_entropy(
+        _lpl(config.lpl, inputs),
+        deferred=_deferred(lpjax.identity(), config.lpl.start_epoch, inputs),
+    )
 
 
 def lpl_mean(config, inputs: MethodInputs) -> Method:
@@ -87,8 +124,48 @@ def lpl_mean(config, inputs: MethodInputs) -> Method:
 
 
 def la_lpl(config, inputs: MethodInputs) -> Method:
-    transform = lpjax.chain(_logit_adjustment(config, inputs), _lpl(config.lpl, inputs))
-    return _softmax_cross_entropy(transform)
+    adjustment = _logit_adjustment(config, inputs)
+    transform = lpjax.chain(adjustment, _lpl(config.lpl, inputs))
+    # Logs what LPL's delta does to the LA-adjusted logits (no change to training).
+    return _softmax_cross_entropy(
+        transform,
+        reference_transform=adjustment,
+        deferred=_deferred(adjustment, config.lpl.start_epoch, inputs),
+    )
+
+
+def lpl_authors(config, inputs: MethodInputs) -> Method:
+    return _softmax_cross_entropy(_authors_lpl(config.lpl, inputs.class_counts))
+
+
+def la_lpl_authors(config, inputs: MethodInputs) -> Method:
+    adjustment = _logit_adjustment(config, inputs)
+    transform = lpjax.chain(adjustment, _authors_lpl(config.lpl, inputs.class_counts))
+    return _softmax_cross_entropy(transform, reference_transform=adjustment)
+
+
+def _authors_lpl(lpl: ml_collections.ConfigDict, counts: np.ndarray) -> lpjax.LogitTransform:
+    """The authors' scripts' LPL (an ablation; lpjax.lpl_authors_longtail_transform).
+
+    In the lpl block's terms: the rarest class takes ``S = floor((epsilon +
+    delta_epsilon) / step_size)`` steps (the tail budget over alpha), the other classes
+    the scripts' shares of ``S``; ``head_scale`` and ``num_head_classes`` as for LPL. The
+    authors' CIFAR-10-LT point: tail budget 1.5, step 0.15 (S = 10), h = 0.6, 4 heads.
+    """
+    tail_budget = lpl.epsilon + lpl.delta_epsilon
+    num_steps = int(lpjax.num_inner_steps(np.float32(tail_budget), np.float32(lpl.step_size)))
+    if num_steps < 1:
+        raise ValueError(
+            "lpl_authors needs (lpl.epsilon + lpl.delta_epsilon) / lpl.step_size >= 1 (the "
+            f"rarest class's steps); got {tail_budget:g} / {lpl.step_size:g}."
+        )
+    return lpjax.lpl_authors_longtail_transform(
+        counts,
+        num_head_classes=lpl.num_head_classes,
+        num_steps=num_steps,
+        step_size=lpl.step_size,
+        head_scale=lpl.head_scale,
+    )
 
 
 def lpl_adaptive(config, inputs: MethodInputs) -> Method:

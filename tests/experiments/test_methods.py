@@ -69,7 +69,7 @@ def test_registry_names_kinds_and_model_options():
     config = configuration.load_config()
     for name in methods.NAMES:
         override = configuration.apply_overrides(config, {"method.name": name})
-        expected = {"cosine_scale": 30.0} if name in ("ldam", "ldam_drw") else {}
+        expected = {"cosine_scale": 30.0} if name.startswith("ldam") else {}
         assert methods.model_options(override) == expected, name
     # An older name still works; an unknown one is refused by the config, naming the valid ones.
     assert methods.entry("lpl_balanced") is methods.entry("lpl_mean")
@@ -149,3 +149,83 @@ def test_method_blocks_of_the_base_config_are_the_registry_defaults():
     for name, block in methods.default_blocks().items():
         assert base[name].to_dict() == block.to_dict()
     assert base.lpl.split_rule in methods.SIGNS_AND_BOUNDS_RULES == methods.SPLIT_RULES
+
+
+def test_the_authors_lpl_methods_take_the_scripts_steps_from_the_lpl_block():
+    config = configuration.apply_overrides(
+        configuration.load_config(),
+        {
+            "method.name": "la_lpl_authors",
+            "lpl.epsilon": "0.5",
+            "lpl.delta_epsilon": "1.0",
+            "lpl.step_size": "0.15",  # tail budget 1.5: the rarest class takes 10 steps
+            "lpl.head_scale": "0.6",
+            "lpl.num_head_classes": "4",
+        },
+    )
+    built = methods.make_method(config, COUNTS, steps_per_epoch=8)
+    logits = jnp.asarray(np.random.default_rng(2).normal(size=(20, 10)), jnp.float32)
+    labels = jnp.asarray(np.arange(20) % 10)
+    got, _ = built.transform.apply(logits, labels, built.transform.init())
+    adjusted = logits + jnp.log(COUNTS / COUNTS.sum())  # LA, tau = 1
+    signs, steps = lpjax.authors_step_counts(
+        COUNTS, num_head_classes=4, num_steps=10, head_scale=0.6
+    )
+    expected = lpjax.authors_lpl_perturbation(adjusted, labels, signs, steps, step_size=0.15)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert built.reference_transform is not None  # logs delta against LA's logits
+    too_small = configuration.apply_overrides(
+        config, {"method.name": "lpl_authors", "lpl.step_size": "2.0"}
+    )
+    with pytest.raises(ValueError, match="lpl_authors needs"):
+        methods.make_method(too_small, COUNTS, steps_per_epoch=8)
+
+
+def test_ldam_drw_lpl_runs_lpl_on_ldams_logits_with_budgets_scaled_by_s():
+    overrides = {"lpl.epsilon": "0.1", "lpl.delta_epsilon": "0.2", "lpl.step_size": "0.01"}
+    config = configuration.apply_overrides(
+        configuration.load_config(), {"method.name": "ldam_drw_lpl", **overrides}
+    )
+    built = methods.make_method(config, COUNTS, steps_per_epoch=8)
+    logits = jnp.asarray(np.random.default_rng(3).normal(size=(20, 10)), jnp.float32)
+    labels = jnp.asarray(np.arange(20) % 10)
+    got, _ = built.transform.apply(logits, labels, built.transform.init())
+    s = config.ldam.scale
+    margins = lpjax.ldam_transform(COUNTS, max_margin=config.ldam.max_margin * s, scale=1.0)
+    lpl = lpjax.lpl_longtail_transform(
+        COUNTS,
+        num_head_classes=config.lpl.num_head_classes,
+        epsilon=0.1 * s,
+        delta_epsilon=0.2 * s,
+        step_size=0.01 * s,
+        head_scale=config.lpl.head_scale,
+    )
+    chained = lpjax.chain(margins, lpl)
+    expected, _ = chained.apply(logits, labels, chained.init())
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    # LDAM-DRW's deferred re-weighting: uniform before its epoch, class-balanced after.
+    drw_step = config.ldam.drw_start_epoch * 8
+    np.testing.assert_array_equal(built.example_weights_fn(labels, jnp.asarray(0)), 1.0)
+    assert not np.allclose(built.example_weights_fn(labels, jnp.asarray(drw_step)), 1.0)
+
+
+def test_deferred_starts_of_la_lpl_lpl_varied_and_the_la_control():
+    config = configuration.load_config()
+    for name, field, before_is_la in (
+        ("la_lpl", "lpl.start_epoch", True),
+        ("lpl_varied", "lpl.start_epoch", False),
+        ("la", "la.start_epoch", False),
+    ):
+        built = methods.make_method(
+            configuration.apply_overrides(config, {"method.name": name, field: "3"}),
+            COUNTS,
+            steps_per_epoch=8,
+        )
+        before, start = built.deferred
+        assert start == 24, name
+        logits = jnp.zeros((2, 10))
+        early, _ = before.apply(logits, jnp.asarray([0, 9]), before.init())
+        expected = np.log(COUNTS / COUNTS.sum()) if before_is_la else 0.0
+        np.testing.assert_allclose(early, np.broadcast_to(expected, (2, 10)), rtol=1e-6)
+    plain = methods.make_method(config, COUNTS, steps_per_epoch=8)  # the default: la_lpl
+    assert plain.deferred is None

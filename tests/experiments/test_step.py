@@ -325,3 +325,59 @@ def test_the_step_runs_lpl_class_sharded_on_eight_devices():
     assert [c.kind for c in in_loop] == ["all-reduce"], in_loop
     assert in_loop[0].nbytes == 2 * 4 * len(batch["label"])
     assert any(c.kind == "all-to-all" for c in found)
+
+
+def test_perturbation_metrics_against_numpy():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(7, 4)).astype(np.float32)
+    delta = (0.3 * rng.normal(size=(7, 4))).astype(np.float32)
+    labels = rng.integers(0, 4, size=7)
+    mask = np.array([True] * 6 + [False])
+    got = train_step.perturbation_metrics(
+        jnp.asarray(reference), jnp.asarray(reference + delta), jnp.asarray(labels), mask
+    )
+    real = mask
+    margins = []
+    for row, y in zip(reference[real], labels[real], strict=True):
+        others = np.delete(row, y)
+        margins.append(abs(row[y] - others.max()))
+    flipped = np.argmax(reference + delta, -1) != np.argmax(reference, -1)
+    np.testing.assert_allclose(got["delta_l1"], np.abs(delta[real]).sum(-1).mean(), rtol=1e-5)
+    np.testing.assert_allclose(got["reference_margin"], np.median(margins), rtol=1e-5)
+    assert float(got["flips"]) == flipped[real].sum()
+
+
+def test_deferred_start_trains_on_the_before_transform_until_its_step():
+    counts = np.array([50, 20, 5])
+    la = lpjax.logit_adjustment_transform(counts, tau=1.0)
+    lpl = lpjax.chain(
+        la, lpjax.lpl_longtail_transform(counts, num_head_classes=1, epsilon=0.5, step_size=0.1)
+    )
+    model = train_step.ModelFns(
+        init=lambda key: ({"w": jax.random.normal(key, (4, 3))}, {}),
+        apply=lambda params, model_state, x, key: (x @ params["w"], model_state, {}),
+        predict=lambda params, model_state, x: x @ params["w"],
+    )
+    tx = optax.sgd(0.1)
+    loss = lpjax.softmax_cross_entropy_with_integer_labels
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
+    y = jnp.asarray([0, 1, 2, 0, 1, 2])
+    mask = jnp.ones(6, bool)
+    key = jax.random.key(0)
+
+    def run(transform, step, **options):
+        params, _ = model.init(jax.random.key(1))
+        state = train_step.TrainState(
+            step=jnp.asarray(step, jnp.int32),
+            params=params,
+            model_state={},
+            opt_state=tx.init(params),
+            transform_state=transform.init(),
+        )
+        fn = train_step.train_step_fn(model, tx, transform, loss, **options)
+        return fn(state, x, y, mask, key)[0].params["w"]
+
+    for step, same_as in ((2, la), (3, lpl), (7, lpl)):
+        np.testing.assert_allclose(run(lpl, step, deferred=(la, 3)), run(same_as, step), rtol=1e-6)
+    assert not np.allclose(run(la, 0), run(lpl, 0))  # the two differ: the test can fail

@@ -92,6 +92,26 @@ def test_default_on_real_digits_writes_every_output(tmp_path):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
+def test_eval_test_every_epoch_keeps_each_epochs_accuracy_and_la_lpl_logs_its_delta(tmp_path):
+    config = short_default_config(
+        {"run.eval_every_epochs": "5", "run.eval_test_every_epoch": "True"}
+    )
+    results = train_lib.train_and_evaluate(config, tmp_path)
+
+    epochs = results["epoch_history"]
+    assert [e["epoch"] for e in epochs] == [1, 2]  # every epoch, whatever eval_every_epochs
+    assert epochs[-1]["accuracy"] == results["accuracy"]  # results stay the final epoch's
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "eval_accuracy" in r] == [8, 16]
+    # The default method is LA + LPL: each logging window has its delta against LA's logits.
+    windows = results["perturbation_history"]
+    assert len(windows) == 16 // 4
+    for window in windows:
+        assert window["delta_l1"] > 0 and window["reference_margin"] > 0
+        assert 0 <= window["flips"] <= config.optim.batch_size
+
+
 META = {"meta.per_class": "4", "meta.batch_size": "40", "meta.every_steps": "3"}
 
 

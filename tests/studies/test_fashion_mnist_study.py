@@ -139,6 +139,16 @@ def test_choices_use_three_validation_seeds_and_tests_use_fresh_ones(tmp_path, m
     assert "| 100 | la | tau1 | `la.tau=1` | **78.00** | **78.00** |" in text
     assert (pathlib.Path(tmp_path) / "validation_landscape.png").read_bytes()[:4] == b"\x89PNG"
     assert in_memory.FASHION_MNIST_VALIDATION_PER_CLASS == 500
+    # Choosing on test instead: make one point that validation did not choose best on test.
+    other = dict(s.choices["la_lpl", 100].tried)[study.lpl_budget(3.0, 1.0, "unit").chained(la)]
+    result = json.loads((other[0].workdir / "results.json").read_text())
+    (other[0].workdir / "results.json").write_text(json.dumps({**result, "accuracy": 0.6}))
+    study.write_grid_selection(s, pathlib.Path(tmp_path) / "grid.md")
+    text = (pathlib.Path(tmp_path) / "grid.md").read_text()
+    assert (
+        "| 100 | la_lpl | 36 | 50.00 | `tau1_T1_h0.3_paper_heads6` | 50.00 | +0.00 | "
+        "`tau1_T3_h1_unit` | 60.00 | +10.00 | +10.00 |"
+    ) in text
 
 
 def test_comparison_pairs_each_method_with_la_on_the_same_seed(tmp_path, monkeypatch):
@@ -159,11 +169,91 @@ def test_comparison_pairs_each_method_with_la_on_the_same_seed(tmp_path, monkeyp
         (run.workdir / "results.json").write_text(json.dumps(result))
     study.write_comparison(s, runs, pathlib.Path(tmp_path) / "comparison.md")
     text = (pathlib.Path(tmp_path) / "comparison.md").read_text()
-    # Paired differences -9, -8, -11: mean -9.33, sd 1.528, standard error 0.88.
-    assert "| 100 | ce | `default` | 3 | 65.67 ± 4.73 | -9.33 ± 0.88 | 53.3 |" in text
-    assert "| 100 | la | `tau1` | 3 | 75.00 ± 5.00 | - | 53.3 |" in text
+    # Paired differences -9, -8, -11: mean -9.33, sd 1.528, standard error 0.88; the 95 %
+    # interval is -9.33 ± t(0.975, 2) 0.88 = -9.33 ± 4.303 x 0.882.
+    assert (
+        "| 100 | ce | `default` | 3 | 65.67 ± 4.73 | -9.33 ± 0.88 | [-13.13, -5.54] | loss | 53.3 |"
+        in text
+    )
+    assert "| 100 | la | `tau1` | 3 | 75.00 ± 5.00 | - |  |  | 53.3 |" in text
+    assert "**1 comparisons** with LA" in text
+    assert "0 exclude 0 above it, 1 below it." in text
+
+
+def test_provenance_lists_the_runs_of_the_earlier_trainer(tmp_path):
+    runs = tmp_path / "runs"
+    flat = {"la_tau": 1.0, "method": "la", "batch_size": 128}  # the earlier flat keys
+    nested = {"method": {"name": "la"}, "la": {"tau": 1.0}}
+    for where, config in (
+        ("test/r100/la/tau1/seed1", flat),
+        ("test/r100/la/tau1/seed2", flat),
+        ("test/r10/la/tau1/seed1", nested),
+        ("validation/r100/ce/default/seed0", flat),
+    ):
+        (runs / where).mkdir(parents=True)
+        (runs / where / "config.json").write_text(json.dumps(config))
+        (runs / where / "results.json").write_text("{}")
+    (runs / "test/r100/ce/default/seed9").mkdir(parents=True)  # unfinished: not listed
+    (runs / "test/r100/ce/default/seed9/config.json").write_text(json.dumps(flat))
+    study.write_provenance(tmp_path, tmp_path / "old.md")
+    text = (tmp_path / "old.md").read_text()
+    assert "3 committed runs" in text
+    assert "| test | 100 | la | `tau1` | 1, 2 |" in text
+    assert "| validation | 100 | ce | `default` | 0 |" in text
+    assert "r10" not in text and "| test | 10 |" not in text and "seed9" not in text
 
 
 def test_report_stage_needs_a_complete_validation_round(tmp_path, capsys):
     assert study.main(["--root", str(tmp_path), "--stage", "report"]) == 1
     assert "runs are missing" in capsys.readouterr().err
+
+
+def test_emulation_sets_the_three_selections_side_by_side(tmp_path, monkeypatch):
+    execute, _ = _fake_execute(_accuracy)
+    monkeypatch.setattr(sweep, "execute", execute)
+    s = study.Study(pathlib.Path(tmp_path), [100], ["la", "la_lpl"], processes=1)
+    s.validate()
+    runs = study.emulation_runs(s)
+    assert len(runs) == 3 * 5 and {r.seed for r in runs} == {1, 2, 3}
+    assert all("--config.run.eval_test_every_epoch=True" in r.settings for r in runs)
+    assert all("--config.optim.num_epochs=60" in r.settings for r in runs)
+    assert all("/emulation/r100/" in str(r.workdir) for r in runs)
+    # LA: final 80 + seed, best epoch 81 + seed. The points: final test 80 + seed + bump,
+    # best epoch one point above that; validation prefers T0.3_h0.3, test prefers T3_h1.
+    bump = {"tau1_T0.3_h0.3_paper": 0.0, "tau1_T0.3_h1_paper": 0.1,
+            "tau1_T3_h0.3_paper": 0.2, "tau1_T3_h1_paper": 0.5}  # fmt: skip
+    for run in runs:
+        label = run.workdir.parent.name
+        final = 80 + run.seed + bump.get(label, 0.0) + (0.01 * run.seed if label in bump else 0)
+        best = final + 1
+        validation = 70 + (1 if label == "tau1_T0.3_h0.3_paper" else 0)
+        run.workdir.mkdir(parents=True)
+        history = [{"epoch": 1, "accuracy": best / 100}, {"epoch": 2, "accuracy": final / 100}]
+        windows = [{"delta_l1": 0.02, "reference_margin": 4.0, "flips": 0.25}] * 3
+        result = {
+            "accuracy": final / 100,
+            "validation_accuracy": validation / 100,
+            "epoch_history": history,
+            **({"perturbation_history": windows} if label in bump else {}),
+        }
+        (run.workdir / "results.json").write_text(json.dumps(result))
+    study.write_emulation_report(s, runs, pathlib.Path(tmp_path))
+    text = (pathlib.Path(tmp_path) / "emulation.md").read_text()
+    # Differences per seed: 0.01 s (+ bump), so mean 0.02, SE 0.01 / sqrt(3) = 0.006.
+    assert "| ours: chosen on validation, final epoch | `tau1_T0.3_h0.3_paper` |" in text
+    assert "| +0.02 ± 0.01 | [-0.00, +0.04] |  |" in text
+    assert "| best epoch on test, the validation-chosen point | `tau1_T0.3_h0.3_paper` |" in text
+    assert "| +1.02 ± 0.01 | [+1.00, +1.04] | +1.00 |" in text
+    assert "(the authors' selection) | `tau1_T3_h1_paper` |" in text
+    assert "| +1.52 ± 0.01 | [+1.50, +1.54] | +1.50 |" in text
+    assert "not valid estimates" in text
+    assert "| `tau1_T3_h1_paper` | 0.020 | 4.00 | 0.5 % | 0.25 |" in text
+    assert (pathlib.Path(tmp_path) / "logit_effect.png").read_bytes()[:4] == b"\x89PNG"
+    # With one seed so far: the differences without intervals; the pooled best-epoch gain
+    # over the five runs of that seed (each exactly 1 point) has one.
+    one = pathlib.Path(tmp_path) / "one_seed"
+    one.mkdir()
+    study.write_emulation_report(s, [r for r in runs if r.seed == 1], one)
+    text = (one / "emulation.md").read_text()
+    assert "one seed so far: no interval" in text and "+0.01 (1 seed)" in text
+    assert "over all 5 finished runs" in text and "+1.00 ± 0.00 points [+1.00, +1.00]" in text
