@@ -253,15 +253,26 @@ def _finish(process):
     assert process.returncode == 0, output[-3000:]
 
 
+def _assert_same_values(a, b, where):
+    """Equal records: numbers to float rounding, everything else exactly, recursively."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            _assert_same_values(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list) and any(isinstance(x, dict | list) for x in a):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same_values(x, y, f"{where}[{i}]")
+    elif isinstance(a, float | list):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=where)
+    else:
+        assert a == b, where
+
+
 def _assert_same_run(dir_a, dir_b):
     a = json.loads((dir_a / "results.json").read_text())
     b = json.loads((dir_b / "results.json").read_text())
-    assert a.keys() == b.keys()
-    for key in a:
-        if isinstance(a[key], float | list):
-            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
-        else:
-            assert a[key] == b[key], key
+    _assert_same_values(a, b, "results")
     losses = [
         [
             json.loads(line).get("train_loss")
